@@ -1,0 +1,238 @@
+//! The only code that opens lease files and calls fcntl. Keeping it in one file
+//! makes the rule of POSIX record locks checkable by reading: a file we hold a lock
+//! on is opened exactly once, through [`Lease`], and closed only when the lease ends.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::stat::{fstat, stat, Mode, SFlag};
+
+/// An open lease file. Dropping it closes the fd, which releases the kernel lock.
+#[derive(Debug)]
+pub struct Lease {
+    fd: OwnedFd,
+}
+
+/// Lock mode on byte 0 of a lease file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+
+impl Lease {
+    /// Opens an existing file read-write, close-on-exec (never created here).
+    pub fn open_existing(path: &Path) -> Result<Self, Errno> {
+        let fd = open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(Self { fd })
+    }
+
+    /// Opens or creates (mode 0600) a file read-write, close-on-exec.
+    pub fn open_or_create(path: &Path) -> Result<Self, Errno> {
+        let fd = open(
+            path,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        Ok(Self { fd })
+    }
+
+    /// Adopts an fd inherited across exec (live upgrade).
+    pub fn from_owned(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// Non-blocking POSIX record lock on byte 0, length 1: what libvirt's
+    /// `virFileLock(fd, shared, 0, 1, false)` does. `Err(EAGAIN|EACCES)` = conflict.
+    pub fn lock(&self, mode: LockMode) -> Result<(), Errno> {
+        let fl = libc::flock {
+            l_type: match mode {
+                LockMode::Shared => libc::F_RDLCK,
+                LockMode::Exclusive => libc::F_WRLCK,
+            } as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        fcntl(self.fd.as_fd(), FcntlArg::F_SETLK(&fl)).map(drop)
+    }
+
+    /// Inode number of the open file.
+    pub fn inode(&self) -> Result<u64, Errno> {
+        fstat(self.fd.as_fd()).map(|st| st.st_ino)
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn borrow_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Whether a lock error means "somebody else holds it".
+pub fn is_conflict(e: Errno) -> bool {
+    matches!(e, Errno::EAGAIN | Errno::EACCES)
+}
+
+/// Inode of a path, without opening it (opening and closing a locked file would
+/// drop our own lock on it).
+pub fn path_inode(path: &Path) -> Result<u64, Errno> {
+    stat(path).map(|st| st.st_ino)
+}
+
+/// Creates `path` (mode 0600) if missing, leaving an existing file untouched.
+///
+/// libvirt opens with `O_WRONLY|O_CREAT` and closes. We must not: if the file is
+/// held as a lease (perhaps under another name), closing any fd of it would drop
+/// that lock. So an existing path is only `stat`ed, never opened.
+pub fn touch(path: &Path) -> Result<(), Errno> {
+    match open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => {
+            // A file we just created cannot carry one of our locks.
+            drop(fd);
+            Ok(())
+        }
+        Err(Errno::EEXIST) => {
+            let st = stat(path)?;
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                Err(Errno::EISDIR)
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file; a missing file is not an error.
+pub fn remove(path: &Path) -> Result<(), Errno> {
+    match nix::unistd::unlink(path) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What `path` is: missing, a directory, or something else.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Missing,
+    Directory,
+    Other,
+}
+
+pub fn path_kind(path: &Path) -> Result<PathKind, Errno> {
+    match stat(path) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+            Ok(PathKind::Directory)
+        }
+        Ok(_) => Ok(PathKind::Other),
+        Err(Errno::ENOENT) => Ok(PathKind::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// `mkdir -p` with mode 0700 for every created component (minus umask).
+pub fn make_dirs(path: &Path) -> Result<(), Errno> {
+    match nix::unistd::mkdir(path, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(Errno::ENOENT) => {
+            match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => make_dirs(parent)?,
+                _ => return Err(Errno::ENOENT),
+            }
+            match nix::unistd::mkdir(path, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Where a lockspace's files live, as far as blocking is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// A local filesystem: syscalls return promptly.
+    Local,
+    /// A network or FUSE filesystem whose syscalls can hang; names the kind.
+    Network(&'static str),
+}
+
+/// Classifies the filesystem under `path` by its statfs magic number.
+pub fn storage_of(path: &Path) -> Result<Storage, Errno> {
+    let fs = nix::sys::statfs::statfs(path)?;
+    Ok(storage_from_magic(fs.filesystem_type().0 as u64))
+}
+
+/// Network filesystems by statfs `f_type`; everything else counts as local.
+pub fn storage_from_magic(magic: u64) -> Storage {
+    match magic {
+        0x6969 => Storage::Network("nfs"),
+        0xff53_4d42 => Storage::Network("cifs"),
+        0xfe53_4d42 => Storage::Network("smb2"),
+        0x517b => Storage::Network("smb"),
+        0x00c3_6400 => Storage::Network("ceph"),
+        0x0116_1970 => Storage::Network("gfs2"),
+        0x7461_636f => Storage::Network("ocfs2"),
+        0x6573_5546 => Storage::Network("fuse"),
+        0x0102_1997 => Storage::Network("9p"),
+        0x5346_414f => Storage::Network("afs"),
+        0x6b41_4653 => Storage::Network("kafs"),
+        0x1304_6203 => Storage::Network("lustre"),
+        0x0bd0_0bd0 => Storage::Network("lustre"),
+        0x4750_4653 => Storage::Network("gpfs"),
+        _ => Storage::Local,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_never_opens_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let lease = Lease::open_or_create(&p).unwrap();
+        lease.lock(LockMode::Exclusive).unwrap();
+        touch(&p).unwrap();
+        // Our lock must still be there: a second process would conflict. Within this
+        // process we can check /proc/locks for the inode.
+        let ino = lease.inode().unwrap();
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        let me = std::process::id().to_string();
+        assert!(locks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&me.as_str()) && f.get(5).is_some_and(|d| d.ends_with(&format!(":{ino}")))
+        }));
+        assert_eq!(touch(dir.path()), Err(Errno::EISDIR));
+    }
+
+    #[test]
+    fn make_dirs_creates_parents_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/c");
+        make_dirs(&p).unwrap();
+        make_dirs(&p).unwrap();
+        let mode = std::fs::metadata(dir.path().join("a")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+        assert_eq!(path_kind(&p).unwrap(), PathKind::Directory);
+    }
+
+    #[test]
+    fn tmp_is_local_and_nfs_is_not() {
+        assert_eq!(storage_of(Path::new("/tmp")).unwrap(), Storage::Local);
+        assert_eq!(storage_from_magic(0x6969), Storage::Network("nfs"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The lock engine, free of actors and sockets: a lockspace's resource table, its
+//! owners, shared and exclusive leases, AUTOCREATE files and the race checks that
+//! make them safe. Semantics follow libvirt's `virlockspace.c` (spec §6), with the
+//! fixes listed in README's compatibility section.
+//!
+//! The kernel does not report conflicts between two fds of one process, so inside
+//! the daemon this table is the only arbiter between owners; the fcntl lock on each
+//! lease file is what other hosts and processes see.
+
+pub mod error;
+pub mod lease;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tracing::warn;
+
+pub use error::LockError;
+use error::show;
+use lease::{is_conflict, Lease, LockMode, PathKind};
+
+use crate::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
+
+/// A lock owner: the pid a client registered (normally QEMU's), not the pid of
+/// the connection that made the call.
+pub type OwnerPid = i32;
+
+/// How often AUTOCREATE retries when the file is unlinked or replaced between our
+/// open and our lock. libvirt retries forever; a hostile process could then spin
+/// the lockspace, so we stop and report the resource busy.
+const MAX_AUTOCREATE_RETRIES: usize = 64;
+
+/// One held resource: its lease fd (exactly one per resource) and its owners.
+#[derive(Debug)]
+pub struct Resource {
+    pub name: Vec<u8>,
+    pub path: PathBuf,
+    lease: Lease,
+    /// `ACQUIRE_SHARED` / `ACQUIRE_AUTOCREATE` as given by the first acquirer.
+    pub flags: u32,
+    /// One entry per acquisition; a shared resource may list an owner twice.
+    pub owners: Vec<OwnerPid>,
+    pub acquired_at: SystemTime,
+}
+
+impl Resource {
+    pub fn shared(&self) -> bool {
+        self.flags & ACQUIRE_SHARED != 0
+    }
+
+    pub fn autocreate(&self) -> bool {
+        self.flags & ACQUIRE_AUTOCREATE != 0
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.lease.raw_fd()
+    }
+
+    /// Ends the lease: AUTOCREATE files are unlinked *before* the fd is closed, so
+    /// that a racing acquirer's inode re-check sees the file go. A shared lease only
+    /// deletes the file if nobody else (another host or process) still shares it.
+    fn free(self) {
+        if self.autocreate() {
+            let sole_holder = !self.shared() || self.lease.lock(LockMode::Exclusive).is_ok();
+            if sole_holder {
+                if let Err(e) = lease::remove(&self.path) {
+                    warn!(path = %self.path.display(), error = %e, "cannot delete lease file");
+                }
+            }
+        }
+        drop(self.lease);
+    }
+}
+
+/// One lockspace: the default one (resource name = file path) or a directory.
+#[derive(Debug)]
+pub struct LockSpace {
+    /// The directory exactly as the client named it; `None` for the default lockspace.
+    dir: Option<Vec<u8>>,
+    resources: HashMap<Vec<u8>, Resource>,
+}
+
+impl LockSpace {
+    /// The default lockspace: resource names are file paths.
+    pub fn default_space() -> Self {
+        Self {
+            dir: None,
+            resources: HashMap::new(),
+        }
+    }
+
+    /// A directory lockspace; the directory must exist (see [`create_directory`]).
+    pub fn directory(dir: Vec<u8>) -> Self {
+        Self {
+            dir: Some(dir),
+            resources: HashMap::new(),
+        }
+    }
+
+    /// The key clients use for this lockspace (`""` for the default one).
+    pub fn key(&self) -> &[u8] {
+        self.dir.as_deref().unwrap_or(b"")
+    }
+
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// `dir + "/" + name` (plain concatenation, as libvirt), or the name itself.
+    fn path_of(&self, name: &[u8]) -> PathBuf {
+        match &self.dir {
+            None => PathBuf::from(OsStr::from_bytes(name)),
+            Some(dir) => {
+                let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+                p.extend_from_slice(dir);
+                p.push(b'/');
+                p.extend_from_slice(name);
+                PathBuf::from(std::ffi::OsString::from_vec(p))
+            }
+        }
+    }
+
+    /// Refuses names that are not a single file inside the directory. libvirt lets
+    /// `../x` escape the lockspace (with root privileges); we do not.
+    fn check_name(&self, name: &[u8]) -> Result<(), LockError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+            return Err(LockError::InvalidName {
+                name: show(name),
+                dir: show(dir),
+            });
+        }
+        Ok(())
+    }
+
+    /// ACQUIRE (spec §6.4) on behalf of `owner`.
+    pub fn acquire(&mut self, name: &[u8], owner: OwnerPid, flags: u32) -> Result<(), LockError> {
+        self.check_name(name)?;
+        let want_shared = flags & ACQUIRE_SHARED != 0;
+        if let Some(res) = self.resources.get_mut(name) {
+            if res.shared() && want_shared {
+                res.owners.push(owner);
+                return Ok(());
+            }
+            return Err(LockError::Busy(show(name)));
+        }
+        let path = self.path_of(name);
+        let mode = if want_shared {
+            LockMode::Shared
+        } else {
+            LockMode::Exclusive
+        };
+        let lease = if flags & ACQUIRE_AUTOCREATE != 0 {
+            acquire_autocreate(&path, name, mode)?
+        } else {
+            let lease = Lease::open_existing(&path).map_err(|errno| LockError::Open {
+                path: path.display().to_string(),
+                errno,
+            })?;
+            lock(&lease, &path, name, mode)?;
+            lease
+        };
+        self.resources.insert(
+            name.to_vec(),
+            Resource {
+                name: name.to_vec(),
+                path,
+                lease,
+                flags,
+                owners: vec![owner],
+                acquired_at: SystemTime::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// RELEASE (spec §6.5): drops one ownership entry of `owner`.
+    pub fn release(&mut self, name: &[u8], owner: OwnerPid) -> Result<(), LockError> {
+        let res = self
+            .resources
+            .get_mut(name)
+            .ok_or_else(|| LockError::NotLocked(show(name)))?;
+        let idx = res
+            .owners
+            .iter()
+            .position(|&o| o == owner)
+            .ok_or(LockError::NotOwner(owner as i64))?;
+        res.owners.remove(idx);
+        if res.owners.is_empty() {
+            if let Some(res) = self.resources.remove(name) {
+                res.free();
+            }
+        }
+        Ok(())
+    }
+
+    /// Release on disconnect (spec §6.6): removes **every** entry of `owner` (libvirt
+    /// removes one per resource and leaks duplicates of shared leases). Returns the
+    /// names released, so the caller can log them and decide on fencing.
+    pub fn release_owner(&mut self, owner: OwnerPid) -> Vec<Vec<u8>> {
+        let mut released = Vec::new();
+        let mut emptied = Vec::new();
+        for (name, res) in self.resources.iter_mut() {
+            let before = res.owners.len();
+            res.owners.retain(|&o| o != owner);
+            if res.owners.len() != before {
+                released.push(name.clone());
+                if res.owners.is_empty() {
+                    emptied.push(name.clone());
+                }
+            }
+        }
+        for name in emptied {
+            if let Some(res) = self.resources.remove(&name) {
+                res.free();
+            }
+        }
+        released
+    }
+
+    /// CREATE_RESOURCE: touch the file (mode 0600) unless the name is held.
+    pub fn create_resource(&mut self, name: &[u8]) -> Result<(), LockError> {
+        self.check_name(name)?;
+        if self.resources.contains_key(name) {
+            return Err(LockError::Busy(show(name)));
+        }
+        let path = self.path_of(name);
+        lease::touch(&path).map_err(|errno| LockError::CreateFile {
+            path: path.display().to_string(),
+            errno,
+        })
+    }
+
+    /// DELETE_RESOURCE: unlink the file unless the name is held; missing is fine.
+    pub fn delete_resource(&mut self, name: &[u8]) -> Result<(), LockError> {
+        self.check_name(name)?;
+        if self.resources.contains_key(name) {
+            return Err(LockError::Busy(show(name)));
+        }
+        let path = self.path_of(name);
+        lease::remove(&path).map_err(|errno| LockError::Delete {
+            path: path.display().to_string(),
+            errno,
+        })
+    }
+}
+
+fn lock(lease: &Lease, path: &Path, name: &[u8], mode: LockMode) -> Result<(), LockError> {
+    lease.lock(mode).map_err(|errno| {
+        if is_conflict(errno) {
+            LockError::Busy(show(name))
+        } else {
+            LockError::Lock {
+                path: path.display().to_string(),
+                errno,
+            }
+        }
+    })
+}
+
+/// Open-or-create, lock, then make sure the path still names the inode we locked:
+/// a releasing holder may have unlinked it (or someone replaced it) in between.
+fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease, LockError> {
+    let shown = || path.display().to_string();
+    for _ in 0..MAX_AUTOCREATE_RETRIES {
+        let lease = Lease::open_or_create(path).map_err(|errno| LockError::OpenCreate {
+            path: shown(),
+            errno,
+        })?;
+        let ino = lease
+            .inode()
+            .map_err(|errno| LockError::Stat { path: shown(), errno })?;
+        lock(&lease, path, name, mode)?;
+        match lease::path_inode(path) {
+            Ok(now) if now == ino => return Ok(lease),
+            // Unlinked or replaced since we opened it: our lock protects nothing.
+            _ => continue,
+        }
+    }
+    Err(LockError::Busy(show(name)))
+}
+
+/// Makes sure a directory lockspace's directory exists (`mkdir -p`, mode 0700).
+/// Blocking: call it off the event threads.
+pub fn create_directory(dir: &[u8]) -> Result<(), LockError> {
+    let path = Path::new(OsStr::from_bytes(dir));
+    match lease::path_kind(path) {
+        Ok(PathKind::Directory) => Ok(()),
+        Ok(PathKind::Other) => Err(LockError::NotADirectory(show(dir))),
+        Ok(PathKind::Missing) | Err(_) => {
+            lease::make_dirs(path).map_err(|errno| LockError::CreateLockspace {
+                dir: show(dir),
+                errno,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
