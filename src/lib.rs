@@ -2,9 +2,18 @@
 //!
 //! * [`protocol`]: libvirt's RPC wire format (pure, no I/O).
 //! * [`lockspace`]: the lock engine: lockspaces, resources, owners, fcntl leases.
+//! * [`session`]: per-connection rules (registration, restriction, check order).
 //! * [`actors`]: the running daemon: supervisor, connections, lockspaces.
 //! * [`client`]: an async client for the lock protocol.
 
+#[path = "../actors/mod.rs"]
+pub mod actors;
+pub mod cli;
+pub mod client;
+pub mod listener;
 pub mod lockspace;
+pub mod paths;
+pub mod pidfile;
 pub mod proclocks;
 pub mod protocol;
+pub mod session;

@@ -207,3 +207,45 @@ mod tests {
         assert_eq!(28 + b.len(), 116 - 12);
     }
 }
+
+impl RemoteError {
+    /// Decodes a `remote_error` (client side). `str3`, `dom` and `net` are skipped.
+    pub fn decode(payload: &[u8]) -> Result<Self, super::xdr::XdrError> {
+        use super::xdr::XdrReader;
+        const MAX: usize = 4 * 1024 * 1024;
+        let mut r = XdrReader::new(payload);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let code = r.i32()?;
+        let domain = r.i32()?;
+        let message = if r.optional()? {
+            text(r.string(MAX)?)
+        } else {
+            String::new()
+        };
+        let _level = r.i32()?;
+        if r.optional()? {
+            r.string(MAX)?;
+            r.opaque_fixed(16)?;
+            r.i32()?;
+        }
+        let opt = |r: &mut XdrReader<'_>| -> Result<Option<String>, super::xdr::XdrError> {
+            Ok(if r.optional()? {
+                Some(text(r.string(MAX)?))
+            } else {
+                None
+            })
+        };
+        let str1 = opt(&mut r)?;
+        let str2 = opt(&mut r)?;
+        let _str3 = opt(&mut r)?;
+        Ok(Self {
+            code,
+            domain,
+            message,
+            str1,
+            str2,
+            int1: r.i32()?,
+            int2: r.i32()?,
+        })
+    }
+}

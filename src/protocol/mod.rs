@@ -2,6 +2,7 @@
 //! the error struct, the lock program and keepalive. No actors and no I/O here:
 //! everything is a pure function of bytes, so it is tested byte for byte.
 
+pub mod admin;
 pub mod codec;
 pub mod error;
 pub mod header;

@@ -1,0 +1,122 @@
+//! One actor per lockspace: the only owner of that lockspace's lease fds. Every
+//! acquire, release, create and delete for the lockspace is a message to it, so
+//! the table needs no lock and its operations are serialized per lockspace.
+//!
+//! Lockspaces on local filesystems run on the event thread (a message costs well
+//! under a microsecond there). Lockspaces whose syscalls may hang (NFS, CephFS,
+//! GFS2, OCFS2, FUSE, and the default lockspace, whose files may live anywhere)
+//! each run on a thread of their own: a hung mount stalls only its own lockspace.
+
+use actix::prelude::*;
+
+use crate::lockspace::lease::Storage;
+use crate::lockspace::{LockError, LockSpace, OwnerPid};
+
+pub struct Lockspace {
+    space: LockSpace,
+    storage: Storage,
+}
+
+impl Lockspace {
+    pub fn new(space: LockSpace, storage: Storage) -> Self {
+        Self { space, storage }
+    }
+}
+
+impl Actor for Lockspace {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        tracing::debug!(
+            lockspace = %String::from_utf8_lossy(self.space.key()),
+            storage = ?self.storage,
+            "lockspace started"
+        );
+    }
+}
+
+/// Take a lease on `name` for `owner` (ACQUIRE_RESOURCE).
+#[derive(Message)]
+#[rtype(result = "Result<(), LockError>")]
+pub struct Acquire {
+    pub name: Vec<u8>,
+    pub owner: OwnerPid,
+    pub flags: u32,
+}
+
+impl Handler<Acquire> for Lockspace {
+    type Result = Result<(), LockError>;
+    fn handle(&mut self, m: Acquire, _: &mut Self::Context) -> Self::Result {
+        self.space.acquire(&m.name, m.owner, m.flags)
+    }
+}
+
+/// Drop one ownership entry of `owner` on `name` (RELEASE_RESOURCE).
+#[derive(Message)]
+#[rtype(result = "Result<(), LockError>")]
+pub struct Release {
+    pub name: Vec<u8>,
+    pub owner: OwnerPid,
+}
+
+impl Handler<Release> for Lockspace {
+    type Result = Result<(), LockError>;
+    fn handle(&mut self, m: Release, _: &mut Self::Context) -> Self::Result {
+        self.space.release(&m.name, m.owner)
+    }
+}
+
+/// Touch the file of `name` (CREATE_RESOURCE).
+#[derive(Message)]
+#[rtype(result = "Result<(), LockError>")]
+pub struct CreateResource {
+    pub name: Vec<u8>,
+}
+
+impl Handler<CreateResource> for Lockspace {
+    type Result = Result<(), LockError>;
+    fn handle(&mut self, m: CreateResource, _: &mut Self::Context) -> Self::Result {
+        self.space.create_resource(&m.name)
+    }
+}
+
+/// Unlink the file of `name` (DELETE_RESOURCE).
+#[derive(Message)]
+#[rtype(result = "Result<(), LockError>")]
+pub struct DeleteResource {
+    pub name: Vec<u8>,
+}
+
+impl Handler<DeleteResource> for Lockspace {
+    type Result = Result<(), LockError>;
+    fn handle(&mut self, m: DeleteResource, _: &mut Self::Context) -> Self::Result {
+        self.space.delete_resource(&m.name)
+    }
+}
+
+/// Release everything `owner` holds here (its connection closed).
+/// Answers with the names released.
+#[derive(Message)]
+#[rtype(result = "Vec<Vec<u8>>")]
+pub struct ReleaseOwner {
+    pub owner: OwnerPid,
+}
+
+impl Handler<ReleaseOwner> for Lockspace {
+    type Result = MessageResult<ReleaseOwner>;
+    fn handle(&mut self, m: ReleaseOwner, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.space.release_owner(m.owner))
+    }
+}
+
+/// How many leases this lockspace holds (for status and tests).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountLeases;
+
+impl Handler<CountLeases> for Lockspace {
+    type Result = usize;
+    fn handle(&mut self, _: CountLeases, _: &mut Self::Context) -> usize {
+        self.space.len()
+    }
+}

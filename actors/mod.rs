@@ -1,0 +1,11 @@
+//! The running daemon as actors: a [`supervisor::Supervisor`] that owns the
+//! listeners and the lockspace registry, one [`connection::Connection`] per lock
+//! client, one [`lockspace::Lockspace`] per lockspace (the only holder of lease
+//! fds), and admin connections.
+
+pub mod admin;
+pub mod connection;
+pub mod fence;
+pub mod lockspace;
+pub mod registry;
+pub mod supervisor;

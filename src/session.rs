@@ -1,0 +1,152 @@
+//! Per-connection session rules of the lock program (spec §3.2-§3.3): the owner a
+//! client registered, the restricted flag, and the check order every handler runs
+//! before it touches a lockspace. Pure: the connection actor applies it.
+
+use crate::lockspace::OwnerPid;
+use crate::protocol::error::{code, domain};
+use crate::protocol::lock::{LockCall, Owner};
+use crate::protocol::RemoteError;
+
+/// What a lock client has told us about itself.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    owner: Option<Owner>,
+    restricted: bool,
+}
+
+fn not_registered() -> RemoteError {
+    RemoteError::new(
+        code::OPERATION_INVALID,
+        domain::RPC,
+        "lock owner details have not been registered",
+    )
+}
+
+impl Session {
+    /// Restores a session (live upgrade).
+    pub fn restored(owner: Option<Owner>, restricted: bool) -> Self {
+        Self { owner, restricted }
+    }
+
+    /// Checks (a) flags, (b) restricted, (c) registered, in libvirt's order.
+    /// REGISTER and CREATE_LOCKSPACE need no registration.
+    pub fn admit(&self, call: &LockCall) -> Result<(), RemoteError> {
+        call.check_flags()?;
+        if self.restricted {
+            return Err(RemoteError::new(
+                code::OPERATION_DENIED,
+                domain::RPC,
+                "lock manager connection has been restricted",
+            ));
+        }
+        let needs_owner = !matches!(
+            call,
+            LockCall::Register { .. } | LockCall::CreateLockspace { .. }
+        );
+        if needs_owner && self.owner.is_none() {
+            return Err(not_registered());
+        }
+        Ok(())
+    }
+
+    /// REGISTER: id 0 is refused (with libvirt's misleading text); anything else
+    /// replaces the previous registration.
+    pub fn register(&mut self, owner: Owner) -> Result<(), RemoteError> {
+        if owner.id == 0 {
+            return Err(not_registered());
+        }
+        self.owner = Some(owner);
+        Ok(())
+    }
+
+    /// RESTRICT: from now on every call on this connection is refused.
+    pub fn restrict(&mut self) {
+        self.restricted = true;
+    }
+
+    pub fn is_restricted(&self) -> bool {
+        self.restricted
+    }
+
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
+    /// The registered owner pid as libvirt stores it (`pid_t` from the wire's u32).
+    pub fn owner_pid(&self) -> Option<OwnerPid> {
+        self.owner.as_ref().map(|o| o.pid as OwnerPid)
+    }
+}
+
+/// Canonical lowercase UUID text, as libvirt logs and stores it.
+pub fn uuid_string(uuid: &[u8; 16]) -> String {
+    let h: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(id: u32) -> Owner {
+        Owner {
+            uuid: [0; 16],
+            name: b"vm".to_vec(),
+            id,
+            pid: 77,
+        }
+    }
+
+    fn acquire(flags: u32) -> LockCall {
+        LockCall::Acquire {
+            path: vec![],
+            name: b"x".to_vec(),
+            flags,
+        }
+    }
+
+    #[test]
+    fn check_order_is_flags_restricted_registered() {
+        let mut s = Session::default();
+        assert_eq!(s.admit(&acquire(0)).unwrap_err().code, 55);
+        assert_eq!(s.admit(&acquire(4)).unwrap_err().code, 8);
+        assert!(s.admit(&LockCall::CreateLockspace { path: vec![] }).is_ok());
+        assert_eq!(s.register(owner(0)).unwrap_err().code, 55);
+        s.register(owner(1)).unwrap();
+        assert!(s.admit(&acquire(3)).is_ok());
+        s.restrict();
+        assert_eq!(s.admit(&acquire(0)).unwrap_err().code, 29);
+        assert_eq!(s.admit(&acquire(4)).unwrap_err().code, 8);
+        assert_eq!(
+            s.admit(&LockCall::CreateLockspace { path: vec![] })
+                .unwrap_err()
+                .code,
+            29
+        );
+    }
+
+    #[test]
+    fn failed_register_keeps_the_previous_owner() {
+        let mut s = Session::default();
+        s.register(owner(5)).unwrap();
+        assert!(s.register(owner(0)).is_err());
+        assert_eq!(s.owner().unwrap().id, 5);
+        assert_eq!(s.owner_pid(), Some(77));
+    }
+
+    #[test]
+    fn uuid_text() {
+        let mut u = [0u8; 16];
+        for (i, b) in u.iter_mut().enumerate() {
+            *b = (i * 0x11) as u8;
+        }
+        assert_eq!(uuid_string(&u), "00112233-4455-6677-8899-aabbccddeeff");
+    }
+}
