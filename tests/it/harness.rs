@@ -1,0 +1,141 @@
+//! Starts the real `virtlockd` binary on a private runtime directory and hands out
+//! clients connected to its socket. Every test gets its own daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use virtlockd::client::Client;
+use virtlockd::proclocks::{self, KernelLock};
+
+pub struct Daemon {
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts a daemon and waits until its socket accepts connections.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_virtlockd"))
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .arg("-v")
+            .args(extra_args)
+            .env("VIRTLOCKD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn virtlockd");
+        let d = Self { child, dir };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("daemon did not start; log:\n{}", self.log());
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/virtlockd-sock")
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("run/virtlockd-admin-sock")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A fresh directory for lockspaces and files of this test.
+    pub fn base(&self) -> PathBuf {
+        let p = self.dir.path().join("base");
+        std::fs::create_dir_all(&p).expect("base dir");
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.socket()).await.expect("connect")
+    }
+
+    /// Kernel locks the daemon holds on `path` ("READ"/"WRITE" on byte 0).
+    pub fn kernel_locks_on(&self, path: &Path) -> Vec<String> {
+        match proclocks::of_pid_on(self.pid(), path) {
+            Ok(locks) => locks.iter().map(describe).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal and waits for exit; returns the exit code.
+    pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) -> Option<i32> {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig);
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// "POSIX WRITE 0-0" style summary of a kernel lock.
+pub fn describe(l: &KernelLock) -> String {
+    let end = l.end.map_or("EOF".to_owned(), |e| e.to_string());
+    format!("{} {} {}-{}", l.kind, l.mode, l.start, end)
+}
+
+pub fn bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+/// Asserts that `r` is an error reply with exactly these fields.
+#[track_caller]
+pub fn assert_err(r: Result<(), virtlockd::client::ClientError>, code: i32, domain: i32, message: &str) {
+    match r {
+        Ok(()) => panic!("expected error {code}/{domain} `{message}`, got OK"),
+        Err(e) => {
+            let e = e.remote().unwrap_or_else(|| panic!("expected a remote error, got {e}"));
+            assert_eq!(
+                (e.code, e.domain, e.message.as_str()),
+                (code, domain, message),
+                "full error: {e:?}"
+            );
+        }
+    }
+}
+
+/// Path of an example binary built next to the test binary (`cargo test` builds
+/// examples before running tests).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} not built: run through `cargo test`", path.display());
+    path
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real daemon binary, driven over its Unix socket.
+
+mod harness;
+
+mod conformance;
+mod fencing;
+mod framing;
+mod smoke;
