@@ -1,1 +1,138 @@
-//! (being written)
+//! Release-on-disconnect and fencing (spec §5.3): a process that registered its
+//! own pid and holds a lease closes its connection while it keeps running. The
+//! daemon releases the lease and terminates the process, escalating to SIGKILL,
+//! while every other client keeps getting answers promptly.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use virtlockd::client::owner;
+use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+
+use crate::harness::{assert_err, bytes, example, Daemon};
+
+struct Holder {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Holder {
+    async fn start(d: &Daemon, ls: &std::path::Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(example("lease_holder"))
+            .arg(d.socket())
+            .arg(ls)
+            .arg("lease")
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lease_holder");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("lease_holder timed out")
+            .expect("read");
+        assert_eq!(first.as_deref(), Some("held"));
+        Self { child, lines }
+    }
+
+    /// Asks the holder to close its connection; returns once it did.
+    async fn close_connection(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").await.expect("write");
+        stdin.flush().await.expect("flush");
+        let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+            .await
+            .expect("timeout")
+            .expect("read");
+        assert_eq!(line.as_deref(), Some("closed"));
+    }
+
+    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("holder still running")
+            .expect("wait")
+    }
+}
+
+/// Pings the daemon on its own connection every few ms; returns the worst latency.
+fn probe(d: &Daemon, until: Instant) -> tokio::task::JoinHandle<Duration> {
+    let socket = d.socket();
+    tokio::spawn(async move {
+        let mut c = virtlockd::client::Client::connect(socket).await.expect("connect");
+        c.register(&owner("probe", 9, 4_000_900)).await.expect("register");
+        let mut worst = Duration::ZERO;
+        while Instant::now() < until {
+            let t = Instant::now();
+            c.create_lockspace(b"").await.expect("probe call");
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worst
+    })
+}
+
+#[tokio::test]
+async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
+    let d = Daemon::start();
+    let ls = d.base().join("ls");
+    let mut holder = Holder::start(&d, &ls, &[]).await;
+    assert_eq!(d.kernel_locks_on(&ls.join("lease")), ["POSIX WRITE 0-0"]);
+
+    let mut other = d.client().await;
+    other.register(&owner("other", 2, 4_000_002)).await.unwrap();
+    assert_err(
+        other.acquire(&bytes(&ls), b"lease", ACQUIRE_AUTOCREATE).await,
+        87,
+        51,
+        "resource busy: Lockspace resource 'lease' is locked",
+    );
+
+    let prober = probe(&d, Instant::now() + Duration::from_millis(800));
+    let t = Instant::now();
+    holder.close_connection().await;
+    let status = holder.wait(Duration::from_secs(5)).await;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "status {status:?}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let worst = prober.await.unwrap();
+    assert!(worst < Duration::from_millis(50), "other client waited {worst:?}");
+
+    assert!(!ls.join("lease").exists(), "AUTOCREATE lease deleted on release");
+    other.acquire(&bytes(&ls), b"lease", ACQUIRE_AUTOCREATE).await.unwrap();
+    assert!(d.log().contains("lease released on disconnect"));
+}
+
+#[tokio::test]
+async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
+    let d = Daemon::start();
+    let ls = d.base().join("ls");
+    let mut holder = Holder::start(&d, &ls, &["--ignore-term"]).await;
+    let prober = probe(&d, Instant::now() + Duration::from_millis(2500));
+    let t = Instant::now();
+    holder.close_connection().await;
+    let status = holder.wait(Duration::from_secs(5)).await;
+    let took = t.elapsed();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "status {status:?}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(3000),
+        "SIGKILL after {took:?}, expected about 1.6 s"
+    );
+    let worst = prober.await.unwrap();
+    assert!(worst < Duration::from_millis(50), "other client waited {worst:?}");
+    assert!(d.log().contains("fencing lease owner"));
+}
+
+#[tokio::test]
+async fn owner_without_leases_is_not_fenced() {
+    let d = Daemon::start();
+    let ls = d.base().join("ls");
+    let mut holder = Holder::start(&d, &ls, &["--no-lease", "--linger", "300"]).await;
+    holder.close_connection().await;
+    let status = holder.wait(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0), "status {status:?}");
+}

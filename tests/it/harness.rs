@@ -130,12 +130,22 @@ pub fn assert_err(r: Result<(), virtlockd::client::ClientError>, code: i32, doma
     }
 }
 
-/// Path of an example binary built next to the test binary (`cargo test` builds
-/// examples before running tests).
+/// Path of an example binary built next to the test binary. `cargo test` builds
+/// examples before it runs tests; a filtered run (`--test it`) may not, so build it
+/// then.
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} not built: run through `cargo test`", path.display());
+    if !path.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example");
+        assert!(status.success(), "cannot build example {name}");
+    }
+    assert!(path.exists(), "{} missing", path.display());
     path
 }
