@@ -9,6 +9,7 @@
 //! any, the owner is fenced: a VM must not run on without its leases.
 
 use std::future::Future;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use actix::io::{FramedWrite, WriteHandler};
@@ -44,6 +45,8 @@ pub struct Connection {
     peer: Peer,
     connected_at: SystemTime,
     session: Session,
+    /// [`Connection::owner_label`] of the current registration.
+    label: Rc<str>,
     registry: Registry,
     supervisor: Addr<Supervisor>,
     writer: FramedWrite<Frame, OwnedWriteHalf, FrameCodec>,
@@ -67,6 +70,7 @@ impl Connection {
                 peer,
                 connected_at: SystemTime::now(),
                 session: Session::default(),
+                label: "unregistered".into(),
                 registry,
                 supervisor,
                 writer: FramedWrite::new(write, FrameCodec, ctx),
@@ -92,16 +96,18 @@ impl Connection {
         ctx.wait(op.into_actor(self).map(move |result, act, _| act.reply(&call, result)));
     }
 
-    /// A description of the owner for log lines.
-    fn owner_label(&self) -> String {
+    /// Describes the registered owner for log lines; computed once per REGISTER,
+    /// not per request.
+    fn owner_label(&self) -> Rc<str> {
         match self.session.owner() {
             Some(o) => format!(
                 "{} uuid={} pid={}",
                 show(&o.name),
                 uuid_string(&o.uuid),
                 o.pid as OwnerPid
-            ),
-            None => "unregistered".to_owned(),
+            )
+            .into(),
+            None => "unregistered".into(),
         }
     }
 
@@ -115,7 +121,8 @@ impl Connection {
             LockCall::Register { owner, .. } => {
                 let r = self.session.register(owner);
                 if r.is_ok() {
-                    debug!(client = self.id, owner = %self.owner_label(), "registered");
+                    self.label = self.owner_label();
+                    debug!(client = self.id, owner = %self.label, "registered");
                 }
                 self.reply(&call, r)
             }
@@ -145,24 +152,20 @@ impl Connection {
                 self.in_lockspace(call, &path, DeleteResource { name }, ctx)
             }
             LockCall::Acquire { path, name, flags } => {
-                let label = self.owner_label();
-                let (lockspace, resource) = (show(&path), show(&name));
                 let Some(addr) = self.lookup(&call, &path) else {
                     return;
                 };
                 let op = addr.send(Acquire { name, owner, flags });
-                self.reply_when(
-                    call,
-                    async move {
-                        let r = flatten(op.await);
-                        match &r {
-                            Ok(()) => debug!(%lockspace, %resource, owner = %label, flags, "acquired"),
-                            Err(e) => info!(%lockspace, %resource, owner = %label, flags, error = %e.message, "acquire refused"),
+                let logged = async move { flatten(op.await) }
+                    .into_actor(self)
+                    .map(move |result, act, _| {
+                        match &result {
+                            Ok(()) => debug!(lockspace = %show(&path), owner = %act.label, flags, "acquired"),
+                            Err(e) => info!(lockspace = %show(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
                         }
-                        r
-                    },
-                    ctx,
-                )
+                        act.reply(&call, result)
+                    });
+                ctx.wait(logged)
             }
             LockCall::Release { path, name, .. } => {
                 self.in_lockspace(call, &path, Release { name, owner }, ctx)
@@ -270,7 +273,7 @@ impl Actor for Connection {
         if owner != self.peer.pid {
             return;
         }
-        let label = self.owner_label();
+        let label = self.label.to_string();
         let lockspaces = self.registry.all();
         actix::spawn(async move {
             let mut released = 0;

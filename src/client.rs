@@ -41,6 +41,9 @@ impl ClientError {
     }
 }
 
+/// How long [`Client::connect`] waits for room in a full listen backlog.
+pub const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One connection to a lock daemon.
 pub struct Client {
     io: Framed<UnixStream, FrameCodec>,
@@ -48,8 +51,23 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects like libvirt's blocking `connect()`: while the daemon's listen
+    /// backlog is full (EAGAIN on a non-blocking socket), keep trying for up to
+    /// [`CONNECT_PATIENCE`].
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
-        Ok(Self::from_stream(UnixStream::connect(path).await?))
+        let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+        loop {
+            match UnixStream::connect(path.as_ref()).await {
+                Ok(s) => return Ok(Self::from_stream(s)),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub fn from_stream(stream: UnixStream) -> Self {
