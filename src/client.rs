@@ -163,7 +163,12 @@ impl Client {
     }
 
     /// ACQUIRE with `lock::ACQUIRE_SHARED` / `lock::ACQUIRE_AUTOCREATE` flags.
-    pub async fn acquire(&mut self, path: &[u8], name: &[u8], flags: u32) -> Result<(), ClientError> {
+    pub async fn acquire(
+        &mut self,
+        path: &[u8],
+        name: &[u8],
+        flags: u32,
+    ) -> Result<(), ClientError> {
         self.call(&LockCall::Acquire {
             path: path.to_vec(),
             name: name.to_vec(),
@@ -197,7 +202,10 @@ impl Client {
         self.send_frame(ping).await?;
         match self.recv_frame().await? {
             Some(f) if f == crate::protocol::pong() => Ok(()),
-            Some(f) => Err(ClientError::Protocol(format!("expected PONG, got {:?}", f.header))),
+            Some(f) => Err(ClientError::Protocol(format!(
+                "expected PONG, got {:?}",
+                f.header
+            ))),
             None => Err(ClientError::Closed),
         }
     }
@@ -213,12 +221,15 @@ pub fn check_reply(call: &Header, reply: &Frame) -> Result<(), ClientError> {
         || h.serial != call.serial
         || h.msg_type != msg_type::REPLY
     {
-        return Err(ClientError::Protocol(format!("{h:?} does not answer {call:?}")));
+        return Err(ClientError::Protocol(format!(
+            "{h:?} does not answer {call:?}"
+        )));
     }
     match h.status {
         status::OK => Ok(()),
         status::ERROR => Err(ClientError::Remote(
-            RemoteError::decode(&reply.payload).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            RemoteError::decode(&reply.payload)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
         )),
         s => Err(ClientError::Protocol(format!("reply status {s}"))),
     }

@@ -6,7 +6,9 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
 use nix::sys::stat::{umask, Mode};
 
 /// libvirt's listen backlog (`max_queued_clients` 0 maps to 30).

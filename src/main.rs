@@ -21,7 +21,10 @@ const EXIT_SOCKETS: u8 = 6;
 fn main() -> ExitCode {
     let privileged = nix::unistd::geteuid().is_root();
     let cmd = Cli::command().after_help(files_help(privileged));
-    let cli = match cmd.try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
+    let cli = match cmd
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -36,7 +39,9 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let paths = cli.paths(privileged);
 
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(paths.run_dir_umask));
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        paths.run_dir_umask,
+    ));
     let made = std::fs::create_dir_all(&paths.run_dir);
     nix::sys::stat::umask(old);
     if let Err(e) = made {
@@ -50,7 +55,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_PIDFILE);
         }
     };
-    let bound = bind_unix(&paths.lock_socket).and_then(|l| Ok((l, bind_unix(&paths.admin_socket)?)));
+    let bound =
+        bind_unix(&paths.lock_socket).and_then(|l| Ok((l, bind_unix(&paths.admin_socket)?)));
     let (lock_listener, admin_listener) = match bound {
         Ok(b) => b,
         Err(e) => {
@@ -108,7 +114,13 @@ async fn handle_signals(supervisor: Addr<Supervisor>) {
             })
         });
         let (kind, _, _) = futures_util::future::select_all(waits).await;
-        if [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::quit()].contains(&kind) {
+        if [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+        ]
+        .contains(&kind)
+        {
             info!(signal = kind.as_raw_value(), "shutdown requested");
             supervisor.do_send(Shutdown);
             return;

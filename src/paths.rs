@@ -91,15 +91,26 @@ mod tests {
     fn root_defaults_match_libvirt() {
         let p = Paths::defaults(true);
         assert_eq!(p.lock_socket, Path::new("/run/libvirt/virtlockd-sock"));
-        assert_eq!(p.admin_socket, Path::new("/run/libvirt/virtlockd-admin-sock"));
+        assert_eq!(
+            p.admin_socket,
+            Path::new("/run/libvirt/virtlockd-admin-sock")
+        );
         assert_eq!(p.pid_file, Path::new("/run/virtlockd.pid"));
-        assert_eq!(p.restart_state, Path::new("/run/virtlockd-restart-exec.json"));
+        assert_eq!(
+            p.restart_state,
+            Path::new("/run/virtlockd-restart-exec.json")
+        );
     }
 
     #[test]
     fn runtime_dir_moves_every_runtime_file() {
         let p = Paths::under(Path::new("/tmp/x"), true);
-        for f in [&p.lock_socket, &p.admin_socket, &p.pid_file, &p.restart_state] {
+        for f in [
+            &p.lock_socket,
+            &p.admin_socket,
+            &p.pid_file,
+            &p.restart_state,
+        ] {
             assert!(f.starts_with("/tmp/x"));
         }
         assert_eq!(p.config_file, Path::new("/etc/libvirt/virtlockd.conf"));

@@ -33,7 +33,10 @@ pub fn of_pid(pid: u32) -> io::Result<Vec<KernelLock>> {
 /// Locks held by `pid` on the file at `path` (matched by inode).
 pub fn of_pid_on(pid: u32, path: &Path) -> io::Result<Vec<KernelLock>> {
     let ino = std::fs::metadata(path)?.ino();
-    Ok(of_pid(pid)?.into_iter().filter(|l| l.inode == ino).collect())
+    Ok(of_pid(pid)?
+        .into_iter()
+        .filter(|l| l.inode == ino)
+        .collect())
 }
 
 fn parse_line(line: &str) -> Option<KernelLock> {

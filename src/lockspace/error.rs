@@ -94,7 +94,11 @@ mod tests {
         let r: RemoteError = LockError::NotOwner(4000006).into();
         assert_eq!(
             (r.code, r.domain, r.message.as_str()),
-            (1, 51, "internal error: owner 4000006 does not hold the resource lock")
+            (
+                1,
+                51,
+                "internal error: owner 4000006 does not hold the resource lock"
+            )
         );
         let r: RemoteError = LockError::Open {
             path: "/x/missing".into(),

@@ -22,7 +22,6 @@ pub enum LockMode {
     Exclusive,
 }
 
-
 impl Lease {
     /// Opens an existing file read-write, close-on-exec (never created here).
     pub fn open_existing(path: &Path) -> Result<Self, Errno> {
@@ -213,7 +212,8 @@ mod tests {
         let me = std::process::id().to_string();
         assert!(locks.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(4) == Some(&me.as_str()) && f.get(5).is_some_and(|d| d.ends_with(&format!(":{ino}")))
+            f.get(4) == Some(&me.as_str())
+                && f.get(5).is_some_and(|d| d.ends_with(&format!(":{ino}")))
         }));
         assert_eq!(touch(dir.path()), Err(Errno::EISDIR));
     }
@@ -225,7 +225,10 @@ mod tests {
         let p = dir.path().join("a/b/c");
         make_dirs(&p).unwrap();
         make_dirs(&p).unwrap();
-        let mode = std::fs::metadata(dir.path().join("a")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("a"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0);
         assert_eq!(path_kind(&p).unwrap(), PathKind::Directory);
     }

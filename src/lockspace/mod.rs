@@ -18,8 +18,8 @@ use std::time::SystemTime;
 
 use tracing::warn;
 
-pub use error::LockError;
 use error::show;
+pub use error::LockError;
 use lease::{is_conflict, Lease, LockMode, PathKind};
 
 use crate::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
@@ -278,9 +278,10 @@ fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease,
             path: shown(),
             errno,
         })?;
-        let ino = lease
-            .inode()
-            .map_err(|errno| LockError::Stat { path: shown(), errno })?;
+        let ino = lease.inode().map_err(|errno| LockError::Stat {
+            path: shown(),
+            errno,
+        })?;
         lock(&lease, path, name, mode)?;
         match lease::path_inode(path) {
             Ok(now) if now == ino => return Ok(lease),

@@ -63,7 +63,10 @@ fn exclusive_lock() {
         f.ls.acquire(b"foo", OWNER, 0),
         Err(LockError::Busy("foo".into()))
     );
-    assert_eq!(f.ls.delete_resource(b"foo"), Err(LockError::Busy("foo".into())));
+    assert_eq!(
+        f.ls.delete_resource(b"foo"),
+        Err(LockError::Busy("foo".into()))
+    );
     f.ls.release(b"foo", OWNER).unwrap();
     assert!(kernel_modes(&foo).is_empty());
     assert!(foo.exists(), "non-AUTOCREATE files stay");
@@ -80,7 +83,11 @@ fn shared_lock() {
     assert_eq!(kernel_modes(&foo), ["POSIX READ 0-Some(0)"]);
     assert!(f.ls.acquire(b"foo", OWNER, 0).is_err());
     f.ls.acquire(b"foo", OWNER, SHARED).unwrap();
-    assert_eq!(kernel_modes(&foo).len(), 1, "one kernel lock for all sharers");
+    assert_eq!(
+        kernel_modes(&foo).len(),
+        1,
+        "one kernel lock for all sharers"
+    );
     assert!(f.ls.delete_resource(b"foo").is_err());
     f.ls.release(b"foo", OWNER).unwrap();
     assert!(f.ls.delete_resource(b"foo").is_err());
@@ -132,7 +139,10 @@ fn full_path_in_default_lockspace() {
 #[test]
 fn release_errors() {
     let mut f = fixture();
-    assert_eq!(f.ls.release(b"x", OWNER), Err(LockError::NotLocked("x".into())));
+    assert_eq!(
+        f.ls.release(b"x", OWNER),
+        Err(LockError::NotLocked("x".into()))
+    );
     f.ls.acquire(b"x", OWNER, AUTO).unwrap();
     assert_eq!(f.ls.release(b"x", 7), Err(LockError::NotOwner(7)));
     assert_eq!(
@@ -154,7 +164,10 @@ fn release_owner_removes_every_entry_and_only_that_owners() {
     assert_eq!(released, [b"s".to_vec(), b"x".to_vec()]);
     assert!(!f.dir.join("x").exists());
     assert!(f.dir.join("s").exists(), "still shared by 99");
-    assert_eq!(f.ls.release(b"s", OWNER), Err(LockError::NotOwner(OWNER as i64)));
+    assert_eq!(
+        f.ls.release(b"s", OWNER),
+        Err(LockError::NotOwner(OWNER as i64))
+    );
     assert!(f.ls.release_owner(99).len() == 2);
     assert!(f.ls.is_empty());
     assert!(!f.dir.join("s").exists());

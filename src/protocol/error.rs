@@ -148,66 +148,6 @@ pub fn strerror(errno: i32) -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generic_error_fields() {
-        let e = RemoteError::new(
-            code::RESOURCE_BUSY,
-            domain::LOCKSPACE,
-            "Lockspace resource 'r1' is locked",
-        );
-        assert_eq!(e.message, "resource busy: Lockspace resource 'r1' is locked");
-        assert_eq!(e.str1.as_deref(), Some("resource busy: %s"));
-        assert_eq!(e.str2.as_deref(), Some("Lockspace resource 'r1' is locked"));
-        assert_eq!((e.int1, e.int2), (-1, -1));
-    }
-
-    #[test]
-    fn system_error_fields() {
-        let e = RemoteError::system(domain::LOCKSPACE, libc::ENOENT, "Unable to open resource /x");
-        assert_eq!(e.code, 38);
-        assert_eq!(
-            e.message,
-            "Unable to open resource /x: No such file or directory"
-        );
-        assert_eq!(e.str1.as_deref(), Some("%s"));
-        assert_eq!(e.str2.as_deref(), Some(e.message.as_str()));
-        assert_eq!((e.int1, e.int2), (2, -1));
-    }
-
-    #[test]
-    fn flags_error_fields() {
-        let e = RemoteError::unsupported_flags(0xffff_fffc, "virLockSpaceProtocolDispatchAcquireResource");
-        assert_eq!(
-            e.message,
-            "unsupported flags (0xfffffffc) in function virLockSpaceProtocolDispatchAcquireResource"
-        );
-        assert_eq!(e.str2.as_deref(), Some("flags"));
-        assert_eq!((e.code, e.domain, e.int1, e.int2), (8, 7, 0, 0));
-    }
-
-    /// libvirt's tests/virnetmessagetest.c error payload: 116 bytes with the header.
-    #[test]
-    fn libvirt_error_vector_size() {
-        let mut b = BytesMut::new();
-        let e = RemoteError {
-            code: 1,
-            domain: 7,
-            message: "Hello World".into(),
-            str1: Some("One".into()),
-            str2: Some("Two".into()),
-            int1: 1,
-            int2: 2,
-        };
-        e.encode(&mut b);
-        // Without str3 "Three" (4 + 4 + 8 bytes) the libvirt vector is 116 - 16 = 100 bytes.
-        assert_eq!(28 + b.len(), 116 - 12);
-    }
-}
-
 impl RemoteError {
     /// Decodes a `remote_error` (client side). `str3`, `dom` and `net` are skipped.
     pub fn decode(payload: &[u8]) -> Result<Self, super::xdr::XdrError> {
@@ -247,5 +187,75 @@ impl RemoteError {
             int1: r.i32()?,
             int2: r.i32()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_error_fields() {
+        let e = RemoteError::new(
+            code::RESOURCE_BUSY,
+            domain::LOCKSPACE,
+            "Lockspace resource 'r1' is locked",
+        );
+        assert_eq!(
+            e.message,
+            "resource busy: Lockspace resource 'r1' is locked"
+        );
+        assert_eq!(e.str1.as_deref(), Some("resource busy: %s"));
+        assert_eq!(e.str2.as_deref(), Some("Lockspace resource 'r1' is locked"));
+        assert_eq!((e.int1, e.int2), (-1, -1));
+    }
+
+    #[test]
+    fn system_error_fields() {
+        let e = RemoteError::system(
+            domain::LOCKSPACE,
+            libc::ENOENT,
+            "Unable to open resource /x",
+        );
+        assert_eq!(e.code, 38);
+        assert_eq!(
+            e.message,
+            "Unable to open resource /x: No such file or directory"
+        );
+        assert_eq!(e.str1.as_deref(), Some("%s"));
+        assert_eq!(e.str2.as_deref(), Some(e.message.as_str()));
+        assert_eq!((e.int1, e.int2), (2, -1));
+    }
+
+    #[test]
+    fn flags_error_fields() {
+        let e = RemoteError::unsupported_flags(
+            0xffff_fffc,
+            "virLockSpaceProtocolDispatchAcquireResource",
+        );
+        assert_eq!(
+            e.message,
+            "unsupported flags (0xfffffffc) in function virLockSpaceProtocolDispatchAcquireResource"
+        );
+        assert_eq!(e.str2.as_deref(), Some("flags"));
+        assert_eq!((e.code, e.domain, e.int1, e.int2), (8, 7, 0, 0));
+    }
+
+    /// libvirt's tests/virnetmessagetest.c error payload: 116 bytes with the header.
+    #[test]
+    fn libvirt_error_vector_size() {
+        let mut b = BytesMut::new();
+        let e = RemoteError {
+            code: 1,
+            domain: 7,
+            message: "Hello World".into(),
+            str1: Some("One".into()),
+            str2: Some("Two".into()),
+            int1: 1,
+            int2: 2,
+        };
+        e.encode(&mut b);
+        // Without str3 "Three" (4 + 4 + 8 bytes) the libvirt vector is 116 - 16 = 100 bytes.
+        assert_eq!(28 + b.len(), 116 - 12);
     }
 }

@@ -81,14 +81,40 @@ pub struct Owner {
 /// A decoded call of the lock program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockCall {
-    Register { owner: Owner, flags: u32 },
-    Restrict { flags: u32 },
-    New { path: Vec<u8>, flags: u32 },
-    CreateResource { path: Vec<u8>, name: Vec<u8>, flags: u32 },
-    DeleteResource { path: Vec<u8>, name: Vec<u8>, flags: u32 },
-    Acquire { path: Vec<u8>, name: Vec<u8>, flags: u32 },
-    Release { path: Vec<u8>, name: Vec<u8>, flags: u32 },
-    CreateLockspace { path: Vec<u8> },
+    Register {
+        owner: Owner,
+        flags: u32,
+    },
+    Restrict {
+        flags: u32,
+    },
+    New {
+        path: Vec<u8>,
+        flags: u32,
+    },
+    CreateResource {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    DeleteResource {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    Acquire {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    Release {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    CreateLockspace {
+        path: Vec<u8>,
+    },
 }
 
 impl LockCall {
@@ -230,6 +256,8 @@ mod tests {
         };
         let e = call.check_flags().unwrap_err();
         assert!(e.message.starts_with("unsupported flags (0xfffffffc)"));
-        assert!(LockCall::CreateLockspace { path: vec![] }.check_flags().is_ok());
+        assert!(LockCall::CreateLockspace { path: vec![] }
+            .check_flags()
+            .is_ok());
     }
 }

@@ -10,7 +10,12 @@ use super::*;
 fn hex(words: &str) -> Vec<u8> {
     let digits: String = words
         .lines()
-        .flat_map(|l| l.split_once(':').map(|(_, w)| w).unwrap_or(l).split_whitespace())
+        .flat_map(|l| {
+            l.split_once(':')
+                .map(|(_, w)| w)
+                .unwrap_or(l)
+                .split_whitespace()
+        })
         .collect();
     (0..digits.len())
         .step_by(2)
@@ -193,7 +198,10 @@ fn dispatch_rules() {
         Route::Reject(e) => assert_eq!(e.message, "Cannot find program 245874415 version 2"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(r(frame(0x2000_8086, 1, 1, msg_type::REPLY, 0, &[])), Route::Ignore);
+    assert_eq!(
+        r(frame(0x2000_8086, 1, 1, msg_type::REPLY, 0, &[])),
+        Route::Ignore
+    );
     for t in [1, 2, 3, 5, 6, 99] {
         assert_eq!(r(frame(p, 1, 1, t, 0, &[])), Route::Ignore, "type {t}");
     }

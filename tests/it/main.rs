@@ -5,4 +5,5 @@ mod harness;
 mod conformance;
 mod fencing;
 mod framing;
+mod signals;
 mod smoke;
