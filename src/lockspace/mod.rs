@@ -299,12 +299,16 @@ pub fn create_directory(dir: &[u8]) -> Result<(), LockError> {
     match lease::path_kind(path) {
         Ok(PathKind::Directory) => Ok(()),
         Ok(PathKind::Other) => Err(LockError::NotADirectory(show(dir))),
-        Ok(PathKind::Missing) | Err(_) => {
+        Ok(PathKind::Missing) => {
             lease::make_dirs(path).map_err(|errno| LockError::CreateLockspace {
                 dir: show(dir),
                 errno,
             })
         }
+        Err(errno) => Err(LockError::CreateLockspace {
+            dir: show(dir),
+            errno,
+        }),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod blocking;
 mod conformance;
 mod fencing;
 mod framing;

@@ -1,0 +1,137 @@
+//! A hung filesystem stalls only the lockspace on it. A FUSE mount whose server
+//! never answers (we open /dev/fuse, mount, and never reply to INIT) makes every
+//! open() and statfs() under it block, exactly like a dead NFS server. Clients
+//! of other lockspaces must keep getting answers meanwhile. Needs root and
+//! /dev/fuse; says SKIPPED otherwise.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use virtlockd::client::owner;
+use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+
+use crate::harness::{bytes, Daemon};
+
+/// A FUSE mount nobody serves. Dropping it aborts the connection (every blocked
+/// call fails with ENOTCONN) and detaches the mount.
+struct HungMount {
+    dir: PathBuf,
+    fuse: Option<OwnedFd>,
+}
+
+impl HungMount {
+    fn new(dir: &Path) -> Result<Self, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("needs root to mount".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let fuse = open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("/dev/fuse: {e}"))?;
+        let opts = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            fuse.as_raw_fd()
+        );
+        mount(
+            Some("virtlockd-test-hung"),
+            dir,
+            Some("fuse"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(|e| format!("mount fuse: {e}"))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            fuse: Some(fuse),
+        })
+    }
+}
+
+impl HungMount {
+    /// The server dies: blocked and future calls fail with ENOTCONN.
+    fn abort(&mut self) {
+        drop(self.fuse.take());
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        self.abort();
+        let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn hung_mount_stalls_only_its_own_lockspace() {
+    let d = Daemon::start();
+    let base = d.base();
+    let mut mnt = match HungMount::new(&base.join("hung")) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED hung_mount_stalls_only_its_own_lockspace: {why}");
+            return;
+        }
+    };
+    let vm = owner("vm", 1, 4_000_001);
+
+    // A direct disk lock on the hung mount (default lockspace) ...
+    let mut stuck_direct = d.client().await;
+    stuck_direct.register(&vm).await.unwrap();
+    let disk = bytes(&mnt.dir.join("disk.img"));
+    let direct = tokio::spawn(async move {
+        let r = stuck_direct.acquire(b"", &disk, 0).await;
+        (r, stuck_direct)
+    });
+    // ... and a new lockspace directory on it.
+    let mut stuck_create = d.client().await;
+    let hung_ls = bytes(&mnt.dir.join("ls"));
+    let create = tokio::spawn(async move { stuck_create.create_lockspace(&hung_ls).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!direct.is_finished() && !create.is_finished(), "the mount should hang");
+
+    // Everyone else is served promptly.
+    let ls = base.join("local");
+    let mut c = d.client().await;
+    c.create_lockspace(&bytes(&ls)).await.unwrap();
+    c.register(&owner("other", 2, 4_000_002)).await.unwrap();
+    let mut worst = Duration::ZERO;
+    for i in 0..50 {
+        let name = format!("r{i}");
+        let t = Instant::now();
+        c.acquire(&bytes(&ls), name.as_bytes(), ACQUIRE_AUTOCREATE)
+            .await
+            .unwrap();
+        c.release(&bytes(&ls), name.as_bytes()).await.unwrap();
+        worst = worst.max(t.elapsed());
+    }
+    assert!(worst < Duration::from_millis(50), "worst round trip {worst:?}");
+    assert!(!direct.is_finished(), "still hung");
+
+    // The server dies: the stuck calls fail with the filesystem's error and the
+    // default lockspace serves again.
+    mnt.abort();
+    let (r, mut stuck_direct) = tokio::time::timeout(Duration::from_secs(10), direct)
+        .await
+        .expect("direct acquire still hung after abort")
+        .unwrap();
+    let e = r.unwrap_err();
+    let e = e.remote().expect("error reply");
+    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    assert!(e.message.contains("Transport endpoint is not connected"), "{e:?}");
+    let r = tokio::time::timeout(Duration::from_secs(10), create)
+        .await
+        .expect("create still hung after abort")
+        .unwrap();
+    let e = r.unwrap_err();
+    let e = e.remote().expect("error reply");
+    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    assert!(e.message.starts_with("Unable to create lockspace"), "{e:?}");
+
+    let local_disk = base.join("disk.img");
+    std::fs::write(&local_disk, b"").unwrap();
+    stuck_direct.acquire(b"", &bytes(&local_disk), 0).await.unwrap();
+    assert_eq!(d.kernel_locks_on(&local_disk), ["POSIX WRITE 0-0"]);
+}
