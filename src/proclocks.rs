@@ -21,8 +21,24 @@ pub struct KernelLock {
 
 /// Every lock in the system, skipping "->" lines (blocked waiters).
 pub fn all() -> io::Result<Vec<KernelLock>> {
-    let text = std::fs::read_to_string("/proc/locks")?;
+    let text = snapshot()?;
     Ok(text.lines().filter_map(parse_line).collect())
+}
+
+/// Reads /proc/locks in a single read() call. It is a seq_file: read in several
+/// pieces while other processes lock and unlock, it can skip lines.
+fn snapshot() -> io::Result<String> {
+    use std::io::Read;
+    let mut size = 1 << 20;
+    loop {
+        let mut buf = vec![0u8; size];
+        let n = std::fs::File::open("/proc/locks")?.read(&mut buf)?;
+        if n < size {
+            buf.truncate(n);
+            return Ok(String::from_utf8_lossy(&buf).into_owned());
+        }
+        size *= 4;
+    }
 }
 
 /// Locks held by `pid`.

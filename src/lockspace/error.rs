@@ -23,8 +23,6 @@ pub enum LockError {
     OpenCreate { path: String, errno: Errno },
     #[error("Unable to acquire lock on '{path}'")]
     Lock { path: String, errno: Errno },
-    #[error("Unable to check status of pid file '{path}'")]
-    Stat { path: String, errno: Errno },
     #[error("Lockspace location {0} exists, but is not a directory")]
     NotADirectory(String),
     #[error("Unable to create lockspace {dir}")]
@@ -45,7 +43,6 @@ impl LockError {
             Self::Open { errno, .. }
             | Self::OpenCreate { errno, .. }
             | Self::Lock { errno, .. }
-            | Self::Stat { errno, .. }
             | Self::CreateLockspace { errno, .. }
             | Self::CreateFile { errno, .. }
             | Self::Delete { errno, .. } => Some(*errno),

@@ -2,17 +2,52 @@
 //! makes the rule of POSIX record locks checkable by reading: a file we hold a lock
 //! on is opened exactly once, through [`Lease`], and closed only when the lease ends.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, stat, Mode, SFlag};
 
+/// Identity of a file: (device, inode).
+type FileId = (u64, u64);
+
+/// Every file this process holds a lease on, whatever lockspace or name reached
+/// it. POSIX locks belong to the process and the inode, so two names for one file
+/// (`""` + full path vs. directory + name, symlinks, `a` vs `./a`) must never both
+/// hold a lease: releasing one would silently drop the other's kernel lock.
+/// libvirt does not check this (spec §12.2).
+static HELD: LazyLock<Mutex<HashMap<FileId, Held>>> = LazyLock::new(Default::default);
+
+#[derive(Default)]
+struct Held {
+    leases: usize,
+    /// fds opened to an already-held file. Closing them would drop the holder's
+    /// lock, so they stay open until the last lease on the file ends.
+    parked: Vec<OwnedFd>,
+}
+
 /// An open lease file. Dropping it closes the fd, which releases the kernel lock.
 #[derive(Debug)]
 pub struct Lease {
     fd: OwnedFd,
+    id: FileId,
+}
+
+/// Why a lease file could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    Sys(Errno),
+    /// The file is already held under another name or lockspace.
+    HeldElsewhere,
+}
+
+impl From<Errno> for OpenError {
+    fn from(e: Errno) -> Self {
+        Self::Sys(e)
+    }
 }
 
 /// Lock mode on byte 0 of a lease file.
@@ -24,24 +59,46 @@ pub enum LockMode {
 
 impl Lease {
     /// Opens an existing file read-write, close-on-exec (never created here).
-    pub fn open_existing(path: &Path) -> Result<Self, Errno> {
+    pub fn open_existing(path: &Path) -> Result<Self, OpenError> {
         let fd = open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
-        Ok(Self { fd })
+        Self::claim(fd)
     }
 
     /// Opens or creates (mode 0600) a file read-write, close-on-exec.
-    pub fn open_or_create(path: &Path) -> Result<Self, Errno> {
+    pub fn open_or_create(path: &Path) -> Result<Self, OpenError> {
         let fd = open(
             path,
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o600),
         )?;
-        Ok(Self { fd })
+        Self::claim(fd)
     }
 
-    /// Adopts an fd inherited across exec (live upgrade).
-    pub fn from_owned(fd: OwnedFd) -> Self {
-        Self { fd }
+    /// Registers a freshly opened fd as the only lease on its file.
+    fn claim(fd: OwnedFd) -> Result<Self, OpenError> {
+        let st = fstat(fd.as_fd())?;
+        let id = (st.st_dev, st.st_ino);
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = held.entry(id).or_default();
+        if entry.leases > 0 {
+            entry.parked.push(fd);
+            return Err(OpenError::HeldElsewhere);
+        }
+        entry.leases = 1;
+        Ok(Self { fd, id })
+    }
+
+    /// Adopts an fd inherited across exec (live upgrade). A state written by
+    /// another daemon may hold one file twice; both are kept.
+    pub fn from_owned(fd: OwnedFd) -> Result<Self, Errno> {
+        let st = fstat(fd.as_fd())?;
+        let id = (st.st_dev, st.st_ino);
+        HELD.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .leases += 1;
+        Ok(Self { fd, id })
     }
 
     /// Non-blocking POSIX record lock on byte 0, length 1: what libvirt's
@@ -61,8 +118,8 @@ impl Lease {
     }
 
     /// Inode number of the open file.
-    pub fn inode(&self) -> Result<u64, Errno> {
-        fstat(self.fd.as_fd()).map(|st| st.st_ino)
+    pub fn inode(&self) -> u64 {
+        self.id.1
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -71,6 +128,20 @@ impl Lease {
 
     pub fn borrow_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = held.get_mut(&self.id) {
+            entry.leases -= 1;
+            if entry.leases == 0 {
+                // Parked fds close here; our own fd right after: the file's
+                // locks end with the last lease, as they must.
+                held.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -207,7 +278,7 @@ mod tests {
         touch(&p).unwrap();
         // Our lock must still be there: a second process would conflict. Within this
         // process we can check /proc/locks for the inode.
-        let ino = lease.inode().unwrap();
+        let ino = lease.inode();
         let locks = std::fs::read_to_string("/proc/locks").unwrap();
         let me = std::process::id().to_string();
         assert!(locks.lines().any(|l| {

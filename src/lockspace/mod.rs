@@ -20,7 +20,7 @@ use tracing::warn;
 
 use error::show;
 pub use error::LockError;
-use lease::{is_conflict, Lease, LockMode, PathKind};
+use lease::{is_conflict, Lease, LockMode, OpenError, PathKind};
 
 use crate::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
@@ -164,9 +164,12 @@ impl LockSpace {
         let lease = if flags & ACQUIRE_AUTOCREATE != 0 {
             acquire_autocreate(&path, name, mode)?
         } else {
-            let lease = Lease::open_existing(&path).map_err(|errno| LockError::Open {
-                path: path.display().to_string(),
-                errno,
+            let lease = Lease::open_existing(&path).map_err(|e| match e {
+                OpenError::Sys(errno) => LockError::Open {
+                    path: path.display().to_string(),
+                    errno,
+                },
+                OpenError::HeldElsewhere => LockError::Busy(show(name)),
             })?;
             lock(&lease, &path, name, mode)?;
             lease
@@ -229,6 +232,17 @@ impl LockSpace {
         released
     }
 
+    /// Frees every resource (daemon shutdown); returns their names.
+    pub fn release_all(&mut self) -> Vec<Vec<u8>> {
+        self.resources
+            .drain()
+            .map(|(name, res)| {
+                res.free();
+                name
+            })
+            .collect()
+    }
+
     /// CREATE_RESOURCE: touch the file (mode 0600) unless the name is held.
     pub fn create_resource(&mut self, name: &[u8]) -> Result<(), LockError> {
         self.check_name(name)?;
@@ -274,14 +288,14 @@ fn lock(lease: &Lease, path: &Path, name: &[u8], mode: LockMode) -> Result<(), L
 fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease, LockError> {
     let shown = || path.display().to_string();
     for _ in 0..MAX_AUTOCREATE_RETRIES {
-        let lease = Lease::open_or_create(path).map_err(|errno| LockError::OpenCreate {
-            path: shown(),
-            errno,
+        let lease = Lease::open_or_create(path).map_err(|e| match e {
+            OpenError::Sys(errno) => LockError::OpenCreate {
+                path: shown(),
+                errno,
+            },
+            OpenError::HeldElsewhere => LockError::Busy(show(name)),
         })?;
-        let ino = lease.inode().map_err(|errno| LockError::Stat {
-            path: shown(),
-            errno,
-        })?;
+        let ino = lease.inode();
         lock(&lease, path, name, mode)?;
         match lease::path_inode(path) {
             Ok(now) if now == ino => return Ok(lease),

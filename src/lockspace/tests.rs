@@ -194,22 +194,24 @@ fn conflict_with_another_process_is_busy_and_keeps_the_file() {
     std::fs::write(&path, b"").unwrap();
     // Another process holds a POSIX write lock on byte 0: a forked child that only
     // makes raw syscalls before _exit.
-    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // Two pipes: child -> parent "locked", parent -> child "you may exit".
+    let (ready_rd, ready_wr) = nix::unistd::pipe().unwrap();
+    let (done_rd, done_wr) = nix::unistd::pipe().unwrap();
     let lease = Lease::open_existing(&path).unwrap();
     // SAFETY: the child only calls async-signal-safe functions (fcntl, write, read,
     // _exit) on fds it inherited.
     match unsafe { nix::unistd::fork() }.unwrap() {
         nix::unistd::ForkResult::Child => {
             let ok = lease.lock(LockMode::Exclusive).is_ok();
-            let _ = nix::unistd::write(&wr, &[ok as u8]);
+            let _ = nix::unistd::write(&ready_wr, &[ok as u8]);
             let mut b = [0u8; 1];
-            let _ = nix::unistd::read(&rd, &mut b);
+            let _ = nix::unistd::read(&done_rd, &mut b);
             unsafe { libc::_exit(0) };
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(lease);
             let mut b = [0u8; 1];
-            nix::unistd::read(&rd, &mut b).unwrap();
+            nix::unistd::read(&ready_rd, &mut b).unwrap();
             assert_eq!(b[0], 1);
             assert_eq!(
                 f.ls.acquire(b"held", OWNER, AUTO),
@@ -220,9 +222,34 @@ fn conflict_with_another_process_is_busy_and_keeps_the_file() {
                 Err(LockError::Busy("held".into()))
             );
             assert!(path.exists(), "a refused AUTOCREATE leaves the file");
-            nix::unistd::write(&wr, &[0]).unwrap();
+            nix::unistd::write(&done_wr, &[0]).unwrap();
             nix::sys::wait::waitpid(child, None).unwrap();
             f.ls.acquire(b"held", OWNER, 0).unwrap();
         }
     }
+}
+
+#[test]
+fn one_file_under_two_names_is_never_leased_twice() {
+    let mut f = fixture();
+    let path = f.dir.join("disk");
+    f.ls.acquire(b"disk", OWNER, AUTO).unwrap();
+    let mut default = LockSpace::default_space();
+    let alias = path.as_os_str().as_bytes();
+    assert_eq!(
+        default.acquire(alias, 7, 0),
+        Err(LockError::Busy(show(alias)))
+    );
+    assert_eq!(
+        default.acquire(alias, 7, SHARED | AUTO),
+        Err(LockError::Busy(show(alias)))
+    );
+    // The refused attempts must not have dropped the holder's kernel lock.
+    assert_eq!(kernel_modes(&path), ["POSIX WRITE 0-Some(0)"]);
+    f.ls.release(b"disk", OWNER).unwrap();
+    std::fs::write(&path, b"").unwrap();
+    default.acquire(alias, 7, 0).unwrap();
+    assert_eq!(kernel_modes(&path), ["POSIX WRITE 0-Some(0)"]);
+    default.release(alias, 7).unwrap();
+    assert!(kernel_modes(&path).is_empty());
 }
