@@ -6,22 +6,22 @@ use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use super::connection::Peer;
+use super::gate::Slot;
 use crate::protocol::{self as proto, admin, Frame, FrameCodec, FrameError, RemoteError, Route};
 
 pub struct AdminConnection {
     id: u64,
     peer: Peer,
     writer: FramedWrite<Frame, OwnedWriteHalf, FrameCodec>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl AdminConnection {
-    pub fn launch(id: u64, peer: Peer, stream: UnixStream, slot: OwnedSemaphorePermit) -> Addr<Self> {
+    pub fn launch(id: u64, peer: Peer, stream: UnixStream, slot: Slot) -> Addr<Self> {
         AdminConnection::create(move |ctx| {
             let (read, write) = stream.into_split();
             ctx.add_stream(FramedRead::new(read, FrameCodec));

@@ -16,14 +16,14 @@ use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use super::fence;
+use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
 use super::registry::Registry;
-use super::supervisor::{OpenError, OpenLockspace, Supervisor};
+use super::supervisor::{Disconnected, OpenError, OpenLockspace, Supervisor};
 use crate::lockspace::error::show;
 use crate::lockspace::OwnerPid;
 use crate::protocol::error::{code, domain};
@@ -50,7 +50,9 @@ pub struct Connection {
     registry: Registry,
     supervisor: Addr<Supervisor>,
     writer: FramedWrite<Frame, OwnedWriteHalf, FrameCodec>,
-    _slot: OwnedSemaphorePermit,
+    /// Set once the disconnect semantics have been started (by [`Close`]).
+    closed: bool,
+    _slot: Slot,
 }
 
 impl Connection {
@@ -58,7 +60,7 @@ impl Connection {
         id: u64,
         peer: Peer,
         stream: UnixStream,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
         registry: Registry,
         supervisor: Addr<Supervisor>,
     ) -> Addr<Self> {
@@ -74,6 +76,7 @@ impl Connection {
                 registry,
                 supervisor,
                 writer: FramedWrite::new(write, FrameCodec, ctx),
+                closed: false,
                 _slot: slot,
             }
         })
@@ -93,7 +96,10 @@ impl Connection {
     where
         F: Future<Output = Result<(), RemoteError>> + 'static,
     {
-        ctx.wait(op.into_actor(self).map(move |result, act, _| act.reply(&call, result)));
+        ctx.wait(
+            op.into_actor(self)
+                .map(move |result, act, _| act.reply(&call, result)),
+        );
     }
 
     /// Describes the registered owner for log lines; computed once per REGISTER,
@@ -200,7 +206,13 @@ impl Connection {
         }
     }
 
-    fn open_lockspace(&mut self, call: Header, path: Vec<u8>, must_be_new: bool, ctx: &mut Context<Self>) {
+    fn open_lockspace(
+        &mut self,
+        call: Header,
+        path: Vec<u8>,
+        must_be_new: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let op = self.supervisor.send(OpenLockspace { path, must_be_new });
         self.reply_when(
             call,
@@ -232,7 +244,10 @@ impl Connection {
                     Ok(args) => self.dispatch(header, args, ctx),
                     Err(e) => {
                         debug!(client = self.id, error = %e, "undecodable payload");
-                        self.reply(&header, Err(RemoteError::rpc("Unable to decode message payload")))
+                        self.reply(
+                            &header,
+                            Err(RemoteError::rpc("Unable to decode message payload")),
+                        )
                     }
                 }
             }
@@ -240,7 +255,11 @@ impl Connection {
             Route::Ping => self.writer.write(proto::pong()),
             Route::Ignore => {}
             Route::Close(why) => {
-                warn!(client = self.id, pid = self.peer.pid, "{why}; closing connection");
+                warn!(
+                    client = self.id,
+                    pid = self.peer.pid,
+                    "{why}; closing connection"
+                );
                 ctx.stop();
             }
         }
@@ -248,10 +267,16 @@ impl Connection {
 }
 
 fn unavailable(e: MailboxError) -> RemoteError {
-    RemoteError::new(code::INTERNAL_ERROR, domain::LOCKING, format!("lockspace unavailable: {e}"))
+    RemoteError::new(
+        code::INTERNAL_ERROR,
+        domain::LOCKING,
+        format!("lockspace unavailable: {e}"),
+    )
 }
 
-fn flatten(r: Result<Result<(), crate::lockspace::LockError>, MailboxError>) -> Result<(), RemoteError> {
+fn flatten(
+    r: Result<Result<(), crate::lockspace::LockError>, MailboxError>,
+) -> Result<(), RemoteError> {
     match r {
         Ok(r) => r.map_err(RemoteError::from),
         Err(e) => Err(unavailable(e)),
@@ -262,20 +287,41 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        debug!(client = self.id, pid = self.peer.pid, uid = self.peer.uid, "client connected");
+        debug!(
+            client = self.id,
+            pid = self.peer.pid,
+            uid = self.peer.uid,
+            "client connected"
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         debug!(client = self.id, pid = self.peer.pid, "client disconnected");
-        // Only the owner's own connection (QEMU's) releases on close: libvirtd's
-        // short-lived connections register the QEMU pid too and must not.
-        let Some(owner) = self.session.owner_pid() else { return };
-        if owner != self.peer.pid {
-            return;
+        self.supervisor.do_send(Disconnected { id: self.id });
+        if !self.closed {
+            actix::spawn(self.disconnect_semantics());
         }
+    }
+}
+
+impl Connection {
+    /// What closing this connection means (spec §5.3). Only the owner's own
+    /// connection (QEMU's) releases: libvirtd's short-lived connections register
+    /// the QEMU pid too and must not. If the owner held anything, it is fenced.
+    fn disconnect_semantics(&mut self) -> impl Future<Output = ()> + 'static {
+        self.closed = true;
+        let owner = self
+            .session
+            .owner_pid()
+            .filter(|&owner| owner == self.peer.pid);
         let label = self.label.to_string();
-        let lockspaces = self.registry.all();
-        actix::spawn(async move {
+        let lockspaces = if owner.is_some() {
+            self.registry.all()
+        } else {
+            Vec::new()
+        };
+        async move {
+            let Some(owner) = owner else { return };
             let mut released = 0;
             let mut failed = false;
             for ls in lockspaces {
@@ -292,7 +338,22 @@ impl Actor for Connection {
             if released > 0 || failed {
                 fence::fence(owner, &label).await;
             }
-        });
+        }
+    }
+}
+
+/// Close this connection now (daemon shutdown, admin client-disconnect), with the
+/// same release and fencing as a client hang-up. Resolves when both are done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for Connection {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) -> Self::Result {
+        let done = self.disconnect_semantics();
+        ctx.stop();
+        Box::pin(done)
     }
 }
 

@@ -51,6 +51,10 @@ pub async fn fence(pid: i32, who: &str) -> Outcome {
         }
         actix_rt::time::sleep(INTERVAL).await;
     }
-    warn!(pid, owner = who, "lease owner still exists after SIGKILL; giving up");
+    warn!(
+        pid,
+        owner = who,
+        "lease owner still exists after SIGKILL; giving up"
+    );
     Outcome::StillThere
 }

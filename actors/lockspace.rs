@@ -7,6 +7,9 @@
 //! GFS2, OCFS2, FUSE, and the default lockspace, whose files may live anywhere)
 //! each run on a thread of their own: a hung mount stalls only its own lockspace.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use actix::prelude::*;
 
 use crate::lockspace::lease::Storage;
@@ -15,11 +18,34 @@ use crate::lockspace::{LockError, LockSpace, OwnerPid};
 pub struct Lockspace {
     space: LockSpace,
     storage: Storage,
+    /// The daemon-wide lease count (for `-t`): this lockspace's share is `counted`.
+    leases: Arc<AtomicUsize>,
+    counted: usize,
 }
 
 impl Lockspace {
-    pub fn new(space: LockSpace, storage: Storage) -> Self {
-        Self { space, storage }
+    pub fn new(space: LockSpace, storage: Storage, leases: Arc<AtomicUsize>) -> Self {
+        let counted = space.len();
+        leases.fetch_add(counted, Ordering::AcqRel);
+        Self {
+            space,
+            storage,
+            leases,
+            counted,
+        }
+    }
+
+    /// Runs `op` on the table and keeps the daemon-wide lease count current.
+    fn with_space<R>(&mut self, op: impl FnOnce(&mut LockSpace) -> R) -> R {
+        let r = op(&mut self.space);
+        let now = self.space.len();
+        if now > self.counted {
+            self.leases.fetch_add(now - self.counted, Ordering::AcqRel);
+        } else {
+            self.leases.fetch_sub(self.counted - now, Ordering::AcqRel);
+        }
+        self.counted = now;
+        r
     }
 }
 
@@ -47,7 +73,7 @@ pub struct Acquire {
 impl Handler<Acquire> for Lockspace {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Acquire, _: &mut Self::Context) -> Self::Result {
-        self.space.acquire(&m.name, m.owner, m.flags)
+        self.with_space(|s| s.acquire(&m.name, m.owner, m.flags))
     }
 }
 
@@ -62,7 +88,7 @@ pub struct Release {
 impl Handler<Release> for Lockspace {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Release, _: &mut Self::Context) -> Self::Result {
-        self.space.release(&m.name, m.owner)
+        self.with_space(|s| s.release(&m.name, m.owner))
     }
 }
 
@@ -105,7 +131,7 @@ pub struct ReleaseOwner {
 impl Handler<ReleaseOwner> for Lockspace {
     type Result = MessageResult<ReleaseOwner>;
     fn handle(&mut self, m: ReleaseOwner, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.space.release_owner(m.owner))
+        MessageResult(self.with_space(|s| s.release_owner(m.owner)))
     }
 }
 
@@ -118,5 +144,18 @@ impl Handler<CountLeases> for Lockspace {
     type Result = usize;
     fn handle(&mut self, _: CountLeases, _: &mut Self::Context) -> usize {
         self.space.len()
+    }
+}
+
+/// Release every lease (daemon shutdown): AUTOCREATE files are removed, as libvirt
+/// does when it frees its lockspaces. Answers with the names released.
+#[derive(Message)]
+#[rtype(result = "Vec<Vec<u8>>")]
+pub struct ReleaseAll;
+
+impl Handler<ReleaseAll> for Lockspace {
+    type Result = MessageResult<ReleaseAll>;
+    fn handle(&mut self, _: ReleaseAll, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.with_space(LockSpace::release_all))
     }
 }

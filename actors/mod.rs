@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod connection;
 pub mod fence;
+pub mod gate;
 pub mod lockspace;
 pub mod registry;
 pub mod supervisor;

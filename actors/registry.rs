@@ -4,6 +4,7 @@
 //! never removed while the daemon runs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::Addr;
@@ -13,9 +14,21 @@ use super::lockspace::Lockspace;
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<RwLock<HashMap<Vec<u8>, Addr<Lockspace>>>>,
+    /// Leases held in all lockspaces, kept current by the lockspace actors.
+    leases: Arc<AtomicUsize>,
 }
 
 impl Registry {
+    /// Leases held in all lockspaces.
+    pub fn leases(&self) -> usize {
+        self.leases.load(Ordering::Acquire)
+    }
+
+    /// The counter lockspace actors keep current.
+    pub(super) fn lease_counter(&self) -> Arc<AtomicUsize> {
+        self.leases.clone()
+    }
+
     pub fn get(&self, path: &[u8]) -> Option<Addr<Lockspace>> {
         self.inner
             .read()
@@ -42,7 +55,10 @@ impl Registry {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,28 +1,34 @@
 //! The supervisor: owns the listening sockets, admits clients (peer credentials,
 //! `max_clients`), starts one connection actor per client, owns the lockspace
-//! registry and starts one lockspace actor per lockspace.
+//! registry and starts one lockspace actor per lockspace, and runs shutdown and
+//! the idle timeout.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::stream::{self, Stream};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info, warn};
 
 use super::admin::AdminConnection;
-use super::connection::{Connection, Peer};
-use super::lockspace::Lockspace;
+use super::connection::{Close, Connection, Peer};
+use super::gate::{ClientGate, Slot};
+use super::lockspace::{Lockspace, ReleaseAll};
 use super::registry::Registry;
+use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
 
 /// How long accepting pauses when the process is out of file descriptors.
-const EMFILE_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+const EMFILE_PAUSE: Duration = Duration::from_secs(5);
+/// How often the idle timeout is checked.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Which RPC server a listener belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Server {
     Lock,
     Admin,
@@ -39,70 +45,83 @@ impl Server {
 
 /// Settings the supervisor starts with.
 pub struct SupervisorConfig {
-    pub lock_listener: std::os::unix::net::UnixListener,
-    pub admin_listener: Option<std::os::unix::net::UnixListener>,
+    pub lock_listeners: Vec<std::os::unix::net::UnixListener>,
+    pub admin_listeners: Vec<std::os::unix::net::UnixListener>,
     pub max_clients: usize,
     pub admin_max_clients: usize,
     /// Files to remove on clean shutdown (self-bound sockets).
     pub unlink_on_exit: Vec<PathBuf>,
+    /// Shut down after this long with no client and no lease (`-t`).
+    pub timeout: Option<Duration>,
 }
 
 pub struct Supervisor {
     registry: Registry,
-    listeners: Vec<(Server, std::os::unix::net::UnixListener, Arc<Semaphore>)>,
-    next_client_id: [u64; 2],
+    listeners: Vec<(Server, std::os::unix::net::UnixListener)>,
+    accepting: Vec<SpawnHandle>,
+    lock_gate: Arc<ClientGate>,
+    admin_gate: Arc<ClientGate>,
+    next_client_id: HashMap<Server, u64>,
+    connections: HashMap<u64, Addr<Connection>>,
     euid: u32,
     unlink_on_exit: Vec<PathBuf>,
+    timeout: Option<Duration>,
+    idle_since: Option<Instant>,
+    shutting_down: bool,
 }
 
 impl Supervisor {
     pub fn new(cfg: SupervisorConfig) -> Self {
-        let mut listeners = vec![(
-            Server::Lock,
-            cfg.lock_listener,
-            Arc::new(Semaphore::new(cfg.max_clients)),
-        )];
-        if let Some(admin) = cfg.admin_listener {
-            listeners.push((
-                Server::Admin,
-                admin,
-                Arc::new(Semaphore::new(cfg.admin_max_clients)),
-            ));
-        }
+        let listeners = cfg
+            .lock_listeners
+            .into_iter()
+            .map(|l| (Server::Lock, l))
+            .chain(cfg.admin_listeners.into_iter().map(|l| (Server::Admin, l)))
+            .collect();
         Self {
             registry: Registry::default(),
             listeners,
-            next_client_id: [1, 1],
+            accepting: Vec::new(),
+            lock_gate: ClientGate::new(cfg.max_clients),
+            admin_gate: ClientGate::new(cfg.admin_max_clients),
+            next_client_id: HashMap::from([(Server::Lock, 1), (Server::Admin, 1)]),
+            connections: HashMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
             unlink_on_exit: cfg.unlink_on_exit,
+            timeout: cfg.timeout,
+            idle_since: None,
+            shutting_down: false,
         }
     }
 
-    pub fn registry(&self) -> Registry {
-        self.registry.clone()
+    fn gate(&self, server: Server) -> &Arc<ClientGate> {
+        match server {
+            Server::Lock => &self.lock_gate,
+            Server::Admin => &self.admin_gate,
+        }
     }
 
     /// Starts a lockspace actor where its storage allows: on the event thread for
     /// local filesystems, on a thread of its own otherwise.
-    fn start_lockspace(space: LockSpace, storage: Storage) -> Addr<Lockspace> {
+    fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<Lockspace> {
+        let leases = self.registry.lease_counter();
         match storage {
-            Storage::Local => Lockspace::new(space, storage).start(),
+            Storage::Local => Lockspace::new(space, storage, leases).start(),
             Storage::Network(_) => {
                 let arbiter = Arbiter::new();
                 Lockspace::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Lockspace::new(space, storage)
+                    Lockspace::new(space, storage, leases)
                 })
             }
         }
     }
 
-    fn admit(&self, server: Server, stream: &UnixStream) -> Result<Peer, String> {
+    /// Peer credentials; both servers admit only the daemon's own euid (root for
+    /// the system daemon), as libvirt does.
+    fn admit(&self, stream: &UnixStream) -> Result<Peer, String> {
         let cred = stream
             .peer_cred()
             .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-        // Lock server: root daemon admits root only, a user daemon its own uid.
-        // Admin server: the daemon's euid only. Both rules reduce to "same euid".
-        let _ = server;
         if cred.uid() != self.euid {
             return Err(format!("Disallowing client with uid {}", cred.uid()));
         }
@@ -115,46 +134,60 @@ impl Supervisor {
             gid: cred.gid(),
         })
     }
+
+    fn check_idle(&mut self, _ctx: &mut Context<Self>) {
+        let Some(timeout) = self.timeout else { return };
+        let idle = self.lock_gate.connected() == 0
+            && self.admin_gate.connected() == 0
+            && self.registry.leases() == 0;
+        if !idle {
+            self.idle_since = None;
+            return;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= timeout && !self.shutting_down {
+            info!(
+                timeout = timeout.as_secs(),
+                "no clients and no leases; shutting down"
+            );
+            _ctx.address().do_send(Shutdown);
+        }
+    }
 }
 
-/// Accepts on one listener while a client slot is free. Waiting for a slot before
-/// calling accept() leaves new clients in the kernel backlog, as libvirt does.
+/// Accepts on one listener while the server has room for a client.
 fn accept_stream(
     server: Server,
     listener: UnixListener,
-    slots: Arc<Semaphore>,
+    gate: Arc<ClientGate>,
 ) -> impl Stream<Item = Accepted> {
-    stream::unfold(
-        (listener, slots, false),
-        move |(listener, slots, mut at_limit)| async move {
-            if slots.available_permits() == 0 && !at_limit {
-                warn!(server = server.name(), "client limit reached; new connections wait in the backlog");
-                at_limit = true;
-            }
-            let permit = slots.clone().acquire_owned().await.ok()?;
-            if at_limit {
-                info!(server = server.name(), "below the client limit again; accepting");
-                at_limit = false;
-            }
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let item = Accepted {
-                            server,
-                            stream,
-                            permit,
-                        };
-                        return Some((item, (listener, slots, at_limit)));
-                    }
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                        error!(server = server.name(), error = %e, "out of file descriptors; pausing accept");
-                        actix_rt::time::sleep(EMFILE_PAUSE).await;
-                    }
-                    Err(e) => warn!(server = server.name(), error = %e, "accept failed"),
+    stream::unfold((listener, gate), move |(listener, gate)| async move {
+        if gate.full() {
+            warn!(
+                server = server.name(),
+                max = gate.max(),
+                "client limit reached; new connections wait in the backlog"
+            );
+        }
+        gate.room().await;
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let item = Accepted {
+                        server,
+                        stream,
+                        slot: gate.take(),
+                    };
+                    return Some((item, (listener, gate)));
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    error!(server = server.name(), error = %e, "out of file descriptors; pausing accept");
+                    actix_rt::time::sleep(EMFILE_PAUSE).await;
+                }
+                Err(e) => warn!(server = server.name(), error = %e, "accept failed"),
             }
-        },
-    )
+        }
+    })
 }
 
 impl Actor for Supervisor {
@@ -163,16 +196,18 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // The default lockspace's files may be on any filesystem, NFS included, so
         // it gets a thread of its own like every lockspace that may block.
-        let default = Self::start_lockspace(LockSpace::default_space(), Storage::Network("any"));
+        let default = self.start_lockspace(LockSpace::default_space(), Storage::Network("any"));
         self.registry.insert_new(Vec::new(), default);
 
-        for (server, listener, slots) in std::mem::take(&mut self.listeners) {
+        for (server, listener) in std::mem::take(&mut self.listeners) {
             let listener = listener
                 .set_nonblocking(true)
                 .and_then(|()| UnixListener::from_std(listener));
             match listener {
                 Ok(l) => {
-                    ctx.add_stream(accept_stream(server, l, slots));
+                    let gate = self.gate(server).clone();
+                    self.accepting
+                        .push(ctx.add_stream(accept_stream(server, l, gate)));
                 }
                 Err(e) => {
                     error!(server = server.name(), error = %e, "cannot listen");
@@ -180,7 +215,11 @@ impl Actor for Supervisor {
                 }
             }
         }
-        info!("virtlockd ready");
+        if self.timeout.is_some() {
+            ctx.run_interval(IDLE_TICK, Self::check_idle);
+        }
+        crate::systemd::notify("READY=1");
+        info!(pid = std::process::id(), "virtlockd ready");
     }
 }
 
@@ -188,43 +227,57 @@ impl Actor for Supervisor {
 pub struct Accepted {
     server: Server,
     stream: UnixStream,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 impl StreamHandler<Accepted> for Supervisor {
     fn handle(&mut self, a: Accepted, ctx: &mut Self::Context) {
-        let peer = match self.admit(a.server, &a.stream) {
+        let peer = match self.admit(&a.stream) {
             Ok(p) => p,
             Err(why) => {
                 warn!(server = a.server.name(), "{why}; connection closed");
                 return;
             }
         };
-        let slot = match a.server {
-            Server::Lock => 0,
-            Server::Admin => 1,
-        };
-        let id = self.next_client_id[slot];
-        self.next_client_id[slot] += 1;
+        let next = self.next_client_id.entry(a.server).or_insert(1);
+        let id = *next;
+        *next += 1;
         match a.server {
             Server::Lock => {
-                Connection::launch(
+                let addr = Connection::launch(
                     id,
                     peer,
                     a.stream,
-                    a.permit,
+                    a.slot,
                     self.registry.clone(),
                     ctx.address(),
                 );
+                self.connections.insert(id, addr);
             }
             Server::Admin => {
-                AdminConnection::launch(id, peer, a.stream, a.permit);
+                AdminConnection::launch(id, peer, a.stream, a.slot);
             }
         }
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
-        error!("a listener stopped accepting");
+        if !self.shutting_down {
+            error!("a listener stopped accepting");
+        }
+    }
+}
+
+/// A lock connection ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnected {
+    pub id: u64,
+}
+
+impl Handler<Disconnected> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, m: Disconnected, _: &mut Self::Context) {
+        self.connections.remove(&m.id);
     }
 }
 
@@ -251,7 +304,7 @@ impl Handler<OpenLockspace> for Supervisor {
     type Result = ResponseActFuture<Self, Result<(), OpenError>>;
 
     fn handle(&mut self, m: OpenLockspace, _: &mut Self::Context) -> Self::Result {
-        let shown = String::from_utf8_lossy(&m.path).into_owned();
+        let shown = show(&m.path);
         if self.registry.contains(&m.path) {
             let r = if m.must_be_new {
                 Err(OpenError::Exists(shown))
@@ -263,7 +316,9 @@ impl Handler<OpenLockspace> for Supervisor {
         let path = m.path.clone();
         let prepare = actix_rt::task::spawn_blocking(move || {
             create_directory(&path)?;
-            let os = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path));
+            let os = std::path::Path::new(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path),
+            );
             // An unknown filesystem is treated as one that may block.
             Ok::<_, LockError>(lease::storage_of(os).unwrap_or(Storage::Network("unknown")))
         });
@@ -286,7 +341,7 @@ impl Handler<OpenLockspace> for Supervisor {
                     Ok(())
                 };
             }
-            let addr = Self::start_lockspace(LockSpace::directory(m.path.clone()), storage);
+            let addr = act.start_lockspace(LockSpace::directory(m.path.clone()), storage);
             act.registry.insert_new(m.path, addr);
             info!(lockspace = %shown, ?storage, "lockspace created");
             Ok(())
@@ -294,20 +349,74 @@ impl Handler<OpenLockspace> for Supervisor {
     }
 }
 
-/// Clean shutdown (SIGTERM, SIGINT, SIGQUIT): remove our sockets and stop.
+/// New client limits (SIGHUP reload, admin API). Takes effect at once: the gate
+/// admits again as soon as the count is below the new limit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLimits {
+    pub max_clients: usize,
+    pub admin_max_clients: usize,
+}
+
+impl Handler<SetLimits> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, m: SetLimits, _: &mut Self::Context) {
+        self.lock_gate.set_max(m.max_clients);
+        self.admin_gate.set_max(m.admin_max_clients);
+        info!(
+            max_clients = m.max_clients,
+            admin_max_clients = m.admin_max_clients,
+            "client limits set"
+        );
+    }
+}
+
+/// Clean shutdown (SIGTERM, SIGINT, SIGQUIT, `-t`), as libvirt does it: stop
+/// accepting, close every client (an owner connection releases its leases and its
+/// owner is fenced), free the remaining leases (AUTOCREATE files removed), remove
+/// our sockets, then stop the event loop with exit code 0.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
 
 impl Handler<Shutdown> for Supervisor {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
-        for p in &self.unlink_on_exit {
-            if let Err(e) = std::fs::remove_file(p) {
-                warn!(path = %p.display(), error = %e, "cannot remove socket");
-            }
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(fut::ready(()));
         }
-        info!("shutting down");
-        System::current().stop();
+        self.shutting_down = true;
+        crate::systemd::notify("STOPPING=1");
+        info!(
+            clients = self.connections.len(),
+            leases = self.registry.leases(),
+            "shutting down"
+        );
+        for h in self.accepting.drain(..) {
+            ctx.cancel_future(h);
+        }
+        let closes: Vec<_> = self.connections.values().map(|c| c.send(Close)).collect();
+        let lockspaces = self.registry.all();
+        let unlink = std::mem::take(&mut self.unlink_on_exit);
+        Box::pin(
+            async move {
+                futures_util::future::join_all(closes).await;
+                for ls in lockspaces {
+                    if let Ok(names) = ls.send(ReleaseAll).await {
+                        for n in names {
+                            warn!(resource = %show(&n), "lease released at shutdown");
+                        }
+                    }
+                }
+                for p in &unlink {
+                    if let Err(e) = std::fs::remove_file(p) {
+                        warn!(path = %p.display(), error = %e, "cannot remove socket");
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, _| System::current().stop_with_code(0)),
+        )
     }
 }

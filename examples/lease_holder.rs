@@ -17,7 +17,9 @@ use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--ignore-term] [--linger MS]");
+        eprintln!(
+            "usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--ignore-term] [--linger MS]"
+        );
         std::process::exit(2);
     }
     let flag = |f: &str| args.iter().any(|a| a == f);

@@ -139,10 +139,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (run.join("virtlockd-sock"), Some(child.id()), Some(child))
         }
         (None, Some(s)) => (s.clone(), args.daemon_pid, None),
-        (None, None) => (PathBuf::from("/run/libvirt/virtlockd-sock"), args.daemon_pid, None),
+        (None, None) => (
+            PathBuf::from("/run/libvirt/virtlockd-sock"),
+            args.daemon_pid,
+            None,
+        ),
     };
-    let shm = tempfile::Builder::new().prefix("loadgen").tempdir_in("/dev/shm")?;
-    let lockspace = args.lockspace.clone().unwrap_or_else(|| shm.path().join("ls"));
+    let shm = tempfile::Builder::new()
+        .prefix("loadgen")
+        .tempdir_in("/dev/shm")?;
+    let lockspace = args
+        .lockspace
+        .clone()
+        .unwrap_or_else(|| shm.path().join("ls"));
     let ls_bytes = {
         use std::os::unix::ffi::OsStrExt;
         lockspace.as_os_str().as_bytes().to_vec()
@@ -154,7 +163,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::fs::write(lockspace.join("hot"), b"")?;
     }
-    Client::connect(&socket).await?.create_lockspace(&ls_bytes).await?;
+    Client::connect(&socket)
+        .await?
+        .create_lockspace(&ls_bytes)
+        .await?;
 
     let cpu_before = daemon_pid.and_then(cpu_ticks);
     let started = Instant::now();
@@ -193,7 +205,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         lat.extend(s.latencies_us);
     }
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "clients={} hot={} shared_ratio={} autocreate={} lockspace={}",
         args.clients,

@@ -121,7 +121,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut libvirtd = session(&socket, &vm).await?;
     for l in &leases {
         libvirtd.acquire(&l.lockspace, &l.name, l.flags).await?;
-        println!("acquired {:<34} {}", l.what, String::from_utf8_lossy(&l.name));
+        println!(
+            "acquired {:<34} {}",
+            l.what,
+            String::from_utf8_lossy(&l.name)
+        );
     }
     drop(libvirtd);
 
@@ -132,7 +136,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(()) => return Err("vm2 got the disk lock".into()),
     }
     // ... but may share the shareable disk.
-    intruder.acquire(b"", &b(&shared_disk), ACQUIRE_SHARED).await?;
+    intruder
+        .acquire(b"", &b(&shared_disk), ACQUIRE_SHARED)
+        .await?;
     intruder.release(b"", &b(&shared_disk)).await?;
     drop(intruder);
 

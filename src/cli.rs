@@ -6,6 +6,9 @@ use clap::Parser;
 
 use crate::paths::Paths;
 
+/// Largest `--timeout` libvirt accepts (INT_MAX / 1000 seconds).
+pub const MAX_TIMEOUT: u32 = 2_147_483;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "virtlockd",
@@ -20,11 +23,24 @@ pub struct Cli {
     #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
     pub version: Option<bool>,
 
-    /// Log informational messages too (default: warnings and errors).
+    /// Log informational messages too (raises the log level to 2 = info).
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// PID file to create and lock (default: see FILES below).
+    /// Run in the background; return once the daemon accepts connections.
+    #[arg(short, long)]
+    pub daemon: bool,
+
+    /// Configuration file (default: see below; a file named here must exist).
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Exit after SECS seconds with no client connected and no lock held
+    /// (0 = never, the default; at most 2147483).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_timeout, allow_hyphen_values = true)]
+    pub timeout: Option<u32>,
+
+    /// PID file to create and lock (default: see below).
     #[arg(short, long = "pid-file", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
@@ -32,6 +48,20 @@ pub struct Cli {
     /// in DIR instead of the default locations. Lets several daemons run side by side.
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+}
+
+/// libvirt's parse: leading decimal digits, trailing garbage tolerated, range
+/// 0..=2147483.
+fn parse_timeout(s: &str) -> Result<u32, String> {
+    let digits: String = s
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match digits.parse::<u64>() {
+        Ok(n) if n <= MAX_TIMEOUT as u64 && !s.trim_start().starts_with('-') => Ok(n as u32),
+        _ => Err("Invalid value for timeout".to_owned()),
+    }
 }
 
 impl Cli {
@@ -44,15 +74,27 @@ impl Cli {
         if let Some(pid) = &self.pid_file {
             p.pid_file = pid.clone();
         }
+        if let Some(cfg) = &self.config {
+            p.config_file = cfg.clone();
+        }
         p
     }
 }
 
-/// The "FILES" section of `--help`, for the current privilege level.
-pub fn files_help(privileged: bool) -> String {
+/// The part of `--help` after the options: default paths for the current
+/// privilege level, environment, signals, exit codes.
+pub fn after_help(privileged: bool) -> String {
     let p = Paths::defaults(privileged);
     format!(
-        "Default paths ({}):\n  Lock socket:   {}\n  Admin socket:  {}\n  PID file:      {}\n  Restart state: {}\n  Config file:   {}",
+        "Default paths ({}):\n  Lock socket:   {}\n  Admin socket:  {}\n  PID file:      {}\n  Restart state: {}\n  Config file:   {}\n\n\
+Environment:\n  LIBVIRT_DEBUG        default log level (1 debug .. 4 error), overrides the config file\n  \
+LIBVIRT_LOG_FILTERS  log filters (\"level:match ...\"), overrides the config file\n  \
+LIBVIRT_LOG_OUTPUTS  log outputs (\"level:stderr level:file:PATH level:journald level:syslog:IDENT\")\n  \
+LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  systemd socket activation (virtlockd.socket, virtlockd-admin.socket)\n\n\
+Signals:\n  SIGTERM, SIGINT, SIGQUIT  shut down: close clients (their lease holders are fenced), exit 0\n  \
+SIGHUP                    reload logging settings and client limits from the config file\n  \
+SIGUSR2, SIGPIPE          ignored; SIGUSR1 is ignored until live upgrade is available\n\n\
+Exit codes: 0 ok, 1 usage/config/pid file, 2 run directory, 3 initialisation, 4 signals, 6 sockets",
         if privileged { "running as root" } else { "running as a user" },
         p.lock_socket.display(),
         p.admin_socket.display(),
@@ -60,4 +102,31 @@ pub fn files_help(privileged: bool) -> String {
         p.restart_state.display(),
         p.config_file.display(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_parses_like_libvirt() {
+        assert_eq!(parse_timeout("120"), Ok(120));
+        assert_eq!(parse_timeout("120s"), Ok(120));
+        assert_eq!(parse_timeout("0"), Ok(0));
+        assert_eq!(parse_timeout("2147483"), Ok(2_147_483));
+        assert!(parse_timeout("2147484").is_err());
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("abc").is_err());
+        assert!(parse_timeout("").is_err());
+    }
+
+    #[test]
+    fn equals_form_is_accepted() {
+        let cli = Cli::try_parse_from(["virtlockd", "--timeout=120", "-d", "-v"]).unwrap();
+        assert_eq!(cli.timeout, Some(120));
+        assert!(cli.daemon && cli.verbose);
+        let cli = Cli::try_parse_from(["virtlockd", "-t", "5", "-f", "/x.conf"]).unwrap();
+        assert_eq!(cli.timeout, Some(5));
+        assert_eq!(cli.paths(true).config_file, PathBuf::from("/x.conf"));
+    }
 }

@@ -10,10 +10,15 @@
 pub mod actors;
 pub mod cli;
 pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod daemonize;
 pub mod listener;
 pub mod lockspace;
+pub mod logging;
 pub mod paths;
 pub mod pidfile;
 pub mod proclocks;
 pub mod protocol;
 pub mod session;
+pub mod systemd;

@@ -90,7 +90,10 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
     let hung_ls = bytes(&mnt.dir.join("ls"));
     let create = tokio::spawn(async move { stuck_create.create_lockspace(&hung_ls).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!direct.is_finished() && !create.is_finished(), "the mount should hang");
+    assert!(
+        !direct.is_finished() && !create.is_finished(),
+        "the mount should hang"
+    );
 
     // Everyone else is served promptly.
     let ls = base.join("local");
@@ -107,7 +110,10 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         c.release(&bytes(&ls), name.as_bytes()).await.unwrap();
         worst = worst.max(t.elapsed());
     }
-    assert!(worst < Duration::from_millis(50), "worst round trip {worst:?}");
+    assert!(
+        worst < Duration::from_millis(50),
+        "worst round trip {worst:?}"
+    );
     assert!(!direct.is_finished(), "still hung");
 
     // The server dies: the stuck calls fail with the filesystem's error and the
@@ -120,7 +126,10 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
     let e = r.unwrap_err();
     let e = e.remote().expect("error reply");
     assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
-    assert!(e.message.contains("Transport endpoint is not connected"), "{e:?}");
+    assert!(
+        e.message.contains("Transport endpoint is not connected"),
+        "{e:?}"
+    );
     let r = tokio::time::timeout(Duration::from_secs(10), create)
         .await
         .expect("create still hung after abort")
@@ -132,6 +141,9 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
 
     let local_disk = base.join("disk.img");
     std::fs::write(&local_disk, b"").unwrap();
-    stuck_direct.acquire(b"", &bytes(&local_disk), 0).await.unwrap();
+    stuck_direct
+        .acquire(b"", &bytes(&local_disk), 0)
+        .await
+        .unwrap();
     assert_eq!(d.kernel_locks_on(&local_disk), ["POSIX WRITE 0-0"]);
 }

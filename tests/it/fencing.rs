@@ -64,8 +64,12 @@ impl Holder {
 fn probe(d: &Daemon, until: Instant) -> tokio::task::JoinHandle<Duration> {
     let socket = d.socket();
     tokio::spawn(async move {
-        let mut c = virtlockd::client::Client::connect(socket).await.expect("connect");
-        c.register(&owner("probe", 9, 4_000_900)).await.expect("register");
+        let mut c = virtlockd::client::Client::connect(socket)
+            .await
+            .expect("connect");
+        c.register(&owner("probe", 9, 4_000_900))
+            .await
+            .expect("register");
         let mut worst = Duration::ZERO;
         while Instant::now() < until {
             let t = Instant::now();
@@ -87,7 +91,9 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     let mut other = d.client().await;
     other.register(&owner("other", 2, 4_000_002)).await.unwrap();
     assert_err(
-        other.acquire(&bytes(&ls), b"lease", ACQUIRE_AUTOCREATE).await,
+        other
+            .acquire(&bytes(&ls), b"lease", ACQUIRE_AUTOCREATE)
+            .await,
         87,
         51,
         "resource busy: Lockspace resource 'lease' is locked",
@@ -100,10 +106,19 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     assert_eq!(status.signal(), Some(libc::SIGTERM), "status {status:?}");
     assert!(t.elapsed() < Duration::from_secs(2));
     let worst = prober.await.unwrap();
-    assert!(worst < Duration::from_millis(50), "other client waited {worst:?}");
+    assert!(
+        worst < Duration::from_millis(50),
+        "other client waited {worst:?}"
+    );
 
-    assert!(!ls.join("lease").exists(), "AUTOCREATE lease deleted on release");
-    other.acquire(&bytes(&ls), b"lease", ACQUIRE_AUTOCREATE).await.unwrap();
+    assert!(
+        !ls.join("lease").exists(),
+        "AUTOCREATE lease deleted on release"
+    );
+    other
+        .acquire(&bytes(&ls), b"lease", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
     assert!(d.log().contains("lease released on disconnect"));
 }
 
@@ -123,7 +138,10 @@ async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
         "SIGKILL after {took:?}, expected about 1.6 s"
     );
     let worst = prober.await.unwrap();
-    assert!(worst < Duration::from_millis(50), "other client waited {worst:?}");
+    assert!(
+        worst < Duration::from_millis(50),
+        "other client waited {worst:?}"
+    );
     assert!(d.log().contains("fencing lease owner"));
 }
 

@@ -20,14 +20,18 @@ impl Daemon {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra_args)
+    }
+
+    /// Starts a daemon in `dir` (which may already hold a config file).
+    pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_virtlockd"))
             .arg("--runtime-dir")
             .arg(dir.path().join("run"))
             .arg("-v")
             .args(extra_args)
-            .env("VIRTLOCKD_LOG", "debug")
+            .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -116,11 +120,18 @@ pub fn bytes(p: &Path) -> Vec<u8> {
 
 /// Asserts that `r` is an error reply with exactly these fields.
 #[track_caller]
-pub fn assert_err(r: Result<(), virtlockd::client::ClientError>, code: i32, domain: i32, message: &str) {
+pub fn assert_err(
+    r: Result<(), virtlockd::client::ClientError>,
+    code: i32,
+    domain: i32,
+    message: &str,
+) {
     match r {
         Ok(()) => panic!("expected error {code}/{domain} `{message}`, got OK"),
         Err(e) => {
-            let e = e.remote().unwrap_or_else(|| panic!("expected a remote error, got {e}"));
+            let e = e
+                .remote()
+                .unwrap_or_else(|| panic!("expected a remote error, got {e}"));
             assert_eq!(
                 (e.code, e.domain, e.message.as_str()),
                 (code, domain, message),

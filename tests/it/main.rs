@@ -6,5 +6,6 @@ mod blocking;
 mod conformance;
 mod fencing;
 mod framing;
+mod lifecycle;
 mod signals;
 mod smoke;

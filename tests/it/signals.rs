@@ -34,12 +34,23 @@ async fn hangup_and_user_signals_keep_the_daemon_and_its_locks() {
     let mut c = d.client().await;
     c.create_lockspace(&bytes(&ls)).await.unwrap();
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE).await.unwrap();
-    for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGPIPE] {
+    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPIPE,
+    ] {
         kill(Pid::from_raw(d.pid() as i32), sig).unwrap();
         c.ping().await.unwrap();
         assert!(d.alive(), "daemon died of {sig}");
-        assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"], "{sig}");
+        assert_eq!(
+            d.kernel_locks_on(&ls.join("r")),
+            ["POSIX WRITE 0-0"],
+            "{sig}"
+        );
     }
 }
 

@@ -1,0 +1,321 @@
+//! Start-up and the life of the daemon process, in libvirt's order (spec §9.2):
+//! options, config, logging, paths, run directory, `-d`, pid file, sockets
+//! (bound or from systemd), then the actor system until shutdown.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::actors::supervisor::{SetLimits, Shutdown, Supervisor, SupervisorConfig};
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::daemonize::{daemonize, ReadyPipe};
+use crate::listener::bind_unix;
+use crate::logging::{self, EnvInputs, LogHandle};
+use crate::paths::Paths;
+use crate::pidfile::PidFile;
+use crate::systemd::{Activation, ActivationEnv, ADMIN_SOCKET_NAME, LOCK_SOCKET_NAME};
+
+/// libvirt's exit codes (spec §9.1).
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const PIDFILE: u8 = 1;
+    pub const RUNDIR: u8 = 2;
+    pub const INIT: u8 = 3;
+    pub const SIGNALS: u8 = 4;
+    pub const SOCKETS: u8 = 6;
+}
+
+/// Everything the signal handler needs to reload settings on SIGHUP.
+struct Reload {
+    config_file: PathBuf,
+    explicit_config: bool,
+    verbose: bool,
+    daemon: bool,
+    privileged: bool,
+    log: LogHandle,
+}
+
+impl Reload {
+    fn apply(&self, supervisor: &Addr<Supervisor>) {
+        let (cfg, warnings) = match Config::load(&self.config_file, self.explicit_config) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload failed, settings unchanged: {e}");
+                return;
+            }
+        };
+        for w in warnings {
+            warn!("{w}");
+        }
+        match logging::resolve(
+            cfg.log_level,
+            cfg.log_filters.as_deref(),
+            cfg.log_outputs.as_deref(),
+            &EnvInputs::from_process(),
+            self.verbose,
+            self.daemon,
+            self.privileged,
+        )
+        .and_then(|s| self.log.set(s))
+        {
+            Ok(()) => {}
+            Err(e) => error!("reload: logging settings unchanged: {e}"),
+        }
+        supervisor.do_send(SetLimits {
+            max_clients: cfg.max_clients,
+            admin_max_clients: cfg.admin_max_clients,
+        });
+        info!(config = %self.config_file.display(), "configuration reloaded");
+    }
+}
+
+/// Runs the daemon; returns the process exit code.
+pub fn run(cli: Cli, argv0: &str) -> ExitCode {
+    let privileged = nix::unistd::geteuid().is_root();
+    let mut paths = cli.paths(privileged);
+    absolutize(&mut paths);
+
+    let (cfg, warnings) = match Config::load(&paths.config_file, cli.config.is_some()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{argv0}: error: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let settings = logging::resolve(
+        cfg.log_level,
+        cfg.log_filters.as_deref(),
+        cfg.log_outputs.as_deref(),
+        &EnvInputs::from_process(),
+        cli.verbose,
+        cli.daemon,
+        privileged,
+    );
+    let log = match settings.and_then(logging::install) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{argv0}: error: cannot set up logging: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    for w in warnings {
+        warn!("{w}");
+    }
+
+    raise_fd_limit();
+    if let Err(e) = make_run_dir(&paths) {
+        error!(dir = %paths.run_dir.display(), error = %e, "Unable to create rundir");
+        return ExitCode::from(exit::RUNDIR);
+    }
+
+    let ready = if cli.daemon {
+        match daemonize(argv0) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => {
+                error!(error = %e, "cannot daemonize");
+                return ExitCode::from(exit::INIT);
+            }
+        }
+    } else {
+        None
+    };
+    let fail = |code: u8, ready: Option<ReadyPipe>| {
+        if let Some(r) = ready {
+            r.report(code);
+        }
+        ExitCode::from(code)
+    };
+
+    let pidfile = match PidFile::acquire(&paths.pid_file) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("Unable to obtain pidfile: {e}");
+            return fail(exit::PIDFILE, ready);
+        }
+    };
+    let (lock_listeners, admin_listeners, unlink) = match listeners(&paths) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("Unable to initialize network sockets: {e}");
+            return fail(exit::SOCKETS, ready);
+        }
+    };
+
+    let reload = Reload {
+        config_file: paths.config_file.clone(),
+        explicit_config: cli.config.is_some(),
+        verbose: cli.verbose,
+        daemon: cli.daemon,
+        privileged,
+        log,
+    };
+    let timeout = cli
+        .timeout
+        .filter(|&t| t > 0)
+        .map(|t| Duration::from_secs(t.into()));
+    info!(pid = std::process::id(), socket = %paths.lock_socket.display(), "starting");
+
+    let system = System::new();
+    let started = system.block_on(async move {
+        let signals = match install_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "Unable to setup signal handlers");
+                return Err(exit::SIGNALS);
+            }
+        };
+        let supervisor = Supervisor::new(SupervisorConfig {
+            lock_listeners,
+            admin_listeners,
+            max_clients: cfg.max_clients,
+            admin_max_clients: cfg.admin_max_clients,
+            unlink_on_exit: unlink,
+            timeout,
+        })
+        .start();
+        actix::spawn(handle_signals(signals, supervisor, reload));
+        Ok(())
+    });
+    if let Err(code) = started {
+        return fail(code, ready);
+    }
+    if let Some(r) = ready {
+        r.report(0);
+    }
+    let code = system.run_with_code().unwrap_or_else(|e| {
+        error!(error = %e, "event loop failed");
+        exit::INIT.into()
+    });
+    drop(pidfile);
+    info!(code, "exiting");
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `-d` changes the working directory to `/`: relative paths given on the
+/// command line must keep meaning what they meant.
+fn absolutize(paths: &mut Paths) {
+    for p in [
+        &mut paths.lock_socket,
+        &mut paths.admin_socket,
+        &mut paths.pid_file,
+        &mut paths.restart_state,
+        &mut paths.config_file,
+        &mut paths.run_dir,
+    ] {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    }
+}
+
+/// Every client and every held lease costs an fd: use all the hard limit allows
+/// (systemd's unit gives 1024:524288, as libvirt 11 expects).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open-files limit"),
+    }
+}
+
+fn make_run_dir(paths: &Paths) -> std::io::Result<()> {
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(paths.run_dir_umask));
+    let made = std::fs::create_dir_all(&paths.run_dir);
+    umask(old);
+    made
+}
+
+type Listeners = (
+    Vec<std::os::unix::net::UnixListener>,
+    Vec<std::os::unix::net::UnixListener>,
+    Vec<PathBuf>,
+);
+
+/// Sockets handed over by systemd, else bound at our paths (self-bound ones are
+/// removed at shutdown; activated ones are not).
+fn listeners(paths: &Paths) -> Result<Listeners, String> {
+    let env = ActivationEnv::take_from_process();
+    match Activation::from_env(&env, std::process::id()).map_err(|e| e.to_string())? {
+        Some(mut act) => {
+            let lock = act.claim(LOCK_SOCKET_NAME).map_err(|e| e.to_string())?;
+            let admin = act.claim(ADMIN_SOCKET_NAME).map_err(|e| e.to_string())?;
+            act.finish().map_err(|e| e.to_string())?;
+            info!(
+                lock = lock.len(),
+                admin = admin.len(),
+                "using sockets from systemd"
+            );
+            Ok((lock, admin, Vec::new()))
+        }
+        None => {
+            let bind = |p: &PathBuf| bind_unix(p).map_err(|e| format!("{}: {e}", p.display()));
+            let lock = bind(&paths.lock_socket)?;
+            let admin = bind(&paths.admin_socket)?;
+            Ok((
+                vec![lock],
+                vec![admin],
+                vec![paths.lock_socket.clone(), paths.admin_socket.clone()],
+            ))
+        }
+    }
+}
+
+type Signals = Vec<(SignalKind, tokio::signal::unix::Signal)>;
+
+fn install_signals() -> std::io::Result<Signals> {
+    [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::quit(),
+        SignalKind::hangup(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ]
+    .into_iter()
+    .map(|k| signal(k).map(|s| (k, s)))
+    .collect()
+}
+
+/// SIGTERM/SIGINT/SIGQUIT shut down; SIGHUP reloads; SIGUSR1 (live upgrade, not
+/// available yet) and SIGUSR2 are ignored. None of them ever drops a lock
+/// without the shutdown's release and fencing.
+async fn handle_signals(mut signals: Signals, supervisor: Addr<Supervisor>, reload: Reload) {
+    loop {
+        let waits = signals.iter_mut().map(|(kind, s)| {
+            let kind = *kind;
+            Box::pin(async move {
+                s.recv().await;
+                kind
+            })
+        });
+        let (kind, _, _) = futures_util::future::select_all(waits).await;
+        if [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+        ]
+        .contains(&kind)
+        {
+            info!(signal = kind.as_raw_value(), "shutdown requested");
+            supervisor.do_send(Shutdown);
+        } else if kind == SignalKind::hangup() {
+            reload.apply(&supervisor);
+        } else {
+            warn!(
+                signal = kind.as_raw_value(),
+                "signal ignored; every lock is kept (live upgrade is not available yet)"
+            );
+        }
+    }
+}
