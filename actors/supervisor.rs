@@ -168,8 +168,12 @@ fn accept_stream(
                 max = gate.max(),
                 "client limit reached; new connections wait in the backlog"
             );
+            gate.room().await;
+            info!(
+                server = server.name(),
+                "below the client limit again; accepting"
+            );
         }
-        gate.room().await;
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {

@@ -417,3 +417,34 @@ fn unclaimed_activation_fds_are_fatal() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("unclaimed"));
 }
+
+#[tokio::test]
+async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --runtime-dir \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_virtlockd"))
+        .arg(&run)
+        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::connect(run.join("virtlockd-sock")).await.is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    wait_exit(&mut child, Duration::from_secs(10));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f[3], f[4], "soft limit not raised: {line}");
+    assert_ne!(f[3], "256", "{line}");
+}

@@ -20,3 +20,65 @@ async fn acquire_shows_in_proc_locks_and_release_removes_the_file() {
     assert!(!ls.join("r1").exists());
     c.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn multi_lockspace_example_runs_libvirts_layouts() {
+    let d = Daemon::start();
+    let out = tokio::process::Command::new(crate::harness::example("multi_lockspace"))
+        .arg(d.socket())
+        .arg(d.base())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "acquired direct disk lock",
+        "acquired file lockspace (sha256 of path)",
+        "acquired LVM volume",
+        "acquired SCSI LUN",
+        "acquired custom lease",
+        "vm2 on the same disk: resource busy",
+        "all leases released",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn loadgen_reports_rate_latency_and_daemon_cpu() {
+    let d = Daemon::start();
+    let out = tokio::process::Command::new(crate::harness::example("loadgen"))
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("--daemon-pid")
+        .arg(d.pid().to_string())
+        .args([
+            "--clients",
+            "8",
+            "--seconds",
+            "0.3",
+            "--autocreate",
+            "--shared-ratio",
+            "0.5",
+        ])
+        .arg("--lockspace")
+        .arg(d.base().join("load"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rpc/s") && text.contains("p99=") && text.contains("cpu_per_rpc="),
+        "{text}"
+    );
+}
