@@ -21,4 +21,5 @@ pub mod pidfile;
 pub mod proclocks;
 pub mod protocol;
 pub mod session;
+pub mod state;
 pub mod systemd;

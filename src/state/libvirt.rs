@@ -1,0 +1,1 @@
+//! libvirt JSON (being written)

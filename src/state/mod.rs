@@ -1,0 +1,226 @@
+//! What survives a live upgrade (re-exec on SIGUSR1): listeners, clients with
+//! their sessions and partly received requests, lockspaces with their resources.
+//! File descriptors are referred to by number: they stay open across execve.
+//!
+//! Two encodings of the same [`Snapshot`]:
+//! * ours (MessagePack via rmp-serde, versioned, lossless), read first;
+//! * libvirt's JSON (spec §8.3), written too so that libvirt's virtlockd can adopt
+//!   our state (rollback), and read when libvirt's daemon execs us (migration).
+
+pub mod libvirt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Identifies our snapshot files.
+pub const FORMAT: &str = "virtlockd-rs";
+/// Bumped on any incompatible change to the types below.
+pub const VERSION: u32 = 1;
+
+/// Name of the lock server (libvirt's `virtlockd`).
+pub const LOCK_SERVER: &str = "virtlockd";
+/// Name of the admin server.
+pub const ADMIN_SERVER: &str = "admin";
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("cannot read state file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("state file is not {FORMAT} version {VERSION}: {0}")]
+    Format(String),
+    #[error("invalid state: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`] when written by this build.
+    pub version: u32,
+    /// Pid of the process that wrote it: only that same process (after execve)
+    /// may adopt it.
+    pub magic: u32,
+    pub servers: Vec<ServerState>,
+    /// The default lockspace (`directory == None`) first, then directory ones.
+    pub lockspaces: Vec<LockspaceState>,
+    /// Live upgrades this process has done so far (for status output).
+    pub upgrades: u64,
+    /// When the daemon first started (seconds since the epoch), kept for uptime.
+    pub started_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    /// [`LOCK_SERVER`] or [`ADMIN_SERVER`].
+    pub name: String,
+    pub max_clients: u64,
+    pub next_client_id: u64,
+    pub listeners: Vec<ListenerState>,
+    pub clients: Vec<ClientState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerState {
+    pub fd: i32,
+    /// Remove the socket path on clean shutdown (bound by us, not by systemd).
+    /// The path itself is read back with getsockname().
+    pub unlink: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub id: u64,
+    pub fd: i32,
+    /// Connect time, seconds since the epoch (0 = unknown).
+    pub conn_time: i64,
+    /// Lock-server session; `None` for admin clients.
+    pub session: Option<SessionState>,
+    /// Bytes of a request read but not yet complete (ours only; libvirt drops them).
+    pub pending: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SessionState {
+    pub restricted: bool,
+    /// `None` until the client registered (libvirt: ownerId 0).
+    pub owner: Option<OwnerState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerState {
+    pub uuid: [u8; 16],
+    pub name: Vec<u8>,
+    pub id: u32,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockspaceState {
+    /// `None` for the default lockspace; else the key exactly as clients name it.
+    pub directory: Option<Vec<u8>>,
+    pub resources: Vec<ResourceState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceState {
+    pub name: Vec<u8>,
+    pub path: Vec<u8>,
+    pub fd: i32,
+    pub lock_held: bool,
+    /// 1 = shared, 2 = autocreate.
+    pub flags: u32,
+    /// Owner pids, one entry per acquisition.
+    pub owners: Vec<i32>,
+    /// Seconds since the epoch (0 = unknown, e.g. adopted from libvirt).
+    pub acquired_at: i64,
+}
+
+impl Snapshot {
+    /// Encodes as MessagePack, field names included (so later versions can add
+    /// optional fields).
+    pub fn to_msgpack(&self) -> Result<Vec<u8>, StateError> {
+        rmp_serde::to_vec_named(self).map_err(|e| StateError::Format(e.to_string()))
+    }
+
+    pub fn from_msgpack(bytes: &[u8]) -> Result<Self, StateError> {
+        let s: Snapshot =
+            rmp_serde::from_slice(bytes).map_err(|e| StateError::Format(e.to_string()))?;
+        if s.format != FORMAT || s.version != VERSION {
+            return Err(StateError::Format(format!("{} version {}", s.format, s.version)));
+        }
+        Ok(s)
+    }
+
+    /// Every fd the snapshot refers to (listeners, clients, leases).
+    pub fn fds(&self) -> Vec<i32> {
+        let mut fds = Vec::new();
+        for s in &self.servers {
+            fds.extend(s.listeners.iter().map(|l| l.fd));
+            fds.extend(s.clients.iter().map(|c| c.fd));
+        }
+        for ls in &self.lockspaces {
+            fds.extend(ls.resources.iter().map(|r| r.fd));
+        }
+        fds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Snapshot {
+        Snapshot {
+            format: FORMAT.into(),
+            version: VERSION,
+            magic: 4242,
+            servers: vec![
+                ServerState {
+                    name: LOCK_SERVER.into(),
+                    max_clients: 1024,
+                    next_client_id: 4,
+                    listeners: vec![ListenerState { fd: 3, unlink: true }],
+                    clients: vec![ClientState {
+                        id: 2,
+                        fd: 7,
+                        conn_time: 1_700_000_000,
+                        session: Some(SessionState {
+                            restricted: true,
+                            owner: Some(OwnerState {
+                                uuid: [0x11; 16],
+                                name: b"vm1".to_vec(),
+                                id: 1,
+                                pid: 12345,
+                            }),
+                        }),
+                        pending: vec![0, 0, 0, 0x1c],
+                    }],
+                },
+                ServerState {
+                    name: ADMIN_SERVER.into(),
+                    max_clients: 5000,
+                    next_client_id: 1,
+                    listeners: vec![ListenerState { fd: 4, unlink: true }],
+                    clients: vec![],
+                },
+            ],
+            lockspaces: vec![
+                LockspaceState {
+                    directory: None,
+                    resources: vec![],
+                },
+                LockspaceState {
+                    directory: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
+                    resources: vec![ResourceState {
+                        name: b"ab".to_vec(),
+                        path: b"/var/lib/libvirt/lockd/files/ab".to_vec(),
+                        fd: 8,
+                        lock_held: true,
+                        flags: 2,
+                        owners: vec![12345],
+                        acquired_at: 1_700_000_001,
+                    }],
+                },
+            ],
+            upgrades: 3,
+            started_at: 1_699_999_999,
+        }
+    }
+
+    #[test]
+    fn msgpack_round_trip() {
+        let s = sample();
+        let bytes = s.to_msgpack().unwrap();
+        assert_eq!(Snapshot::from_msgpack(&bytes).unwrap(), s);
+        assert_eq!(s.fds(), vec![3, 7, 4, 8]);
+    }
+
+    #[test]
+    fn foreign_or_corrupt_snapshots_are_refused() {
+        let mut s = sample();
+        s.version = VERSION + 1;
+        assert!(Snapshot::from_msgpack(&s.to_msgpack().unwrap()).is_err());
+        assert!(Snapshot::from_msgpack(b"{}").is_err());
+    }
+}
