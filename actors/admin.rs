@@ -2,34 +2,50 @@
 //! yet: every call gets libvirt's "unknown procedure" error (which virt-admin shows
 //! as "not supported"), keepalive works, and malformed input closes the connection.
 
-use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
-use tokio_util::codec::FramedRead;
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::connection::Peer;
+use super::connection::{Peer, Quiesce};
 use super::gate::Slot;
-use crate::protocol::{self as proto, admin, Frame, FrameCodec, FrameError, RemoteError, Route};
+use super::supervisor::{Disconnected, Server, Supervisor};
+use super::wire::Wire;
+use crate::protocol::{self as proto, admin, Frame, FrameError, RemoteError, Route};
+use crate::state::ClientState;
 
 pub struct AdminConnection {
     id: u64,
     peer: Peer,
-    writer: FramedWrite<Frame, OwnedWriteHalf, FrameCodec>,
+    conn_time: i64,
+    wire: Wire,
+    supervisor: Addr<Supervisor>,
     _slot: Slot,
 }
 
+/// Everything an admin connection starts with.
+pub struct AdminInit {
+    pub id: u64,
+    pub peer: Peer,
+    pub stream: UnixStream,
+    pub slot: Slot,
+    pub supervisor: Addr<Supervisor>,
+    pub conn_time: i64,
+    pub pending: Vec<u8>,
+}
+
 impl AdminConnection {
-    pub fn launch(id: u64, peer: Peer, stream: UnixStream, slot: Slot) -> Addr<Self> {
+    pub fn launch(init: AdminInit) -> Addr<Self> {
         AdminConnection::create(move |ctx| {
-            let (read, write) = stream.into_split();
-            ctx.add_stream(FramedRead::new(read, FrameCodec));
+            let (wire, incoming) = Wire::new(init.stream, &init.pending);
+            ctx.add_stream(incoming);
             AdminConnection {
-                id,
-                peer,
-                writer: FramedWrite::new(write, FrameCodec, ctx),
-                _slot: slot,
+                id: init.id,
+                peer: init.peer,
+                conn_time: init.conn_time,
+                wire,
+                supervisor: init.supervisor,
+                _slot: init.slot,
             }
         })
     }
@@ -37,6 +53,18 @@ impl AdminConnection {
 
 impl Actor for AdminConnection {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        debug!(
+            admin_client = self.id,
+            pid = self.peer.pid,
+            "admin client disconnected"
+        );
+        self.supervisor.do_send(Disconnected {
+            server: Server::Admin,
+            id: self.id,
+        });
+    }
 }
 
 impl StreamHandler<Result<Frame, FrameError>> for AdminConnection {
@@ -52,10 +80,10 @@ impl StreamHandler<Result<Frame, FrameError>> for AdminConnection {
         match proto::route(frame, admin::PROGRAM, admin::VERSION) {
             Route::Call { .. } => {
                 let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
-                self.writer.write(proto::error_reply(&header, &e));
+                self.wire.send(proto::error_reply(&header, &e), ctx);
             }
-            Route::Reject(e) => self.writer.write(proto::error_reply(&header, &e)),
-            Route::Ping => self.writer.write(proto::pong()),
+            Route::Reject(e) => self.wire.send(proto::error_reply(&header, &e), ctx),
+            Route::Ping => self.wire.send(proto::pong(), ctx),
             Route::Ignore => {}
             Route::Close(why) => {
                 warn!(admin_client = self.id, "{why}; closing connection");
@@ -65,9 +93,20 @@ impl StreamHandler<Result<Frame, FrameError>> for AdminConnection {
     }
 }
 
-impl WriteHandler<FrameError> for AdminConnection {
-    fn error(&mut self, err: FrameError, _: &mut Self::Context) -> Running {
-        debug!(admin_client = self.id, error = %err, "write failed");
-        Running::Stop
+impl Handler<Quiesce> for AdminConnection {
+    type Result = MessageResult<Quiesce>;
+    fn handle(&mut self, m: Quiesce, ctx: &mut Self::Context) -> Self::Result {
+        let state = ClientState {
+            id: self.id,
+            fd: self.wire.raw_fd(),
+            conn_time: self.conn_time,
+            session: None,
+            pending: self.wire.pending(),
+        };
+        let resume: oneshot::Receiver<()> = m.resume;
+        ctx.wait(actix::fut::wrap_future(async move {
+            let _ = resume.await;
+        }));
+        MessageResult(state)
     }
 }

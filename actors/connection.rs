@@ -10,26 +10,26 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
-use tokio_util::codec::FramedRead;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::fence;
 use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
 use super::registry::Registry;
-use super::supervisor::{Disconnected, OpenError, OpenLockspace, Supervisor};
+use super::supervisor::{Disconnected, OpenError, OpenLockspace, Server, Supervisor};
+use super::wire::Wire;
 use crate::lockspace::error::show;
 use crate::lockspace::OwnerPid;
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{self, LockCall, Procedure};
-use crate::protocol::{self as proto, Frame, FrameCodec, FrameError, Header, RemoteError, Route};
+use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
 use crate::session::{uuid_string, Session};
+use crate::state::{ClientState, OwnerState, SessionState};
 
 /// Peer credentials read with SO_PEERCRED at accept time.
 #[derive(Debug, Clone, Copy)]
@@ -40,54 +40,87 @@ pub struct Peer {
     pub gid: u32,
 }
 
+impl Peer {
+    /// Reads SO_PEERCRED of a connected socket (at accept, and again after a
+    /// live upgrade: the kernel keeps the values of connect time).
+    pub fn of(stream: &UnixStream) -> std::io::Result<Self> {
+        let cred = stream.peer_cred()?;
+        Ok(Self {
+            pid: match cred.pid() {
+                Some(0) | None => -1,
+                Some(p) => p,
+            },
+            uid: cred.uid(),
+            gid: cred.gid(),
+        })
+    }
+}
+
+/// Everything a connection starts with.
+pub struct ConnectionInit {
+    pub id: u64,
+    pub peer: Peer,
+    pub stream: UnixStream,
+    pub slot: Slot,
+    pub registry: Registry,
+    pub supervisor: Addr<Supervisor>,
+    /// Connect time, seconds since the epoch.
+    pub conn_time: i64,
+    /// Restored session and partly received request (live upgrade).
+    pub session: Session,
+    pub pending: Vec<u8>,
+}
+
 pub struct Connection {
     id: u64,
     peer: Peer,
-    connected_at: SystemTime,
+    conn_time: i64,
     session: Session,
     /// [`Connection::owner_label`] of the current registration.
     label: Rc<str>,
     registry: Registry,
     supervisor: Addr<Supervisor>,
-    writer: FramedWrite<Frame, OwnedWriteHalf, FrameCodec>,
+    wire: Wire,
     /// Set once the disconnect semantics have been started (by [`Close`]).
     closed: bool,
     _slot: Slot,
 }
 
 impl Connection {
-    pub fn launch(
-        id: u64,
-        peer: Peer,
-        stream: UnixStream,
-        slot: Slot,
-        registry: Registry,
-        supervisor: Addr<Supervisor>,
-    ) -> Addr<Self> {
+    pub fn launch(init: ConnectionInit) -> Addr<Self> {
         Connection::create(move |ctx| {
-            let (read, write) = stream.into_split();
-            ctx.add_stream(FramedRead::new(read, FrameCodec));
-            Connection {
-                id,
-                peer,
-                connected_at: SystemTime::now(),
-                session: Session::default(),
+            let (wire, incoming) = Wire::new(init.stream, &init.pending);
+            ctx.add_stream(incoming);
+            let mut conn = Connection {
+                id: init.id,
+                peer: init.peer,
+                conn_time: init.conn_time,
+                session: init.session,
                 label: "unregistered".into(),
-                registry,
-                supervisor,
-                writer: FramedWrite::new(write, FrameCodec, ctx),
+                registry: init.registry,
+                supervisor: init.supervisor,
+                wire,
                 closed: false,
-                _slot: slot,
-            }
+                _slot: init.slot,
+            };
+            conn.label = conn.owner_label();
+            conn
         })
     }
 
-    fn reply(&mut self, call: &Header, result: Result<(), RemoteError>) {
+    /// Seconds since the epoch, for connect times.
+    pub fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    fn reply(&mut self, call: &Header, result: Result<(), RemoteError>, ctx: &mut Context<Self>) {
         let frame = match result {
             Ok(()) => proto::void_reply(call),
             Err(e) => proto::error_reply(call, &e),
         };
-        self.writer.write(frame);
+        self.wire.send(frame, ctx);
     }
 
     /// Runs `op` and replies with its result before this connection reads its next
@@ -98,7 +131,7 @@ impl Connection {
     {
         ctx.wait(
             op.into_actor(self)
-                .map(move |result, act, _| act.reply(&call, result)),
+                .map(move |result, act, ctx| act.reply(&call, result, ctx)),
         );
     }
 
@@ -119,7 +152,7 @@ impl Connection {
 
     fn dispatch(&mut self, call: Header, args: LockCall, ctx: &mut Context<Self>) {
         if let Err(e) = self.session.admit(&args) {
-            return self.reply(&call, Err(e));
+            return self.reply(&call, Err(e), ctx);
         }
         // admit() guarantees an owner for every call below except these three.
         let owner = self.session.owner_pid().unwrap_or(0);
@@ -130,11 +163,11 @@ impl Connection {
                     self.label = self.owner_label();
                     debug!(client = self.id, owner = %self.label, "registered");
                 }
-                self.reply(&call, r)
+                self.reply(&call, r, ctx)
             }
             LockCall::Restrict { .. } => {
                 self.session.restrict();
-                self.reply(&call, Ok(()))
+                self.reply(&call, Ok(()), ctx)
             }
             LockCall::New { path, .. } if path.is_empty() => self.reply(
                 &call,
@@ -143,11 +176,12 @@ impl Connection {
                     domain::RPC,
                     "the default lockspace already exists",
                 )),
+                ctx,
             ),
             LockCall::New { path, .. } => self.open_lockspace(call, path, true, ctx),
             LockCall::CreateLockspace { path } => {
                 if self.registry.contains(&path) {
-                    return self.reply(&call, Ok(()));
+                    return self.reply(&call, Ok(()), ctx);
                 }
                 self.open_lockspace(call, path, false, ctx)
             }
@@ -158,18 +192,18 @@ impl Connection {
                 self.in_lockspace(call, &path, DeleteResource { name }, ctx)
             }
             LockCall::Acquire { path, name, flags } => {
-                let Some(addr) = self.lookup(&call, &path) else {
+                let Some(addr) = self.lookup(&call, &path, ctx) else {
                     return;
                 };
                 let op = addr.send(Acquire { name, owner, flags });
                 let logged = async move { flatten(op.await) }
                     .into_actor(self)
-                    .map(move |result, act, _| {
+                    .map(move |result, act, ctx| {
                         match &result {
                             Ok(()) => debug!(lockspace = %show(&path), owner = %act.label, flags, "acquired"),
                             Err(e) => info!(lockspace = %show(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
                         }
-                        act.reply(&call, result)
+                        act.reply(&call, result, ctx)
                     });
                 ctx.wait(logged)
             }
@@ -180,7 +214,12 @@ impl Connection {
     }
 
     /// Looks up the lockspace actor for `path`, replying "does not exist" if none.
-    fn lookup(&mut self, call: &Header, path: &[u8]) -> Option<Addr<super::lockspace::Lockspace>> {
+    fn lookup(
+        &mut self,
+        call: &Header,
+        path: &[u8],
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<super::lockspace::Lockspace>> {
         let addr = self.registry.get(path);
         if addr.is_none() {
             self.reply(
@@ -190,6 +229,7 @@ impl Connection {
                     domain::RPC,
                     format!("Lockspace for path {} does not exist", show(path)),
                 )),
+                ctx,
             );
         }
         addr
@@ -200,7 +240,7 @@ impl Connection {
         M: Message<Result = Result<(), crate::lockspace::LockError>> + Send + 'static,
         super::lockspace::Lockspace: Handler<M>,
     {
-        if let Some(addr) = self.lookup(&call, path) {
+        if let Some(addr) = self.lookup(&call, path, ctx) {
             let op = addr.send(msg);
             self.reply_when(call, async move { flatten(op.await) }, ctx);
         }
@@ -238,7 +278,7 @@ impl Connection {
             Route::Call { payload } => {
                 let Some(procedure) = Procedure::from_wire(header.proc_) else {
                     let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
-                    return self.reply(&header, Err(e));
+                    return self.reply(&header, Err(e), ctx);
                 };
                 match LockCall::decode(procedure, &payload) {
                     Ok(args) => self.dispatch(header, args, ctx),
@@ -247,12 +287,13 @@ impl Connection {
                         self.reply(
                             &header,
                             Err(RemoteError::rpc("Unable to decode message payload")),
+                            ctx,
                         )
                     }
                 }
             }
-            Route::Reject(e) => self.reply(&header, Err(e)),
-            Route::Ping => self.writer.write(proto::pong()),
+            Route::Reject(e) => self.reply(&header, Err(e), ctx),
+            Route::Ping => self.wire.send(proto::pong(), ctx),
             Route::Ignore => {}
             Route::Close(why) => {
                 warn!(
@@ -297,7 +338,10 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         debug!(client = self.id, pid = self.peer.pid, "client disconnected");
-        self.supervisor.do_send(Disconnected { id: self.id });
+        self.supervisor.do_send(Disconnected {
+            server: Server::Lock,
+            id: self.id,
+        });
         if !self.closed {
             actix::spawn(self.disconnect_semantics());
         }
@@ -315,16 +359,15 @@ impl Connection {
             .owner_pid()
             .filter(|&owner| owner == self.peer.pid);
         let label = self.label.to_string();
-        let lockspaces = if owner.is_some() {
-            self.registry.all()
-        } else {
-            Vec::new()
-        };
+        let registry = self.registry.clone();
+        // Counted from now, not from when the task first runs: a live upgrade
+        // must see that this release is still to come.
+        let releasing = owner.map(|_| registry.releasing());
         async move {
             let Some(owner) = owner else { return };
             let mut released = 0;
             let mut failed = false;
-            for ls in lockspaces {
+            for ls in registry.all() {
                 match ls.send(ReleaseOwner { owner }).await {
                     Ok(names) => {
                         for n in &names {
@@ -336,8 +379,29 @@ impl Connection {
                 }
             }
             if released > 0 || failed {
+                let _fencing = registry.fencing(owner, &label);
+                drop(releasing);
                 fence::fence(owner, &label).await;
             }
+        }
+    }
+
+    /// This client as a live upgrade carries it over.
+    fn state(&self) -> ClientState {
+        ClientState {
+            id: self.id,
+            fd: self.wire.raw_fd(),
+            conn_time: self.conn_time,
+            session: Some(SessionState {
+                restricted: self.session.is_restricted(),
+                owner: self.session.owner().map(|o| OwnerState {
+                    uuid: o.uuid,
+                    name: o.name.clone(),
+                    id: o.id,
+                    pid: o.pid,
+                }),
+            }),
+            pending: self.wire.pending(),
         }
     }
 }
@@ -357,6 +421,26 @@ impl Handler<Close> for Connection {
     }
 }
 
+/// Live upgrade: hand over this client's state and hold still until `resume`
+/// fires (exec failed) or the process image is replaced. Handled only between
+/// requests: a request in progress has been answered and its reply written.
+#[derive(Message)]
+#[rtype(result = "ClientState")]
+pub struct Quiesce {
+    pub resume: oneshot::Receiver<()>,
+}
+
+impl Handler<Quiesce> for Connection {
+    type Result = MessageResult<Quiesce>;
+    fn handle(&mut self, m: Quiesce, ctx: &mut Self::Context) -> Self::Result {
+        let state = self.state();
+        ctx.wait(actix::fut::wrap_future(async move {
+            let _ = m.resume.await;
+        }));
+        MessageResult(state)
+    }
+}
+
 impl StreamHandler<Result<Frame, FrameError>> for Connection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
         match item {
@@ -366,18 +450,5 @@ impl StreamHandler<Result<Frame, FrameError>> for Connection {
                 ctx.stop();
             }
         }
-    }
-}
-
-impl WriteHandler<FrameError> for Connection {
-    fn error(&mut self, err: FrameError, _: &mut Self::Context) -> Running {
-        debug!(client = self.id, error = %err, "write failed");
-        Running::Stop
-    }
-}
-
-impl Connection {
-    pub fn connected_at(&self) -> SystemTime {
-        self.connected_at
     }
 }

@@ -11,9 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::lockspace::lease::Storage;
 use crate::lockspace::{LockError, LockSpace, OwnerPid};
+use crate::state::LockspaceState;
 
 pub struct Lockspace {
     space: LockSpace,
@@ -157,5 +159,24 @@ impl Handler<ReleaseAll> for Lockspace {
     type Result = MessageResult<ReleaseAll>;
     fn handle(&mut self, _: ReleaseAll, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.with_space(LockSpace::release_all))
+    }
+}
+
+/// Live upgrade: hand over the table (fds by number) and hold still until
+/// `resume` fires (exec failed) or the process image is replaced.
+#[derive(Message)]
+#[rtype(result = "LockspaceState")]
+pub struct Freeze {
+    pub resume: oneshot::Receiver<()>,
+}
+
+impl Handler<Freeze> for Lockspace {
+    type Result = MessageResult<Freeze>;
+    fn handle(&mut self, m: Freeze, ctx: &mut Self::Context) -> Self::Result {
+        let state = self.space.state();
+        ctx.wait(actix::fut::wrap_future(async move {
+            let _ = m.resume.await;
+        }));
+        MessageResult(state)
     }
 }

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod connection;
 pub mod fence;
 pub mod gate;
+pub mod handoff;
 pub mod lockspace;
 pub mod registry;
 pub mod supervisor;
+pub mod wire;

@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use actix::Addr;
+use tokio::sync::Notify;
 
 use super::lockspace::Lockspace;
 
@@ -16,9 +17,80 @@ pub struct Registry {
     inner: Arc<RwLock<HashMap<Vec<u8>, Addr<Lockspace>>>>,
     /// Leases held in all lockspaces, kept current by the lockspace actors.
     leases: Arc<AtomicUsize>,
+    disconnects: Arc<Disconnects>,
+}
+
+/// Work a closed connection still has to do. A live upgrade waits for releases
+/// to finish (they change lockspace state) and carries unfinished fencing over.
+#[derive(Default)]
+struct Disconnects {
+    releasing: AtomicUsize,
+    settled: Notify,
+    /// Owner pid -> owner label, while being fenced.
+    fencing: Mutex<HashMap<i32, String>>,
+}
+
+/// Held while a closed connection releases its owner's leases.
+pub struct Releasing(Arc<Disconnects>);
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        if self.0.releasing.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+/// Held while an owner is being fenced.
+pub struct Fencing(Arc<Disconnects>, i32);
+
+impl Drop for Fencing {
+    fn drop(&mut self) {
+        self.0
+            .fencing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.1);
+    }
 }
 
 impl Registry {
+    pub fn releasing(&self) -> Releasing {
+        self.disconnects.releasing.fetch_add(1, Ordering::AcqRel);
+        Releasing(self.disconnects.clone())
+    }
+
+    /// Resolves once no closed connection is releasing leases any more.
+    pub async fn releases_settled(&self) {
+        loop {
+            let settled = self.disconnects.settled.notified();
+            if self.disconnects.releasing.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    pub fn fencing(&self, pid: i32, label: &str) -> Fencing {
+        self.disconnects
+            .fencing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pid, label.to_owned());
+        Fencing(self.disconnects.clone(), pid)
+    }
+
+    /// Owners being fenced right now: (pid, label).
+    pub fn fencing_now(&self) -> Vec<(i32, String)> {
+        self.disconnects
+            .fencing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(p, l)| (*p, l.clone()))
+            .collect()
+    }
+
     /// Leases held in all lockspaces.
     pub fn leases(&self) -> usize {
         self.leases.load(Ordering::Acquire)

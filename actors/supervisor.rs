@@ -4,7 +4,8 @@
 //! the idle timeout.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,14 +14,18 @@ use futures_util::stream::{self, Stream};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{error, info, warn};
 
-use super::admin::AdminConnection;
-use super::connection::{Close, Connection, Peer};
+use super::admin::{AdminConnection, AdminInit};
+use super::connection::{Close, Connection, ConnectionInit, Peer};
+use super::fence;
 use super::gate::{ClientGate, Slot};
 use super::lockspace::{Lockspace, ReleaseAll};
 use super::registry::Registry;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
+use crate::protocol::lock::Owner;
+use crate::session::Session;
+use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 
 /// How long accepting pauses when the process is out of file descriptors.
 const EMFILE_PAUSE: Duration = Duration::from_secs(5);
@@ -43,54 +48,186 @@ impl Server {
     }
 }
 
+/// A listening socket handed to the supervisor.
+pub struct ListenerSpec {
+    pub server: Server,
+    pub listener: std::os::unix::net::UnixListener,
+    /// Remove the socket path on clean shutdown (we bound it; systemd did not).
+    pub unlink: bool,
+}
+
 /// Settings the supervisor starts with.
 pub struct SupervisorConfig {
-    pub lock_listeners: Vec<std::os::unix::net::UnixListener>,
-    pub admin_listeners: Vec<std::os::unix::net::UnixListener>,
+    pub listeners: Vec<ListenerSpec>,
     pub max_clients: usize,
     pub admin_max_clients: usize,
-    /// Files to remove on clean shutdown (self-bound sockets).
-    pub unlink_on_exit: Vec<PathBuf>,
     /// Shut down after this long with no client and no lease (`-t`).
     pub timeout: Option<Duration>,
+    /// State carried over a live upgrade, with the storage kind of each lockspace.
+    pub restored: Option<(Snapshot, Vec<Storage>)>,
+}
+
+/// A listener the supervisor keeps open while accepting pauses (live upgrade).
+struct Listening {
+    server: Server,
+    listener: Rc<UnixListener>,
+    unlink: bool,
 }
 
 pub struct Supervisor {
     registry: Registry,
-    listeners: Vec<(Server, std::os::unix::net::UnixListener)>,
+    pending_listeners: Vec<ListenerSpec>,
+    listeners: Vec<Listening>,
     accepting: Vec<SpawnHandle>,
     lock_gate: Arc<ClientGate>,
     admin_gate: Arc<ClientGate>,
     next_client_id: HashMap<Server, u64>,
     connections: HashMap<u64, Addr<Connection>>,
+    admin_connections: HashMap<u64, Addr<AdminConnection>>,
     euid: u32,
-    unlink_on_exit: Vec<PathBuf>,
     timeout: Option<Duration>,
     idle_since: Option<Instant>,
     shutting_down: bool,
+    restored: Option<(Snapshot, Vec<Storage>)>,
 }
 
 impl Supervisor {
     pub fn new(cfg: SupervisorConfig) -> Self {
-        let listeners = cfg
-            .lock_listeners
-            .into_iter()
-            .map(|l| (Server::Lock, l))
-            .chain(cfg.admin_listeners.into_iter().map(|l| (Server::Admin, l)))
-            .collect();
         Self {
             registry: Registry::default(),
-            listeners,
+            pending_listeners: cfg.listeners,
+            listeners: Vec::new(),
             accepting: Vec::new(),
             lock_gate: ClientGate::new(cfg.max_clients),
             admin_gate: ClientGate::new(cfg.admin_max_clients),
             next_client_id: HashMap::from([(Server::Lock, 1), (Server::Admin, 1)]),
             connections: HashMap::new(),
+            admin_connections: HashMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
-            unlink_on_exit: cfg.unlink_on_exit,
             timeout: cfg.timeout,
             idle_since: None,
             shutting_down: false,
+            restored: cfg.restored,
+        }
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    fn start_accepting(&mut self, ctx: &mut Context<Self>) {
+        for l in &self.listeners {
+            let gate = self.gate(l.server).clone();
+            self.accepting
+                .push(ctx.add_stream(accept_stream(l.server, l.listener.clone(), gate)));
+        }
+    }
+
+    fn launch(
+        &mut self,
+        server: Server,
+        peer: Peer,
+        stream: UnixStream,
+        slot: Slot,
+        state: Option<ClientState>,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = match &state {
+            Some(s) => s.id,
+            None => {
+                let next = self.next_client_id.entry(server).or_insert(1);
+                *next += 1;
+                *next - 1
+            }
+        };
+        let conn_time = state.as_ref().map_or_else(Connection::now, |s| s.conn_time);
+        let (session, pending) = match state {
+            Some(s) => (restore_session(s.session), s.pending),
+            None => (Session::default(), Vec::new()),
+        };
+        match server {
+            Server::Lock => {
+                let addr = Connection::launch(ConnectionInit {
+                    id,
+                    peer,
+                    stream,
+                    slot,
+                    registry: self.registry.clone(),
+                    supervisor: ctx.address(),
+                    conn_time,
+                    session,
+                    pending,
+                });
+                self.connections.insert(id, addr);
+            }
+            Server::Admin => {
+                let addr = AdminConnection::launch(AdminInit {
+                    id,
+                    peer,
+                    stream,
+                    slot,
+                    supervisor: ctx.address(),
+                    conn_time,
+                    pending,
+                });
+                self.admin_connections.insert(id, addr);
+            }
+        }
+    }
+
+    /// Rebuilds lockspaces, listeners and clients from a live-upgrade snapshot.
+    fn restore(&mut self, snapshot: Snapshot, storage: Vec<Storage>, ctx: &mut Context<Self>) {
+        for (ls, storage) in snapshot.lockspaces.into_iter().zip(storage) {
+            let key = ls.directory.clone().unwrap_or_default();
+            let leases = ls.resources.len();
+            let addr = self.start_lockspace(LockSpace::restore(ls), storage);
+            self.registry.insert_new(key.clone(), addr);
+            info!(lockspace = %show(&key), leases, "lockspace restored");
+        }
+        for srv in snapshot.servers {
+            let server = match srv.name.as_str() {
+                LOCK_SERVER => Server::Lock,
+                ADMIN_SERVER => Server::Admin,
+                other => {
+                    warn!(server = other, "unknown server in restart state; ignored");
+                    continue;
+                }
+            };
+            self.next_client_id
+                .insert(server, srv.next_client_id.max(1));
+            for l in srv.listeners {
+                match adopt_listener(&l) {
+                    Ok(listener) => self.listeners.push(Listening {
+                        server,
+                        listener: Rc::new(listener),
+                        unlink: l.unlink,
+                    }),
+                    Err(e) => error!(fd = l.fd, error = %e, "cannot adopt listener"),
+                }
+            }
+            for c in srv.clients {
+                let stream = match adopt_stream(c.fd) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(client = c.id, fd = c.fd, error = %e, "client lost in the upgrade");
+                        continue;
+                    }
+                };
+                let peer = Peer::of(&stream).unwrap_or(Peer {
+                    pid: -1,
+                    uid: self.euid,
+                    gid: 0,
+                });
+                let slot = self.gate(server).take();
+                self.launch(server, peer, stream, slot, Some(c), ctx);
+            }
+        }
+        for f in snapshot.fencing {
+            let registry = self.registry.clone();
+            actix::spawn(async move {
+                let _fencing = registry.fencing(f.pid, &f.label);
+                fence::fence(f.pid, &f.label).await;
+            });
         }
     }
 
@@ -119,20 +256,11 @@ impl Supervisor {
     /// Peer credentials; both servers admit only the daemon's own euid (root for
     /// the system daemon), as libvirt does.
     fn admit(&self, stream: &UnixStream) -> Result<Peer, String> {
-        let cred = stream
-            .peer_cred()
-            .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-        if cred.uid() != self.euid {
-            return Err(format!("Disallowing client with uid {}", cred.uid()));
+        let peer = Peer::of(stream).map_err(|e| format!("cannot read peer credentials: {e}"))?;
+        if peer.uid != self.euid {
+            return Err(format!("Disallowing client with uid {}", peer.uid));
         }
-        Ok(Peer {
-            pid: match cred.pid() {
-                Some(0) | None => -1,
-                Some(p) => p,
-            },
-            uid: cred.uid(),
-            gid: cred.gid(),
-        })
+        Ok(peer)
     }
 
     fn check_idle(&mut self, _ctx: &mut Context<Self>) {
@@ -158,7 +286,7 @@ impl Supervisor {
 /// Accepts on one listener while the server has room for a client.
 fn accept_stream(
     server: Server,
-    listener: UnixListener,
+    listener: Rc<UnixListener>,
     gate: Arc<ClientGate>,
 ) -> impl Stream<Item = Accepted> {
     stream::unfold((listener, gate), move |(listener, gate)| async move {
@@ -198,33 +326,75 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // The default lockspace's files may be on any filesystem, NFS included, so
-        // it gets a thread of its own like every lockspace that may block.
-        let default = self.start_lockspace(LockSpace::default_space(), Storage::Network("any"));
-        self.registry.insert_new(Vec::new(), default);
-
-        for (server, listener) in std::mem::take(&mut self.listeners) {
-            let listener = listener
+        if let Some((snapshot, storage)) = self.restored.take() {
+            self.restore(snapshot, storage, ctx);
+        } else {
+            // The default lockspace's files may be on any filesystem, NFS included,
+            // so it gets a thread of its own like every lockspace that may block.
+            let default = self.start_lockspace(LockSpace::default_space(), Storage::Network("any"));
+            self.registry.insert_new(Vec::new(), default);
+        }
+        for spec in std::mem::take(&mut self.pending_listeners) {
+            let listener = spec
+                .listener
                 .set_nonblocking(true)
-                .and_then(|()| UnixListener::from_std(listener));
+                .and_then(|()| UnixListener::from_std(spec.listener));
             match listener {
-                Ok(l) => {
-                    let gate = self.gate(server).clone();
-                    self.accepting
-                        .push(ctx.add_stream(accept_stream(server, l, gate)));
-                }
+                Ok(l) => self.listeners.push(Listening {
+                    server: spec.server,
+                    listener: Rc::new(l),
+                    unlink: spec.unlink,
+                }),
                 Err(e) => {
-                    error!(server = server.name(), error = %e, "cannot listen");
+                    error!(server = spec.server.name(), error = %e, "cannot listen");
                     System::current().stop_with_code(6);
                 }
             }
         }
+        self.start_accepting(ctx);
         if self.timeout.is_some() {
             ctx.run_interval(IDLE_TICK, Self::check_idle);
         }
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
     }
+}
+
+fn restore_session(s: Option<crate::state::SessionState>) -> Session {
+    let s = s.unwrap_or_default();
+    let owner = s.owner.map(|o| Owner {
+        uuid: o.uuid,
+        name: o.name,
+        id: o.id,
+        pid: o.pid,
+    });
+    Session::restored(owner, s.restricted)
+}
+
+/// Takes ownership of an inherited fd after checking it is open.
+fn owned_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: only a flag query on a borrowed fd.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)?;
+    // SAFETY: inherited across exec for exactly this use; open (checked above).
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(owned)
+}
+
+fn adopt_listener(l: &ListenerState) -> std::io::Result<UnixListener> {
+    let std_listener = std::os::unix::net::UnixListener::from(owned_fd(l.fd)?);
+    std_listener.set_nonblocking(true)?;
+    UnixListener::from_std(std_listener)
+}
+
+fn adopt_stream(fd: i32) -> std::io::Result<UnixStream> {
+    let std_stream = std::os::unix::net::UnixStream::from(owned_fd(fd)?);
+    std_stream.set_nonblocking(true)?;
+    UnixStream::from_std(std_stream)
 }
 
 /// A connection that passed accept().
@@ -243,25 +413,7 @@ impl StreamHandler<Accepted> for Supervisor {
                 return;
             }
         };
-        let next = self.next_client_id.entry(a.server).or_insert(1);
-        let id = *next;
-        *next += 1;
-        match a.server {
-            Server::Lock => {
-                let addr = Connection::launch(
-                    id,
-                    peer,
-                    a.stream,
-                    a.slot,
-                    self.registry.clone(),
-                    ctx.address(),
-                );
-                self.connections.insert(id, addr);
-            }
-            Server::Admin => {
-                AdminConnection::launch(id, peer, a.stream, a.slot);
-            }
-        }
+        self.launch(a.server, peer, a.stream, a.slot, None, ctx);
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
@@ -271,17 +423,80 @@ impl StreamHandler<Accepted> for Supervisor {
     }
 }
 
-/// A lock connection ended.
+/// A connection ended.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Disconnected {
+    pub server: Server,
     pub id: u64,
 }
 
 impl Handler<Disconnected> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: Disconnected, _: &mut Self::Context) {
-        self.connections.remove(&m.id);
+        match m.server {
+            Server::Lock => self.connections.remove(&m.id).map(drop),
+            Server::Admin => self.admin_connections.remove(&m.id).map(drop),
+        };
+    }
+}
+
+/// Live upgrade, step one: stop accepting (listeners stay open) and name every
+/// client, so the handoff can quiesce them.
+#[derive(Message)]
+#[rtype(result = "Paused")]
+pub struct Pause;
+
+pub struct Paused {
+    /// Both servers, without their clients.
+    pub servers: Vec<ServerState>,
+    pub lock_clients: Vec<Addr<Connection>>,
+    pub admin_clients: Vec<Addr<AdminConnection>>,
+}
+
+impl Handler<Pause> for Supervisor {
+    type Result = MessageResult<Pause>;
+    fn handle(&mut self, _: Pause, ctx: &mut Self::Context) -> Self::Result {
+        for h in self.accepting.drain(..) {
+            ctx.cancel_future(h);
+        }
+        let servers = [Server::Lock, Server::Admin]
+            .into_iter()
+            .map(|server| ServerState {
+                name: server.name().to_owned(),
+                max_clients: self.gate(server).max() as u64,
+                next_client_id: self.next_client_id.get(&server).copied().unwrap_or(1),
+                listeners: self
+                    .listeners
+                    .iter()
+                    .filter(|l| l.server == server)
+                    .map(|l| ListenerState {
+                        fd: l.listener.as_raw_fd(),
+                        unlink: l.unlink,
+                    })
+                    .collect(),
+                clients: Vec::new(),
+            })
+            .collect();
+        MessageResult(Paused {
+            servers,
+            lock_clients: self.connections.values().cloned().collect(),
+            admin_clients: self.admin_connections.values().cloned().collect(),
+        })
+    }
+}
+
+/// Live upgrade failed: accept again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+impl Handler<Resume> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
+        if self.accepting.is_empty() && !self.shutting_down {
+            self.start_accepting(ctx);
+        }
     }
 }
 
@@ -402,7 +617,13 @@ impl Handler<Shutdown> for Supervisor {
         }
         let closes: Vec<_> = self.connections.values().map(|c| c.send(Close)).collect();
         let lockspaces = self.registry.all();
-        let unlink = std::mem::take(&mut self.unlink_on_exit);
+        let unlink: Vec<std::path::PathBuf> = self
+            .listeners
+            .iter()
+            .filter(|l| l.unlink)
+            .filter_map(|l| l.listener.local_addr().ok())
+            .filter_map(|a| a.as_pathname().map(std::path::Path::to_path_buf))
+            .collect();
         Box::pin(
             async move {
                 futures_util::future::join_all(closes).await;

@@ -7,17 +7,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use actix::prelude::*;
+use std::os::unix::ffi::OsStrExt;
 use tokio::signal::unix::{signal, SignalKind};
+
 use tracing::{error, info, warn};
 
-use crate::actors::supervisor::{SetLimits, Shutdown, Supervisor, SupervisorConfig};
+use crate::actors::handoff::{ExecPlan, Handoff, Upgrade};
+use crate::actors::supervisor::{
+    ListenerSpec, Server, SetLimits, Shutdown, Supervisor, SupervisorConfig,
+};
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::daemonize::{daemonize, ReadyPipe};
 use crate::listener::bind_unix;
+use crate::lockspace::lease::{self, Storage};
 use crate::logging::{self, EnvInputs, LogHandle};
 use crate::paths::Paths;
 use crate::pidfile::PidFile;
+use crate::state::{self, Snapshot};
 use crate::systemd::{Activation, ActivationEnv, ADMIN_SOCKET_NAME, LOCK_SOCKET_NAME};
 
 /// libvirt's exit codes (spec §9.1).
@@ -79,6 +86,10 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     let privileged = nix::unistd::geteuid().is_root();
     let mut paths = cli.paths(privileged);
     absolutize(&mut paths);
+    // Resolved now: `-d` changes the working directory, and a package upgrade may
+    // replace the file; the live upgrade must exec whatever is there then.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let plan = ExecPlan::from_args(&args, paths.restart_snapshot(), paths.restart_state.clone());
 
     let (cfg, warnings) = match Config::load(&paths.config_file, cli.config.is_some()) {
         Ok(c) => c,
@@ -113,7 +124,8 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         return ExitCode::from(exit::RUNDIR);
     }
 
-    let ready = if cli.daemon {
+    let restored = take_restart_state(&paths);
+    let ready = if cli.daemon && restored.is_none() {
         match daemonize(argv0) {
             Ok(pipe) => Some(pipe),
             Err(e) => {
@@ -135,16 +147,34 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             error!("Unable to obtain pidfile: {e}");
-            return fail(exit::PIDFILE, ready);
+            // After an exec the pid file was ours a moment ago: libvirt exits 3.
+            let code = if restored.is_some() {
+                exit::INIT
+            } else {
+                exit::PIDFILE
+            };
+            return fail(code, ready);
         }
     };
-    let (lock_listeners, admin_listeners, unlink) = match listeners(&paths) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("Unable to initialize network sockets: {e}");
-            return fail(exit::SOCKETS, ready);
+    let (listeners, restored) = match restored {
+        Some(snapshot) => {
+            // The sockets come from the snapshot; activation variables are stale.
+            let _ = ActivationEnv::take_from_process();
+            let storage = classify(&snapshot);
+            (Vec::new(), Some((snapshot, storage)))
         }
+        None => match listeners(&paths) {
+            Ok(l) => (l, None),
+            Err(e) => {
+                error!("Unable to initialize network sockets: {e}");
+                return fail(exit::SOCKETS, ready);
+            }
+        },
     };
+    let (upgrades, started_at) = restored.as_ref().map_or(
+        (0, crate::actors::connection::Connection::now()),
+        |(s, _)| (s.upgrades, s.started_at),
+    );
 
     let reload = Reload {
         config_file: paths.config_file.clone(),
@@ -170,15 +200,17 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             }
         };
         let supervisor = Supervisor::new(SupervisorConfig {
-            lock_listeners,
-            admin_listeners,
+            listeners,
             max_clients: cfg.max_clients,
             admin_max_clients: cfg.admin_max_clients,
-            unlink_on_exit: unlink,
             timeout,
-        })
-        .start();
-        actix::spawn(handle_signals(signals, supervisor, reload));
+            restored,
+        });
+        let registry = supervisor.registry();
+        let supervisor = supervisor.start();
+        let handoff =
+            Handoff::new(supervisor.clone(), registry, plan, upgrades, started_at).start();
+        actix::spawn(handle_signals(signals, supervisor, handoff, reload));
         Ok(())
     });
     if let Err(code) = started {
@@ -236,16 +268,17 @@ fn make_run_dir(paths: &Paths) -> std::io::Result<()> {
     made
 }
 
-type Listeners = (
-    Vec<std::os::unix::net::UnixListener>,
-    Vec<std::os::unix::net::UnixListener>,
-    Vec<PathBuf>,
-);
-
 /// Sockets handed over by systemd, else bound at our paths (self-bound ones are
 /// removed at shutdown; activated ones are not).
-fn listeners(paths: &Paths) -> Result<Listeners, String> {
+fn listeners(paths: &Paths) -> Result<Vec<ListenerSpec>, String> {
     let env = ActivationEnv::take_from_process();
+    let spec = |server, unlink| {
+        move |listener| ListenerSpec {
+            server,
+            listener,
+            unlink,
+        }
+    };
     match Activation::from_env(&env, std::process::id()).map_err(|e| e.to_string())? {
         Some(mut act) => {
             let lock = act.claim(LOCK_SOCKET_NAME).map_err(|e| e.to_string())?;
@@ -256,19 +289,99 @@ fn listeners(paths: &Paths) -> Result<Listeners, String> {
                 admin = admin.len(),
                 "using sockets from systemd"
             );
-            Ok((lock, admin, Vec::new()))
+            Ok(lock
+                .into_iter()
+                .map(spec(Server::Lock, false))
+                .chain(admin.into_iter().map(spec(Server::Admin, false)))
+                .collect())
         }
         None => {
             let bind = |p: &PathBuf| bind_unix(p).map_err(|e| format!("{}: {e}", p.display()));
-            let lock = bind(&paths.lock_socket)?;
-            let admin = bind(&paths.admin_socket)?;
-            Ok((
-                vec![lock],
-                vec![admin],
-                vec![paths.lock_socket.clone(), paths.admin_socket.clone()],
-            ))
+            Ok(vec![
+                spec(Server::Lock, true)(bind(&paths.lock_socket)?),
+                spec(Server::Admin, true)(bind(&paths.admin_socket)?),
+            ])
         }
     }
+}
+
+/// The state a previous image of this process left for us (spec §8.2): our
+/// snapshot if its libvirt twin is still there, else libvirt's JSON (hand-over
+/// from libvirt's daemon). Both files are removed at once, whatever they hold; a
+/// state of another process (magic != our pid) is ignored.
+fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
+    let me = std::process::id();
+    let read = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).ok();
+        let _ = std::fs::remove_file(p);
+        bytes
+    };
+    let packed = read(&paths.restart_snapshot());
+    let json = read(&paths.restart_state);
+    let json_token = json.as_deref().and_then(json_token);
+    if let Some(bytes) = packed {
+        match Snapshot::from_msgpack(&bytes) {
+            Ok(s) if s.magic == me && json_token == Some(s.token) => {
+                info!(upgrades = s.upgrades, "restoring after live upgrade");
+                return Some(s);
+            }
+            Ok(s) if s.magic == me => warn!(
+                "restart snapshot without its libvirt twin (consumed by another daemon); ignored"
+            ),
+            Ok(s) => warn!(
+                magic = s.magic,
+                "Found restart exec file with old magic; ignored"
+            ),
+            Err(e) => error!("restart snapshot unreadable, starting afresh: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(json.as_deref()?).into_owned();
+    match state::libvirt::from_json(&text) {
+        Ok(s) if s.magic == me => {
+            info!("adopting the state of libvirt's virtlockd");
+            Some(s)
+        }
+        Ok(s) => {
+            warn!(
+                magic = s.magic,
+                "Found restart exec file with old magic; ignored"
+            );
+            None
+        }
+        Err(e) => {
+            error!("restart state unreadable, starting afresh: {e}");
+            None
+        }
+    }
+}
+
+fn json_token(bytes: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("virtlockdRsToken")?.as_str()?.parse().ok()
+}
+
+/// Where each restored lockspace may run (see `Supervisor::start_lockspace`).
+/// statfs on a dead mount never returns, so each gets a second at most; a
+/// lockspace that does not answer runs on a thread of its own.
+fn classify(snapshot: &Snapshot) -> Vec<Storage> {
+    snapshot
+        .lockspaces
+        .iter()
+        .map(|ls| match &ls.directory {
+            None => Storage::Network("any"),
+            Some(dir) => {
+                let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir));
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(lease::storage_of(&dir));
+                });
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(Ok(s)) => s,
+                    _ => Storage::Network("unresponsive"),
+                }
+            }
+        })
+        .collect()
 }
 
 type Signals = Vec<(SignalKind, tokio::signal::unix::Signal)>;
@@ -290,7 +403,12 @@ fn install_signals() -> std::io::Result<Signals> {
 /// SIGTERM/SIGINT/SIGQUIT shut down; SIGHUP reloads; SIGUSR1 (live upgrade, not
 /// available yet) and SIGUSR2 are ignored. None of them ever drops a lock
 /// without the shutdown's release and fencing.
-async fn handle_signals(mut signals: Signals, supervisor: Addr<Supervisor>, reload: Reload) {
+async fn handle_signals(
+    mut signals: Signals,
+    supervisor: Addr<Supervisor>,
+    handoff: Addr<Handoff>,
+    reload: Reload,
+) {
     loop {
         let waits = signals.iter_mut().map(|(kind, s)| {
             let kind = *kind;
@@ -311,11 +429,11 @@ async fn handle_signals(mut signals: Signals, supervisor: Addr<Supervisor>, relo
             supervisor.do_send(Shutdown);
         } else if kind == SignalKind::hangup() {
             reload.apply(&supervisor);
+        } else if kind == SignalKind::user_defined1() {
+            info!("live upgrade requested");
+            handoff.do_send(Upgrade);
         } else {
-            warn!(
-                signal = kind.as_raw_value(),
-                "signal ignored; every lock is kept (live upgrade is not available yet)"
-            );
+            info!(signal = kind.as_raw_value(), "signal ignored");
         }
     }
 }

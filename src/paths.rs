@@ -9,6 +9,7 @@ pub struct Paths {
     pub lock_socket: PathBuf,
     pub admin_socket: PathBuf,
     pub pid_file: PathBuf,
+    /// libvirt's restart state (JSON), read from and written for libvirt's daemon.
     pub restart_state: PathBuf,
     pub config_file: PathBuf,
     /// Directory made sure to exist at start-up.
@@ -81,6 +82,13 @@ fn user_config_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".config"))
         .join("libvirt")
+}
+
+impl Paths {
+    /// Our own restart snapshot (MessagePack), beside libvirt's JSON.
+    pub fn restart_snapshot(&self) -> PathBuf {
+        self.restart_state.with_extension("msgpack")
+    }
 }
 
 #[cfg(test)]

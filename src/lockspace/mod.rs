@@ -232,6 +232,79 @@ impl LockSpace {
         released
     }
 
+    /// The table as a live upgrade carries it (fds by number; they stay open).
+    pub fn state(&self) -> crate::state::LockspaceState {
+        crate::state::LockspaceState {
+            directory: self.dir.clone(),
+            resources: self
+                .resources
+                .values()
+                .map(|r| crate::state::ResourceState {
+                    name: r.name.clone(),
+                    path: r.path.as_os_str().as_bytes().to_vec(),
+                    fd: r.fd(),
+                    lock_held: true,
+                    flags: r.flags,
+                    owners: r.owners.clone(),
+                    acquired_at: r
+                        .acquired_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a lockspace from a live-upgrade state, adopting its fds. A
+    /// resource whose fd is not open is dropped (and logged): its lock is gone.
+    pub fn restore(state: crate::state::LockspaceState) -> Self {
+        use std::os::fd::FromRawFd;
+        let mut resources = HashMap::new();
+        for r in state.resources {
+            // SAFETY: the fd was inherited across exec for this resource; the
+            // check below makes sure it is open before we own it.
+            if nix::fcntl::fcntl(
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(r.fd) },
+                nix::fcntl::FcntlArg::F_GETFD,
+            )
+            .is_err()
+            {
+                warn!(resource = %show(&r.name), fd = r.fd, "lease fd missing after exec; dropped");
+                continue;
+            }
+            // SAFETY: open (checked above) and referenced by nothing else.
+            let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(r.fd) };
+            let _ = nix::fcntl::fcntl(
+                &owned,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+            let lease = match Lease::from_owned(owned) {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(resource = %show(&r.name), error = %e, "cannot adopt lease fd; dropped");
+                    continue;
+                }
+            };
+            let acquired_at =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.acquired_at.max(0) as u64);
+            resources.insert(
+                r.name.clone(),
+                Resource {
+                    name: r.name,
+                    path: PathBuf::from(OsStr::from_bytes(&r.path)),
+                    lease,
+                    flags: r.flags,
+                    owners: r.owners,
+                    acquired_at,
+                },
+            );
+        }
+        Self {
+            dir: state.directory,
+            resources,
+        }
+    }
+
     /// Frees every resource (daemon shutdown); returns their names.
     pub fn release_all(&mut self) -> Vec<Vec<u8>> {
         self.resources

@@ -48,6 +48,20 @@ pub struct Snapshot {
     pub upgrades: u64,
     /// When the daemon first started (seconds since the epoch), kept for uptime.
     pub started_at: i64,
+    /// Lease owners whose fencing was under way: fenced again after the exec.
+    #[serde(default)]
+    pub fencing: Vec<FenceState>,
+    /// Ties this snapshot to the libvirt JSON written beside it in the same
+    /// upgrade (libvirt's reader ignores unknown keys), so a snapshot whose JSON
+    /// twin was consumed by libvirt's daemon is never adopted later.
+    #[serde(default)]
+    pub token: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceState {
+    pub pid: i32,
+    pub label: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +141,10 @@ impl Snapshot {
         let s: Snapshot =
             rmp_serde::from_slice(bytes).map_err(|e| StateError::Format(e.to_string()))?;
         if s.format != FORMAT || s.version != VERSION {
-            return Err(StateError::Format(format!("{} version {}", s.format, s.version)));
+            return Err(StateError::Format(format!(
+                "{} version {}",
+                s.format, s.version
+            )));
         }
         Ok(s)
     }
@@ -160,7 +177,10 @@ mod tests {
                     name: LOCK_SERVER.into(),
                     max_clients: 1024,
                     next_client_id: 4,
-                    listeners: vec![ListenerState { fd: 3, unlink: true }],
+                    listeners: vec![ListenerState {
+                        fd: 3,
+                        unlink: true,
+                    }],
                     clients: vec![ClientState {
                         id: 2,
                         fd: 7,
@@ -181,7 +201,10 @@ mod tests {
                     name: ADMIN_SERVER.into(),
                     max_clients: 5000,
                     next_client_id: 1,
-                    listeners: vec![ListenerState { fd: 4, unlink: true }],
+                    listeners: vec![ListenerState {
+                        fd: 4,
+                        unlink: true,
+                    }],
                     clients: vec![],
                 },
             ],
@@ -205,6 +228,11 @@ mod tests {
             ],
             upgrades: 3,
             started_at: 1_699_999_999,
+            fencing: vec![FenceState {
+                pid: 777,
+                label: "vm9".into(),
+            }],
+            token: 99,
         }
     }
 

@@ -1,0 +1,286 @@
+//! Live upgrade on SIGUSR1: quiesce every actor, write their state, and exec the
+//! (possibly new) binary in place. Same pid, so the kernel keeps every POSIX lock
+//! and every socket; the new image rebuilds the actors before it reads a socket.
+//!
+//! Order matters: accept stops first; each connection hands over only between
+//! requests (its last reply written); releases of connections that closed meanwhile
+//! finish before the lockspaces freeze; fencing under way is carried over. If
+//! anything fails before the exec takes effect, every actor resumes: no lock and
+//! no client is lost.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::connection::Quiesce;
+use super::lockspace::Freeze;
+use super::registry::Registry;
+use super::supervisor::{Pause, Resume, Supervisor};
+use crate::state::{self, FenceState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
+
+/// What to exec and where to leave the state.
+#[derive(Debug, Clone)]
+pub struct ExecPlan {
+    /// argv[0] resolved to an absolute path at start-up.
+    pub exe: PathBuf,
+    /// The original command line, argv[0] included.
+    pub argv: Vec<CString>,
+    /// Our snapshot (MessagePack).
+    pub snapshot_file: PathBuf,
+    /// libvirt's JSON, for a hand-back to libvirt's daemon.
+    pub json_file: PathBuf,
+}
+
+impl ExecPlan {
+    /// Resolves argv[0] as execvp would, against the start-up working directory.
+    pub fn from_args(
+        args: &[std::ffi::OsString],
+        snapshot_file: PathBuf,
+        json_file: PathBuf,
+    ) -> Self {
+        let argv0 = args.first().cloned().unwrap_or_else(|| "virtlockd".into());
+        let exe = resolve_exe(Path::new(&argv0))
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from(&argv0));
+        let argv = args
+            .iter()
+            .filter_map(|a| CString::new(a.as_bytes()).ok())
+            .collect();
+        Self {
+            exe,
+            argv,
+            snapshot_file,
+            json_file,
+        }
+    }
+}
+
+fn resolve_exe(argv0: &Path) -> Option<PathBuf> {
+    if argv0.as_os_str().as_bytes().contains(&b'/') {
+        return std::path::absolute(argv0).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(argv0))
+        .find(|p| p.is_file())
+        .and_then(|p| std::path::absolute(p).ok())
+}
+
+pub struct Handoff {
+    supervisor: Addr<Supervisor>,
+    registry: Registry,
+    plan: ExecPlan,
+    /// Upgrades done by this process so far (carried over).
+    upgrades: u64,
+    started_at: i64,
+    busy: bool,
+}
+
+impl Handoff {
+    pub fn new(
+        supervisor: Addr<Supervisor>,
+        registry: Registry,
+        plan: ExecPlan,
+        upgrades: u64,
+        started_at: i64,
+    ) -> Self {
+        Self {
+            supervisor,
+            registry,
+            plan,
+            upgrades,
+            started_at,
+            busy: false,
+        }
+    }
+}
+
+impl Actor for Handoff {
+    type Context = Context<Self>;
+}
+
+/// Re-exec now (SIGUSR1).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Upgrade;
+
+impl Handler<Upgrade> for Handoff {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Upgrade, _: &mut Self::Context) -> Self::Result {
+        if self.busy {
+            warn!("live upgrade already in progress");
+            return Box::pin(fut::ready(()));
+        }
+        self.busy = true;
+        let supervisor = self.supervisor.clone();
+        let registry = self.registry.clone();
+        let plan = self.plan.clone();
+        let (upgrades, started_at) = (self.upgrades, self.started_at);
+        Box::pin(
+            async move {
+                let t0 = Instant::now();
+                let Ok(mut paused) = supervisor.send(Pause).await else {
+                    return;
+                };
+                let mut resumes = Vec::new();
+                let (lock_clients, admin_clients) = (
+                    std::mem::take(&mut paused.lock_clients),
+                    std::mem::take(&mut paused.admin_clients),
+                );
+                let lock_states = join_all(lock_clients.iter().map(|c| {
+                    let (tx, rx) = oneshot::channel();
+                    resumes.push(tx);
+                    c.send(Quiesce { resume: rx })
+                }))
+                .await;
+                let admin_states = join_all(admin_clients.iter().map(|c| {
+                    let (tx, rx) = oneshot::channel();
+                    resumes.push(tx);
+                    c.send(Quiesce { resume: rx })
+                }))
+                .await;
+                for server in &mut paused.servers {
+                    let states = match server.name.as_str() {
+                        LOCK_SERVER => &lock_states,
+                        ADMIN_SERVER => &admin_states,
+                        _ => continue,
+                    };
+                    // A client that closed meanwhile answers nothing: it is gone,
+                    // and its release is awaited just below.
+                    server.clients = states
+                        .iter()
+                        .filter_map(|r| r.as_ref().ok().cloned())
+                        .collect();
+                }
+                registry.releases_settled().await;
+                let mut lockspaces = Vec::new();
+                for ls in registry.all() {
+                    let (tx, rx) = oneshot::channel();
+                    resumes.push(tx);
+                    if let Ok(st) = ls.send(Freeze { resume: rx }).await {
+                        lockspaces.push(st);
+                    }
+                }
+                // The default lockspace first, as the restore expects.
+                lockspaces.sort_by_key(|l| l.directory.is_some());
+                let snapshot = Snapshot {
+                    format: state::FORMAT.into(),
+                    version: state::VERSION,
+                    magic: std::process::id(),
+                    servers: paused.servers,
+                    lockspaces,
+                    upgrades: upgrades + 1,
+                    started_at,
+                    fencing: registry
+                        .fencing_now()
+                        .into_iter()
+                        .map(|(pid, label)| FenceState { pid, label })
+                        .collect(),
+                    token: token(),
+                };
+                let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
+                let leases: usize = snapshot.lockspaces.iter().map(|l| l.resources.len()).sum();
+                info!(
+                    clients,
+                    leases,
+                    quiesce_ms = t0.elapsed().as_secs_f64() * 1e3,
+                    exe = %plan.exe.display(),
+                    "live upgrade: executing"
+                );
+                let err = exec_with(&plan, &snapshot);
+                error!(error = %err, "live upgrade failed; resuming with every lock and client");
+                for tx in resumes {
+                    let _ = tx.send(());
+                }
+                supervisor.do_send(Resume);
+            }
+            .into_actor(self)
+            .map(|(), act, _| act.busy = false),
+        )
+    }
+}
+
+/// Distinguishes the snapshots of successive upgrades of one process.
+fn token() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ ((std::process::id() as u64) << 32)
+}
+
+/// Writes both state files, lets the fds survive exec, and execs. Returns only on
+/// failure, after undoing all of it.
+fn exec_with(plan: &ExecPlan, snapshot: &Snapshot) -> std::io::Error {
+    let fds = snapshot.fds();
+    let result: std::io::Result<()> = write_state(plan, snapshot).and_then(|()| {
+        set_cloexec(&fds, false)?;
+        let err = nix::unistd::execv(&plan.exe_cstring()?, &plan.argv).unwrap_err();
+        Err(std::io::Error::from(err))
+    });
+    let err = result
+        .err()
+        .unwrap_or_else(|| std::io::Error::other("exec returned"));
+    let _ = set_cloexec(&fds, true);
+    let _ = std::fs::remove_file(&plan.snapshot_file);
+    let _ = std::fs::remove_file(&plan.json_file);
+    err
+}
+
+impl ExecPlan {
+    fn exe_cstring(&self) -> std::io::Result<CString> {
+        CString::new(self.exe.as_os_str().as_bytes()).map_err(std::io::Error::other)
+    }
+}
+
+fn write_state(plan: &ExecPlan, snapshot: &Snapshot) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)?;
+        std::io::Write::write_all(&mut f, bytes)
+    };
+    let packed = snapshot.to_msgpack().map_err(std::io::Error::other)?;
+    let json = state::libvirt::to_json(snapshot).map_err(std::io::Error::other)?;
+    let json = tag_json(&json, snapshot.token);
+    write(&plan.json_file, json.as_bytes())?;
+    write(&plan.snapshot_file, &packed)
+}
+
+/// Adds our token to libvirt's JSON (its reader ignores unknown keys).
+pub fn tag_json(json: &str, token: u64) -> String {
+    match json.find('{') {
+        Some(i) => format!(
+            "{}{{\n  \"virtlockdRsToken\": \"{token}\",{}",
+            &json[..i],
+            &json[i + 1..]
+        ),
+        None => json.to_owned(),
+    }
+}
+
+fn set_cloexec(fds: &[i32], on: bool) -> std::io::Result<()> {
+    for &fd in fds {
+        // SAFETY: these fds are owned by live actors (frozen) for the whole call.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let flags = if on {
+            FdFlag::FD_CLOEXEC
+        } else {
+            FdFlag::empty()
+        };
+        fcntl(borrowed, FcntlArg::F_SETFD(flags))?;
+    }
+    Ok(())
+}
