@@ -2,7 +2,7 @@
 //! lock owner, takes one lease, and then closes the connection on request while it
 //! keeps running. The daemon must then release the lease and fence this process.
 //!
-//! Usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--ignore-term] [--linger MS]
+//! Usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--restrict] [--ignore-term] [--linger MS]
 //!
 //! Prints "held" once the lease is taken (or registration done with --no-lease),
 //! waits for a line on stdin, closes the connection, prints "closed" and sleeps
@@ -47,6 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     if !flag("--no-lease") {
         client.acquire(lockspace, name, ACQUIRE_AUTOCREATE).await?;
+    }
+    if flag("--restrict") {
+        // As QEMU's connection does after libvirt's hook registered it.
+        client.restrict().await?;
     }
     println!("held");
     std::io::stdout().flush()?;

@@ -9,3 +9,4 @@ mod framing;
 mod lifecycle;
 mod signals;
 mod smoke;
+mod upgrade;

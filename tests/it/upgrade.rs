@@ -1,0 +1,332 @@
+//! Live upgrade (SIGUSR1): the daemon re-execs in place and keeps every lock,
+//! every client, every session and every reply, under load, with half-sent
+//! requests, after a failed exec, and a hundred times in a row.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use virtlockd::client::{owner, Client};
+use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
+use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
+
+use crate::harness::{assert_err, bytes, example, Daemon};
+
+fn sigusr1(d: &Daemon) {
+    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn kernel_locks(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = virtlockd::proclocks::of_pid(d.pid())
+        .unwrap()
+        .iter()
+        .filter(|l| l.start == 0 && l.end == Some(0))
+        .map(|l| format!("{} {} {}", l.kind, l.mode, l.inode))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the daemon has logged `n` restores.
+async fn wait_restored(d: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log().matches("restoring after live upgrade").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "upgrade {n} not done:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn upgrade_under_load_loses_no_reply_lock_or_session() {
+    let mut d = Daemon::start();
+    let ls = d.base().join("ls");
+    let lsb = bytes(&ls);
+    // Static state: an exclusive lease, a shared lease with two owners, a
+    // restricted connection, an unregistered connection.
+    let mut a = d.client().await;
+    a.create_lockspace(&lsb).await.unwrap();
+    a.register(&owner("a", 1, 4_000_001)).await.unwrap();
+    a.acquire(&lsb, b"excl", ACQUIRE_AUTOCREATE).await.unwrap();
+    a.acquire(&lsb, b"shared", ACQUIRE_SHARED | ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    let mut b = d.client().await;
+    b.register(&owner("b", 2, 4_000_002)).await.unwrap();
+    b.acquire(&lsb, b"shared", ACQUIRE_SHARED).await.unwrap();
+    b.restrict().await.unwrap();
+    let mut unregistered = d.client().await;
+    unregistered.create_lockspace(&lsb).await.unwrap();
+    let locks_before = kernel_locks(&d);
+    assert_eq!(locks_before.len(), 2 + 1, "2 leases + pid file");
+
+    // Closed-loop load from 16 clients while we upgrade 5 times.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for i in 0..16u32 {
+        let socket = d.socket();
+        let lsb = lsb.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut c = Client::connect(socket).await.unwrap();
+            c.register(&owner("load", 10 + i, 4_100_000 + i))
+                .await
+                .unwrap();
+            let name = format!("load-{i}");
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    c.acquire(&lsb, name.as_bytes(), ACQUIRE_AUTOCREATE),
+                )
+                .await
+                .expect("an ACQUIRE reply was lost");
+                r.unwrap();
+                tokio::time::timeout(Duration::from_secs(10), c.release(&lsb, name.as_bytes()))
+                    .await
+                    .expect("a RELEASE reply was lost")
+                    .unwrap();
+                n += 2;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 1..=5 {
+        sigusr1(&d);
+        wait_restored(&d, n).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 100, "load ran: {total} replies");
+    assert!(d.alive());
+
+    // Same process, same kernel locks (the workers released theirs).
+    assert_eq!(kernel_locks(&d), locks_before);
+    // Sessions intact: ownership, restriction, registration.
+    let mut f = d.client().await;
+    f.register(&owner("f", 6, 4_000_006)).await.unwrap();
+    assert_err(
+        f.acquire(&lsb, b"excl", 0).await,
+        87,
+        51,
+        "resource busy: Lockspace resource 'excl' is locked",
+    );
+    assert_err(
+        b.release(&lsb, b"shared").await,
+        29,
+        7,
+        "operation forbidden: lock manager connection has been restricted",
+    );
+    assert_err(
+        unregistered.acquire(&lsb, b"x", 0).await,
+        55,
+        7,
+        "Requested operation is not valid: lock owner details have not been registered",
+    );
+    a.release(&lsb, b"excl").await.unwrap();
+    a.release(&lsb, b"shared").await.unwrap();
+    assert!(ls.join("shared").exists(), "b still shares it");
+    assert!(!ls.join("excl").exists());
+    assert!(!d
+        .dir
+        .path()
+        .join("run/virtlockd-restart-exec.json")
+        .exists());
+    assert!(!d
+        .dir
+        .path()
+        .join("run/virtlockd-restart-exec.msgpack")
+        .exists());
+}
+
+#[tokio::test]
+async fn half_sent_request_completes_after_the_upgrade() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let call = LockCall::CreateLockspace {
+        path: bytes(&d.base().join("ls")),
+    };
+    let mut payload = bytes::BytesMut::new();
+    call.encode(&mut payload);
+    let frame = Frame {
+        header: Header {
+            prog: virtlockd::protocol::lock::PROGRAM,
+            vers: 1,
+            proc_: 8,
+            msg_type: msg_type::CALL,
+            serial: 77,
+            status: status::OK,
+        },
+        payload: payload.freeze(),
+    };
+    let mut wire = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(&mut FrameCodec, frame, &mut wire).unwrap();
+    let (first, rest) = wire.split_at(10);
+    c.send_raw(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sigusr1(&d);
+    wait_restored(&d, 1).await;
+    c.send_raw(rest).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), c.recv_frame())
+        .await
+        .expect("reply lost")
+        .unwrap()
+        .unwrap();
+    assert_eq!((reply.header.serial, reply.header.status), (77, status::OK));
+    assert!(d.base().join("ls").is_dir());
+}
+
+#[tokio::test]
+async fn restricted_owner_is_still_fenced_after_the_upgrade() {
+    let d = Daemon::start();
+    let ls = d.base().join("ls");
+    let mut holder = tokio::process::Command::new(example("lease_holder"))
+        .arg(d.socket())
+        .arg(&ls)
+        .arg("vmdisk")
+        .arg("--restrict")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("held"));
+    sigusr1(&d);
+    wait_restored(&d, 1).await;
+    assert_eq!(d.kernel_locks_on(&ls.join("vmdisk")), ["POSIX WRITE 0-0"]);
+    holder
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"\n")
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), holder.wait())
+        .await
+        .expect("holder not fenced")
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    assert!(!ls.join("vmdisk").exists());
+}
+
+#[tokio::test]
+async fn failed_exec_resumes_with_everything() {
+    // Run a copy of the binary so that we can make it unexecutable.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("virtlockd");
+    std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &exe).unwrap();
+    let run = dir.path().join("run");
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = std::process::Command::new(&exe)
+        .arg("--runtime-dir")
+        .arg(&run)
+        .arg("-v")
+        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        if let Ok(c) = Client::connect(run.join("virtlockd-sock")).await {
+            break c;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ls = dir.path().join("ls");
+    c.create_lockspace(&bytes(&ls)).await.unwrap();
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
+    let logf = dir.path().join("log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&logf)
+        .unwrap()
+        .contains("live upgrade failed")
+    {
+        assert!(Instant::now() < deadline, "no failure logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Everything as before: the same connection, its lease, new clients.
+    assert_err(
+        c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE).await,
+        87,
+        51,
+        "resource busy: Lockspace resource 'r' is locked",
+    );
+    let mut fresh = Client::connect(run.join("virtlockd-sock")).await.unwrap();
+    fresh.ping().await.unwrap();
+    assert_eq!(
+        virtlockd::proclocks::of_pid_on(child.id(), &ls.join("r"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(!run.join("virtlockd-restart-exec.json").exists());
+    assert!(!run.join("virtlockd-restart-exec.msgpack").exists());
+    // Fixed binary: the next upgrade works.
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&logf)
+        .unwrap()
+        .contains("restoring after live upgrade")
+    {
+        assert!(Instant::now() < deadline, "retry did not upgrade");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.release(&bytes(&ls), b"r").await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn a_hundred_upgrades_leak_no_fd() {
+    let d = Daemon::start();
+    let ls = bytes(&d.base().join("ls"));
+    let mut c = d.client().await;
+    c.create_lockspace(&ls).await.unwrap();
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    c.acquire(&ls, b"r", ACQUIRE_AUTOCREATE).await.unwrap();
+    let mut admin = Client::connect(d.admin_socket()).await.unwrap();
+    admin.ping().await.unwrap();
+    let before = fd_count(d.pid());
+    for n in 1..=100 {
+        sigusr1(&d);
+        wait_restored(&d, n).await;
+        c.ping().await.unwrap();
+    }
+    admin.ping().await.unwrap();
+    assert_eq!(fd_count(d.pid()), before, "fds leaked over 100 upgrades");
+    assert_err(
+        c.acquire(&ls, b"r", ACQUIRE_AUTOCREATE).await,
+        87,
+        51,
+        "resource busy: Lockspace resource 'r' is locked",
+    );
+}
