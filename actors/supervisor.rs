@@ -177,13 +177,29 @@ impl Supervisor {
 
     /// Rebuilds lockspaces, listeners and clients from a live-upgrade snapshot.
     fn restore(&mut self, snapshot: Snapshot, storage: Vec<Storage>, ctx: &mut Context<Self>) {
-        for (ls, storage) in snapshot.lockspaces.into_iter().zip(storage) {
-            let key = ls.directory.clone().unwrap_or_default();
-            let leases = ls.resources.len();
-            let addr = self.start_lockspace(LockSpace::restore(ls), storage);
-            self.registry.insert_new(key.clone(), addr);
-            info!(lockspace = %show(&key), leases, "lockspace restored");
-        }
+        // The exec left these without FD_CLOEXEC. Nothing execs before they get it
+        // back, so a thread restores it while we start serving.
+        let inherited = snapshot.fds();
+        std::thread::spawn(move || {
+            for fd in inherited {
+                // SAFETY: a flag change on an fd number; if it was closed and
+                // reused meanwhile, the new fd was opened close-on-exec anyway.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let _ = nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                );
+            }
+        });
+        // Adopting thousands of lease fds (an fstat each) runs beside the client
+        // restore below; no actor runs before this function returns.
+        let lockspaces = std::thread::spawn(move || {
+            snapshot
+                .lockspaces
+                .into_iter()
+                .map(LockSpace::restore)
+                .collect::<Vec<_>>()
+        });
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
                 LOCK_SERVER => Server::Lock,
@@ -221,6 +237,18 @@ impl Supervisor {
                 let slot = self.gate(server).take();
                 self.launch(server, peer, stream, slot, Some(c), ctx);
             }
+        }
+        match lockspaces.join() {
+            Ok(spaces) => {
+                for (space, storage) in spaces.into_iter().zip(storage) {
+                    let key = space.key().to_vec();
+                    let leases = space.len();
+                    let addr = self.start_lockspace(space, storage);
+                    self.registry.insert_new(key.clone(), addr);
+                    info!(lockspace = %show(&key), leases, "lockspace restored");
+                }
+            }
+            Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
         }
         for f in snapshot.fencing {
             let registry = self.registry.clone();
@@ -377,12 +405,7 @@ fn owned_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)?;
     // SAFETY: inherited across exec for exactly this use; open (checked above).
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    nix::fcntl::fcntl(
-        &owned,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
-    Ok(owned)
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 fn adopt_listener(l: &ListenerState) -> std::io::Result<UnixListener> {

@@ -23,6 +23,9 @@ use crate::protocol::{Frame, FrameCodec, FrameError};
 
 type Reader = Rc<RefCell<FramedRead<OwnedReadHalf, FrameCodec>>>;
 
+/// Initial read buffer per connection.
+const READ_BUFFER: usize = 1024;
+
 pub struct Wire {
     reader: Reader,
     writer: Rc<OwnedWriteHalf>,
@@ -47,7 +50,9 @@ impl Wire {
     pub fn new(stream: UnixStream, pending: &[u8]) -> (Self, Incoming) {
         let fd = stream.as_raw_fd();
         let (read, write) = stream.into_split();
-        let mut framed = FramedRead::new(read, FrameCodec);
+        // Requests are small (a REGISTER is 64 bytes); thousands of idle clients
+        // should not cost 8 KiB each. The buffer grows for a larger packet.
+        let mut framed = FramedRead::with_capacity(read, FrameCodec, READ_BUFFER);
         framed.read_buffer_mut().extend_from_slice(pending);
         let reader = Rc::new(RefCell::new(framed));
         let wire = Self {

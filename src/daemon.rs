@@ -124,6 +124,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         return ExitCode::from(exit::RUNDIR);
     }
 
+    let t_restore = std::time::Instant::now();
     let restored = take_restart_state(&paths);
     let ready = if cli.daemon && restored.is_none() {
         match daemonize(argv0) {
@@ -219,6 +220,10 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     if let Some(r) = ready {
         r.report(0);
     }
+    info!(
+        ms = t_restore.elapsed().as_secs_f64() * 1e3,
+        "state read and actors started"
+    );
     let code = system.run_with_code().unwrap_or_else(|e| {
         error!(error = %e, "event loop failed");
         exit::INIT.into()
@@ -311,17 +316,19 @@ fn listeners(paths: &Paths) -> Result<Vec<ListenerSpec>, String> {
 /// state of another process (magic != our pid) is ignored.
 fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
     let me = std::process::id();
-    let read = |p: &std::path::Path| {
-        let bytes = std::fs::read(p).ok();
-        let _ = std::fs::remove_file(p);
-        bytes
-    };
-    let packed = read(&paths.restart_snapshot());
-    let json = read(&paths.restart_state);
-    let json_token = json.as_deref().and_then(json_token);
+    let packed = std::fs::read(paths.restart_snapshot()).ok();
+    let _ = std::fs::remove_file(paths.restart_snapshot());
+    // Only the head of libvirt's JSON is needed to pair it with our snapshot; the
+    // whole (megabytes) only when adopting libvirt's own state.
+    let json_file = std::fs::File::open(&paths.restart_state).ok();
+    let _ = std::fs::remove_file(&paths.restart_state);
+    let mut json_file = json_file?;
+    let mut head = [0u8; 128];
+    let n = std::io::Read::read(&mut json_file, &mut head).unwrap_or(0);
+    let token = json_token(&head[..n]);
     if let Some(bytes) = packed {
         match Snapshot::from_msgpack(&bytes) {
-            Ok(s) if s.magic == me && json_token == Some(s.token) => {
+            Ok(s) if s.magic == me && token == Some(s.token) => {
                 info!(upgrades = s.upgrades, "restoring after live upgrade");
                 return Some(s);
             }
@@ -335,7 +342,14 @@ fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
             Err(e) => error!("restart snapshot unreadable, starting afresh: {e}"),
         }
     }
-    let text = String::from_utf8_lossy(json.as_deref()?).into_owned();
+    let mut rest = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut json_file, &mut rest) {
+        error!("restart state unreadable, starting afresh: {e}");
+        return None;
+    }
+    let mut bytes = head[..n].to_vec();
+    bytes.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&bytes);
     match state::libvirt::from_json(&text) {
         Ok(s) if s.magic == me => {
             info!("adopting the state of libvirt's virtlockd");
@@ -355,9 +369,18 @@ fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
     }
 }
 
+/// Our token, which `tag_json` puts first in the document: found without parsing
+/// megabytes of JSON.
 fn json_token(bytes: &[u8]) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    v.get("virtlockdRsToken")?.as_str()?.parse().ok()
+    const KEY: &[u8] = b"\"virtlockdRsToken\": \"";
+    let head = &bytes[..bytes.len().min(128)];
+    let start = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = head[start..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 /// Where each restored lockspace may run (see `Supervisor::start_lockspace`).

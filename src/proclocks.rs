@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// One line of `/proc/locks`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KernelLock {
     /// `POSIX`, `FLOCK`, `OFDLCK`, ...
     pub kind: String,
@@ -20,25 +20,17 @@ pub struct KernelLock {
 }
 
 /// Every lock in the system, skipping "->" lines (blocked waiters).
+///
+/// /proc/locks is a seq_file served a page per read(): when other processes
+/// lock or unlock between two reads, a line can be skipped. The union of a few
+/// complete reads is what was held throughout.
 pub fn all() -> io::Result<Vec<KernelLock>> {
-    let text = snapshot()?;
-    Ok(text.lines().filter_map(parse_line).collect())
-}
-
-/// Reads /proc/locks in a single read() call. It is a seq_file: read in several
-/// pieces while other processes lock and unlock, it can skip lines.
-fn snapshot() -> io::Result<String> {
-    use std::io::Read;
-    let mut size = 1 << 20;
-    loop {
-        let mut buf = vec![0u8; size];
-        let n = std::fs::File::open("/proc/locks")?.read(&mut buf)?;
-        if n < size {
-            buf.truncate(n);
-            return Ok(String::from_utf8_lossy(&buf).into_owned());
-        }
-        size *= 4;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let text = std::fs::read_to_string("/proc/locks")?;
+        seen.extend(text.lines().filter_map(parse_line));
     }
+    Ok(seen.into_iter().collect())
 }
 
 /// Locks held by `pid`.

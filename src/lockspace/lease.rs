@@ -88,10 +88,15 @@ impl Lease {
         Ok(Self { fd, id })
     }
 
-    /// Adopts an fd inherited across exec (live upgrade). A state written by
-    /// another daemon may hold one file twice; both are kept.
-    pub fn from_owned(fd: OwnedFd) -> Result<Self, Errno> {
-        let st = fstat(fd.as_fd())?;
+    /// Adopts an fd inherited across exec (live upgrade), after checking that it
+    /// is open. A state written by another daemon may hold one file twice; both
+    /// are kept.
+    pub fn adopt_raw(fd: RawFd) -> Result<Self, Errno> {
+        // SAFETY: a borrowed fd used only for fstat, which fails on a closed fd.
+        let st = fstat(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        // SAFETY: open (checked above), inherited for this lease and owned by
+        // nothing else in this process.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let id = (st.st_dev, st.st_ino);
         HELD.lock()
             .unwrap_or_else(PoisonError::into_inner)

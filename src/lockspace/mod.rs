@@ -257,31 +257,14 @@ impl LockSpace {
 
     /// Rebuilds a lockspace from a live-upgrade state, adopting its fds. A
     /// resource whose fd is not open is dropped (and logged): its lock is gone.
+    /// The fds still lack FD_CLOEXEC; the caller restores it off the critical path.
     pub fn restore(state: crate::state::LockspaceState) -> Self {
-        use std::os::fd::FromRawFd;
         let mut resources = HashMap::new();
         for r in state.resources {
-            // SAFETY: the fd was inherited across exec for this resource; the
-            // check below makes sure it is open before we own it.
-            if nix::fcntl::fcntl(
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(r.fd) },
-                nix::fcntl::FcntlArg::F_GETFD,
-            )
-            .is_err()
-            {
-                warn!(resource = %show(&r.name), fd = r.fd, "lease fd missing after exec; dropped");
-                continue;
-            }
-            // SAFETY: open (checked above) and referenced by nothing else.
-            let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(r.fd) };
-            let _ = nix::fcntl::fcntl(
-                &owned,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
-            let lease = match Lease::from_owned(owned) {
+            let lease = match Lease::adopt_raw(r.fd) {
                 Ok(l) => l,
                 Err(e) => {
-                    warn!(resource = %show(&r.name), error = %e, "cannot adopt lease fd; dropped");
+                    warn!(resource = %show(&r.name), fd = r.fd, error = %e, "lease fd lost in the upgrade; dropped");
                     continue;
                 }
             };

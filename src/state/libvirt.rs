@@ -131,7 +131,9 @@ pub fn to_json(s: &Snapshot) -> Result<String, StateError> {
         lockspaces,
         magic: s.magic.to_string(),
     };
-    serde_json::to_string_pretty(&doc).map_err(|e| invalid(format!("cannot encode JSON: {e}")))
+    // Compact: libvirt's reader ignores whitespace, and a live upgrade waits for
+    // this text (megabytes with thousands of leases).
+    serde_json::to_string(&doc).map_err(|e| invalid(format!("cannot encode JSON: {e}")))
 }
 
 // ---------------------------------------------------------------------------
