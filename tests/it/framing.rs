@@ -172,8 +172,19 @@ fn decode_error(proc_: i32, serial: u32) -> Vec<u8> {
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// Connects like a blocking connect(): retries while the backlog is full.
 async fn connect(path: &Path) -> UnixStream {
-    UnixStream::connect(path).await.expect("connect")
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("connect {}: {e}; retrying", path.display());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("connect {}: {e}", path.display()),
+        }
+    }
 }
 
 async fn send(s: &mut UnixStream, data: &[u8]) {
