@@ -56,9 +56,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     raise_nofile(need);
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");
+    let conf = tmp.path().join("virtlockd.conf");
+    std::fs::write(
+        &conf,
+        format!("max_clients = {}\n", args.clients + args.probes + 64),
+    )?;
     let mut cmd = Command::new(&args.spawn);
     cmd.arg("--runtime-dir")
         .arg(&run)
+        .arg("-f")
+        .arg(&conf)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let mut daemon = cmd.spawn()?;
