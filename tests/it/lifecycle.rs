@@ -448,3 +448,39 @@ async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
     assert_eq!(f[3], f[4], "soft limit not raised: {line}");
     assert_ne!(f[3], "256", "{line}");
 }
+
+#[tokio::test]
+async fn clients_of_another_uid_are_disconnected() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED clients_of_another_uid_are_disconnected: needs root to switch uid");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    // Let another uid reach the socket: only the daemon's own check remains.
+    for p in [d.dir.path().to_path_buf(), d.dir.path().join("run"), d.socket()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // A copy the other uid can execute wherever the checkout lives.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("lease_holder");
+    std::fs::copy(example("lease_holder"), &bin).unwrap();
+    let out = Command::new(&bin)
+        .arg(d.socket())
+        .arg("/tmp")
+        .arg("x")
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connection closed") || err.contains("reset") || err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert!(d.log().contains("Disallowing client with uid 65534"), "{}", d.log());
+    d.client().await.ping().await.unwrap();
+}
