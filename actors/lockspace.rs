@@ -137,18 +137,6 @@ impl Handler<ReleaseOwner> for Lockspace {
     }
 }
 
-/// How many leases this lockspace holds (for status and tests).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CountLeases;
-
-impl Handler<CountLeases> for Lockspace {
-    type Result = usize;
-    fn handle(&mut self, _: CountLeases, _: &mut Self::Context) -> usize {
-        self.space.len()
-    }
-}
-
 /// Release every lease (daemon shutdown): AUTOCREATE files are removed, as libvirt
 /// does when it frees its lockspaces. Answers with the names released.
 #[derive(Message)]

@@ -126,17 +126,6 @@ impl Registry {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.inner
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Inserts unless the key exists; returns whether it was inserted.
     pub(super) fn insert_new(&self, path: Vec<u8>, addr: Addr<Lockspace>) -> bool {
         let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);

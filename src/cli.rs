@@ -93,7 +93,8 @@ LIBVIRT_LOG_OUTPUTS  log outputs (\"level:stderr level:file:PATH level:journald 
 LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  systemd socket activation (virtlockd.socket, virtlockd-admin.socket)\n\n\
 Signals:\n  SIGTERM, SIGINT, SIGQUIT  shut down: close clients (their lease holders are fenced), exit 0\n  \
 SIGHUP                    reload logging settings and client limits from the config file\n  \
-SIGUSR2, SIGPIPE          ignored; SIGUSR1 is ignored until live upgrade is available\n\n\
+SIGUSR1                   live upgrade: re-exec in place keeping every lock and client\n  \
+SIGUSR2, SIGPIPE          ignored\n\n\
 Exit codes: 0 ok, 1 usage/config/pid file, 2 run directory, 3 initialisation, 4 signals, 6 sockets",
         if privileged { "running as root" } else { "running as a user" },
         p.lock_socket.display(),

@@ -130,10 +130,6 @@ impl Lease {
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-
-    pub fn borrow_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
 }
 
 impl Drop for Lease {

@@ -25,8 +25,13 @@ impl Daemon {
 
     /// Starts a daemon in `dir` (which may already hold a config file).
     pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
+        Self::start_program(Path::new(env!("CARGO_BIN_EXE_virtlockd")), dir, extra_args)
+    }
+
+    /// Starts `program` (the daemon binary, or a copy of it) in `dir`.
+    pub fn start_program(program: &Path, dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_virtlockd"))
+        let child = Command::new(program)
             .arg("--runtime-dir")
             .arg(dir.path().join("run"))
             .arg("-v")

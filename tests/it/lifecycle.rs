@@ -458,7 +458,11 @@ async fn clients_of_another_uid_are_disconnected() {
     use std::os::unix::fs::PermissionsExt;
     let d = Daemon::start();
     // Let another uid reach the socket: only the daemon's own check remains.
-    for p in [d.dir.path().to_path_buf(), d.dir.path().join("run"), d.socket()] {
+    for p in [
+        d.dir.path().to_path_buf(),
+        d.dir.path().join("run"),
+        d.socket(),
+    ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     // A copy the other uid can execute wherever the checkout lives.
@@ -481,6 +485,10 @@ async fn clients_of_another_uid_are_disconnected() {
         err.contains("connection closed") || err.contains("reset") || err.contains("Broken pipe"),
         "{err}"
     );
-    assert!(d.log().contains("Disallowing client with uid 65534"), "{}", d.log());
+    assert!(
+        d.log().contains("Disallowing client with uid 65534"),
+        "{}",
+        d.log()
+    );
     d.client().await.ping().await.unwrap();
 }

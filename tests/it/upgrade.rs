@@ -236,39 +236,18 @@ async fn failed_exec_resumes_with_everything() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("virtlockd");
     std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &exe).unwrap();
-    let run = dir.path().join("run");
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = std::process::Command::new(&exe)
-        .arg("--runtime-dir")
-        .arg(&run)
-        .arg("-v")
-        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
-        .stdin(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        if let Ok(c) = Client::connect(run.join("virtlockd-sock")).await {
-            break c;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let ls = dir.path().join("ls");
+    let d = Daemon::start_program(&exe, dir, &[]);
+    let mut c = d.client().await;
+    let ls = d.base().join("ls");
     c.create_lockspace(&bytes(&ls)).await.unwrap();
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
         .await
         .unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
-    let logf = dir.path().join("log");
+    sigusr1(&d);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&logf)
-        .unwrap()
-        .contains("live upgrade failed")
-    {
+    while !d.log().contains("live upgrade failed") {
         assert!(Instant::now() < deadline, "no failure logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -279,30 +258,16 @@ async fn failed_exec_resumes_with_everything() {
         51,
         "resource busy: Lockspace resource 'r' is locked",
     );
-    let mut fresh = Client::connect(run.join("virtlockd-sock")).await.unwrap();
-    fresh.ping().await.unwrap();
-    assert_eq!(
-        virtlockd::proclocks::of_pid_on(child.id(), &ls.join("r"))
-            .unwrap()
-            .len(),
-        1
-    );
+    d.client().await.ping().await.unwrap();
+    assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
+    let run = d.dir.path().join("run");
     assert!(!run.join("virtlockd-restart-exec.json").exists());
     assert!(!run.join("virtlockd-restart-exec.msgpack").exists());
     // Fixed binary: the next upgrade works.
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&logf)
-        .unwrap()
-        .contains("restoring after live upgrade")
-    {
-        assert!(Instant::now() < deadline, "retry did not upgrade");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sigusr1(&d);
+    wait_restored(&d, 1).await;
     c.release(&bytes(&ls), b"r").await.unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
