@@ -1,0 +1,135 @@
+//! Heavy tests, in their own test binary so that they never run beside the
+//! latency-bounded tests of `tests/it` (test binaries run one after another).
+
+#[path = "it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use virtlockd::client::{owner, Client};
+use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+
+use harness::{assert_err, bytes};
+
+/// libvirt's reader refuses a state over 10 MiB (about 3000 leases with long
+/// paths) and its daemon then exits, dropping every lock. Ours has no limit but
+/// memory: 100,000 leases where the fd limit allows (one fd per lease), else as
+/// many as it allows, with paths long enough that the state is far over 10 MiB.
+#[tokio::test]
+async fn huge_state_survives_an_upgrade() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, mut hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if setrlimit(Resource::RLIMIT_NOFILE, hard, 150_000).is_ok() {
+        hard = 150_000;
+    }
+    let leases = 100_000.min(hard.saturating_sub(2_000) as usize);
+    if leases < 100_000 {
+        eprintln!(
+            "NOTE huge_state_survives_an_upgrade: fd hard limit {hard} allows {leases} leases, not 100,000 (raising it needs CAP_SYS_RESOURCE)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"))
+        .arg("--runtime-dir")
+        .arg(&run)
+        .arg("-v")
+        .env("LIBVIRT_LOG_OUTPUTS", "2:stderr")
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let socket = run.join("virtlockd-sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::connect(&socket).await.is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A lockspace path of about 3.4 KB: every lease's path carries it.
+    let shm = tempfile::Builder::new()
+        .prefix("vl-huge")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let mut deep = shm.path().to_path_buf();
+    for level in 0..16 {
+        deep.push(format!("{level:02}{}", "d".repeat(200)));
+    }
+    let ls = bytes(&deep);
+    Client::connect(&socket)
+        .await
+        .unwrap()
+        .create_lockspace(&ls)
+        .await
+        .unwrap();
+    let per_worker = leases.div_ceil(8);
+    let workers: Vec<_> = (0..8usize)
+        .map(|w| {
+            let (socket, ls) = (socket.clone(), ls.clone());
+            tokio::spawn(async move {
+                let mut c = Client::connect(&socket).await.unwrap();
+                c.register(&owner("bulk", w as u32 + 1, 4_200_000 + w as u32))
+                    .await
+                    .unwrap();
+                for i in (w * per_worker..((w + 1) * per_worker).min(leases)).rev() {
+                    c.acquire(&ls, format!("l{i}").as_bytes(), ACQUIRE_AUTOCREATE)
+                        .await
+                        .unwrap();
+                }
+                c
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for w in workers {
+        clients.push(w.await.unwrap());
+    }
+    let state_bytes = leases * (2 * deep.as_os_str().len() + 64);
+    assert!(state_bytes > 10 << 20, "state only {state_bytes} bytes");
+    let count = || {
+        virtlockd::proclocks::of_pid(pid)
+            .unwrap()
+            .iter()
+            .filter(|l| l.start == 0 && l.end == Some(0))
+            .count()
+    };
+    assert_eq!(count(), leases + 1, "leases + pid file");
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
+    let logf = dir.path().join("log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&logf)
+        .unwrap()
+        .matches("virtlockd ready")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "upgrade with {leases} leases did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    clients[0].ping().await.unwrap();
+    assert_eq!(count(), leases + 1, "every lease kept");
+    let mut probe = Client::connect(&socket).await.unwrap();
+    probe
+        .register(&owner("probe", 99, 4_299_999))
+        .await
+        .unwrap();
+    let last = format!("l{}", leases - 1);
+    assert_err(
+        probe
+            .acquire(&ls, last.as_bytes(), ACQUIRE_AUTOCREATE)
+            .await,
+        87,
+        51,
+        &format!("resource busy: Lockspace resource '{last}' is locked"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
