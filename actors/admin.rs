@@ -102,6 +102,7 @@ impl Handler<Quiesce> for AdminConnection {
             conn_time: self.conn_time,
             session: None,
             pending: self.wire.pending(),
+            peer_pid: Some(self.peer.pid),
         };
         let resume: oneshot::Receiver<()> = m.resume;
         ctx.wait(actix::fut::wrap_future(async move {

@@ -402,6 +402,7 @@ impl Connection {
                 }),
             }),
             pending: self.wire.pending(),
+            peer_pid: Some(self.peer.pid),
         }
     }
 }

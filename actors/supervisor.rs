@@ -229,8 +229,10 @@ impl Supervisor {
                         continue;
                     }
                 };
+                // The kernel keeps SO_PEERCRED of connect time; the snapshot's
+                // copy covers a socket that no longer reports it.
                 let peer = Peer::of(&stream).unwrap_or(Peer {
-                    pid: -1,
+                    pid: c.peer_pid.unwrap_or(-1),
                     uid: self.euid,
                     gid: 0,
                 });

@@ -460,6 +460,7 @@ fn read_client(
         conn_time,
         session,
         pending: Vec::new(),
+        peer_pid: None,
     })
 }
 
@@ -1184,6 +1185,7 @@ mod tests {
                             }),
                         }),
                         pending: vec![],
+                        peer_pid: None,
                     }],
                 },
                 ServerState {
@@ -1200,6 +1202,7 @@ mod tests {
                         conn_time: 1_700_000_100,
                         session: None,
                         pending: vec![],
+                        peer_pid: None,
                     }],
                 },
             ],
@@ -1738,6 +1741,7 @@ mod tests {
                                 owner: owner(1, 4000, "vmé".as_bytes()),
                             }),
                             pending: vec![0, 0, 0, 0x1c, 1],
+                            peer_pid: None,
                         },
                         ClientState {
                             id: 10,
@@ -1745,6 +1749,7 @@ mod tests {
                             conn_time: 0,
                             session: Some(SessionState::default()),
                             pending: vec![],
+                            peer_pid: None,
                         },
                         ClientState {
                             id: 11,
@@ -1755,6 +1760,7 @@ mod tests {
                                 owner: owner(7, u32::MAX, b"big-pid"),
                             }),
                             pending: vec![],
+                            peer_pid: None,
                         },
                     ],
                 },
@@ -1772,6 +1778,7 @@ mod tests {
                         conn_time: 1_700_000_100,
                         session: None,
                         pending: vec![9],
+                        peer_pid: None,
                     }],
                 },
             ],
@@ -1886,6 +1893,7 @@ mod tests {
             conn_time: 0,
             session: None,
             pending: vec![],
+            peer_pid: None,
         });
         let text = to_json(&s).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -2041,6 +2049,7 @@ mod tests {
                         }),
                     }),
                     pending: vec![],
+                    peer_pid: None,
                 }],
             }],
             lockspaces: vec![LockspaceState {

@@ -92,6 +92,10 @@ pub struct ClientState {
     pub session: Option<SessionState>,
     /// Bytes of a request read but not yet complete (ours only; libvirt drops them).
     pub pending: Vec<u8>,
+    /// Peer pid from SO_PEERCRED at accept (ours only; libvirt reads it again from
+    /// the socket, which is what the restore does first too).
+    #[serde(default)]
+    pub peer_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -195,6 +199,7 @@ mod tests {
                             }),
                         }),
                         pending: vec![0, 0, 0, 0x1c],
+                        peer_pid: None,
                     }],
                 },
                 ServerState {
