@@ -327,13 +327,18 @@ fn flatten(
 impl Actor for Connection {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         debug!(
             client = self.id,
             pid = self.peer.pid,
             uid = self.peer.uid,
             "client connected"
         );
+        // Whole requests carried over a live upgrade: the stream would only look
+        // at them once more bytes arrive.
+        for frame in self.wire.take_complete() {
+            self.handle_frame(frame, ctx);
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -367,8 +372,17 @@ impl Connection {
             let Some(owner) = owner else { return };
             let mut released = 0;
             let mut failed = false;
-            for ls in registry.all() {
-                match ls.send(ReleaseOwner { owner }).await {
+            // All lockspaces at once: one on a hung mount must not hold up the
+            // releases in the others.
+            let replies = futures_util::future::join_all(
+                registry
+                    .all()
+                    .into_iter()
+                    .map(|ls| async move { ls.send(ReleaseOwner { owner }).await }),
+            )
+            .await;
+            for reply in replies {
+                match reply {
                     Ok(names) => {
                         for n in &names {
                             info!(owner = %label, resource = %show(n), "lease released on disconnect");

@@ -11,7 +11,7 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -126,77 +126,18 @@ impl Handler<Upgrade> for Handoff {
         let (upgrades, started_at) = (self.upgrades, self.started_at);
         Box::pin(
             async move {
-                let t0 = Instant::now();
-                let Ok(mut paused) = supervisor.send(Pause).await else {
-                    return;
-                };
                 let mut resumes = Vec::new();
-                let (lock_clients, admin_clients) = (
-                    std::mem::take(&mut paused.lock_clients),
-                    std::mem::take(&mut paused.admin_clients),
-                );
-                let lock_states = join_all(lock_clients.iter().map(|c| {
-                    let (tx, rx) = oneshot::channel();
-                    resumes.push(tx);
-                    c.send(Quiesce { resume: rx })
-                }))
-                .await;
-                let admin_states = join_all(admin_clients.iter().map(|c| {
-                    let (tx, rx) = oneshot::channel();
-                    resumes.push(tx);
-                    c.send(Quiesce { resume: rx })
-                }))
-                .await;
-                for server in &mut paused.servers {
-                    let states = match server.name.as_str() {
-                        LOCK_SERVER => &lock_states,
-                        ADMIN_SERVER => &admin_states,
-                        _ => continue,
-                    };
-                    // A client that closed meanwhile answers nothing: it is gone,
-                    // and its release is awaited just below.
-                    server.clients = states
-                        .iter()
-                        .filter_map(|r| r.as_ref().ok().cloned())
-                        .collect();
-                }
-                registry.releases_settled().await;
-                let mut lockspaces = Vec::new();
-                for ls in registry.all() {
-                    let (tx, rx) = oneshot::channel();
-                    resumes.push(tx);
-                    if let Ok(st) = ls.send(Freeze { resume: rx }).await {
-                        lockspaces.push(st);
-                    }
-                }
-                // The default lockspace first, as the restore expects.
-                lockspaces.sort_by_key(|l| l.directory.is_some());
-                let snapshot = Snapshot {
-                    format: state::FORMAT.into(),
-                    version: state::VERSION,
-                    magic: std::process::id(),
-                    servers: paused.servers,
-                    lockspaces,
-                    upgrades: upgrades + 1,
+                let outcome = upgrade(
+                    &supervisor,
+                    &registry,
+                    &plan,
+                    upgrades,
                     started_at,
-                    fencing: registry
-                        .fencing_now()
-                        .into_iter()
-                        .map(|(pid, label)| FenceState { pid, label })
-                        .collect(),
-                    token: token(),
-                };
-                let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
-                let leases: usize = snapshot.lockspaces.iter().map(|l| l.resources.len()).sum();
-                info!(
-                    clients,
-                    leases,
-                    quiesce_ms = t0.elapsed().as_secs_f64() * 1e3,
-                    exe = %plan.exe.display(),
-                    "live upgrade: executing"
-                );
-                let err = exec_with(&plan, &snapshot, t0);
-                error!(error = %err, "live upgrade failed; resuming with every lock and client");
+                    &mut resumes,
+                )
+                .await;
+                // Only failures come back: a successful exec never returns.
+                error!("live upgrade failed ({outcome}); resuming with every lock and client");
                 for tx in resumes {
                     let _ = tx.send(());
                 }
@@ -205,6 +146,172 @@ impl Handler<Upgrade> for Handoff {
             .into_actor(self)
             .map(|(), act, _| act.busy = false),
         )
+    }
+}
+
+/// How long one phase of the upgrade may take. An actor stuck on a hung mount
+/// must not freeze the daemon: the upgrade is abandoned and everything resumes.
+const PHASE_LIMIT: Duration = Duration::from_secs(5);
+
+async fn within<F: std::future::Future>(phase: &str, f: F) -> Result<F::Output, String> {
+    tokio::time::timeout(PHASE_LIMIT, f)
+        .await
+        .map_err(|_| format!("{phase} took longer than {PHASE_LIMIT:?}"))
+}
+
+/// Quiesces everything and execs; returns why it did not happen. Every actor
+/// paused on the way has its resume sender in `resumes`.
+async fn upgrade(
+    supervisor: &Addr<Supervisor>,
+    registry: &Registry,
+    plan: &ExecPlan,
+    upgrades: u64,
+    started_at: i64,
+    resumes: &mut Vec<oneshot::Sender<()>>,
+) -> String {
+    let t0 = Instant::now();
+    // A restore of a previous upgrade may still be re-arming FD_CLOEXEC.
+    if let Some(h) = CLOEXEC_RESTORE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        let _ = h.join();
+    }
+    let mut paused = match supervisor.send(Pause).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return "the daemon is shutting down".into(),
+        Err(e) => return e.to_string(),
+    };
+    let lock_clients = std::mem::take(&mut paused.lock_clients);
+    let admin_clients = std::mem::take(&mut paused.admin_clients);
+    let quiesce = join_all(lock_clients.iter().map(|c| {
+        let (tx, rx) = oneshot::channel();
+        resumes.push(tx);
+        c.send(Quiesce { resume: rx })
+    }));
+    let lock_states = match within("quiescing clients", quiesce).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let quiesce = join_all(admin_clients.iter().map(|c| {
+        let (tx, rx) = oneshot::channel();
+        resumes.push(tx);
+        c.send(Quiesce { resume: rx })
+    }));
+    let admin_states = match within("quiescing admin clients", quiesce).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    for server in &mut paused.servers {
+        let states = match server.name.as_str() {
+            LOCK_SERVER => &lock_states,
+            ADMIN_SERVER => &admin_states,
+            _ => continue,
+        };
+        // A client that closed meanwhile answers nothing: it is gone, and its
+        // release is awaited just below.
+        server.clients = states
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+    }
+    if let Err(e) = within("releases of closed clients", registry.releases_settled()).await {
+        return e;
+    }
+    let freeze = join_all(registry.all().into_iter().map(|ls| {
+        let (tx, rx) = oneshot::channel();
+        resumes.push(tx);
+        async move { ls.send(Freeze { resume: rx }).await }
+    }));
+    let mut lockspaces = Vec::new();
+    match within("freezing lockspaces", freeze).await {
+        Ok(states) => {
+            for st in states {
+                match st {
+                    Ok(st) => lockspaces.push(st),
+                    Err(e) => return format!("a lockspace did not answer: {e}"),
+                }
+            }
+        }
+        Err(e) => return e,
+    }
+    // The default lockspace first, as the restore expects.
+    lockspaces.sort_by_key(|l| l.directory.is_some());
+    let snapshot = Snapshot {
+        format: state::FORMAT.into(),
+        version: state::VERSION,
+        magic: std::process::id(),
+        servers: paused.servers,
+        lockspaces,
+        upgrades: upgrades + 1,
+        started_at,
+        fencing: registry
+            .fencing_now()
+            .into_iter()
+            .map(|(pid, label)| FenceState { pid, label })
+            .collect(),
+        token: token(),
+    };
+    let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
+    let leases: usize = snapshot.lockspaces.iter().map(|l| l.resources.len()).sum();
+    info!(
+        clients,
+        leases,
+        quiesce_ms = t0.elapsed().as_secs_f64() * 1e3,
+        exe = %plan.exe.display(),
+        "live upgrade: executing"
+    );
+    exec_with(plan, &snapshot, registry, t0).to_string()
+}
+
+/// The thread a restore leaves re-arming FD_CLOEXEC on inherited fds; the next
+/// upgrade waits for it, or it could re-arm a flag the upgrade just cleared.
+static CLOEXEC_RESTORE: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Re-arms FD_CLOEXEC on fds inherited across exec, off the critical path.
+pub fn restore_cloexec_later(fds: Vec<i32>) {
+    let handle = std::thread::spawn(move || {
+        let _ = set_cloexec(&fds, true);
+    });
+    *CLOEXEC_RESTORE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+}
+
+/// Signals whose default action would kill the process between our exec and
+/// the new image's handlers, dropping every lock. They are ignored across the
+/// exec (a blocked mask would also survive it, and libvirt's daemon, if that is
+/// what we exec, never unblocks them); both images install their own handlers.
+const GUARDED: [nix::sys::signal::Signal; 6] = [
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGQUIT,
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGUSR1,
+    nix::sys::signal::Signal::SIGUSR2,
+];
+
+/// Sets the guarded signals to SIG_IGN; returns the previous actions.
+fn ignore_guarded() -> Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    GUARDED
+        .iter()
+        // SAFETY: installs SIG_IGN; no handler code is involved.
+        .filter_map(|&sig| {
+            unsafe { sigaction(sig, &ignore) }
+                .ok()
+                .map(|old| (sig, old))
+        })
+        .collect()
+}
+
+fn restore_actions(saved: &[(nix::sys::signal::Signal, nix::sys::signal::SigAction)]) {
+    for (sig, action) in saved {
+        // SAFETY: puts back exactly the action that was installed before.
+        let _ = unsafe { nix::sys::signal::sigaction(*sig, action) };
     }
 }
 
@@ -218,10 +325,24 @@ fn token() -> u64 {
 
 /// Writes both state files, lets the fds survive exec, and execs. Returns only on
 /// failure, after undoing all of it.
-fn exec_with(plan: &ExecPlan, snapshot: &Snapshot, t0: Instant) -> std::io::Error {
-    let fds = snapshot.fds();
+fn exec_with(
+    plan: &ExecPlan,
+    snapshot: &Snapshot,
+    registry: &Registry,
+    t0: Instant,
+) -> std::io::Error {
+    let mut fds = snapshot.fds();
+    // fds parked beside a held lease must survive too: closing one would drop
+    // the lease's lock. The new image leaves them open.
+    fds.extend(crate::lockspace::lease::parked_fds());
+    let mut saved = Vec::new();
     let result: std::io::Result<()> = write_state(plan, snapshot).and_then(|()| {
         set_cloexec(&fds, false)?;
+        saved = ignore_guarded();
+        // A shutdown asked for while we quiesced wins over the upgrade.
+        if registry.shutdown_requested() {
+            return Err(std::io::Error::other("shutdown requested"));
+        }
         info!(
             ms = t0.elapsed().as_secs_f64() * 1e3,
             "live upgrade: state written, exec"
@@ -232,6 +353,7 @@ fn exec_with(plan: &ExecPlan, snapshot: &Snapshot, t0: Instant) -> std::io::Erro
     let err = result
         .err()
         .unwrap_or_else(|| std::io::Error::other("exec returned"));
+    restore_actions(&saved);
     let _ = set_cloexec(&fds, true);
     let _ = std::fs::remove_file(&plan.snapshot_file);
     let _ = std::fs::remove_file(&plan.json_file);

@@ -4,7 +4,7 @@
 //! never removed while the daemon runs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use actix::Addr;
@@ -18,6 +18,8 @@ pub struct Registry {
     /// Leases held in all lockspaces, kept current by the lockspace actors.
     leases: Arc<AtomicUsize>,
     disconnects: Arc<Disconnects>,
+    /// A shutdown asked for while a live upgrade had the daemon paused.
+    shutdown_requested: Arc<AtomicBool>,
 }
 
 /// Work a closed connection still has to do. A live upgrade waits for releases
@@ -55,6 +57,14 @@ impl Drop for Fencing {
 }
 
 impl Registry {
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested.store(true, Ordering::Release);
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown_requested.load(Ordering::Acquire)
+    }
+
     pub fn releasing(&self) -> Releasing {
         self.disconnects.releasing.fetch_add(1, Ordering::AcqRel);
         Releasing(self.disconnects.clone())

@@ -88,6 +88,8 @@ pub struct Supervisor {
     timeout: Option<Duration>,
     idle_since: Option<Instant>,
     shutting_down: bool,
+    /// Paused by a live upgrade (accepting stopped, clients quiesced).
+    upgrading: bool,
     restored: Option<(Snapshot, Vec<Storage>)>,
 }
 
@@ -107,6 +109,7 @@ impl Supervisor {
             timeout: cfg.timeout,
             idle_since: None,
             shutting_down: false,
+            upgrading: false,
             restored: cfg.restored,
         }
     }
@@ -177,20 +180,9 @@ impl Supervisor {
 
     /// Rebuilds lockspaces, listeners and clients from a live-upgrade snapshot.
     fn restore(&mut self, snapshot: Snapshot, storage: Vec<Storage>, ctx: &mut Context<Self>) {
-        // The exec left these without FD_CLOEXEC. Nothing execs before they get it
-        // back, so a thread restores it while we start serving.
-        let inherited = snapshot.fds();
-        std::thread::spawn(move || {
-            for fd in inherited {
-                // SAFETY: a flag change on an fd number; if it was closed and
-                // reused meanwhile, the new fd was opened close-on-exec anyway.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let _ = nix::fcntl::fcntl(
-                    fd,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                );
-            }
-        });
+        // The exec left these without FD_CLOEXEC; a thread re-arms it while we
+        // start serving (the next upgrade waits for it).
+        super::handoff::restore_cloexec_later(snapshot.fds());
         // Adopting thousands of lease fds (an fstat each) runs beside the client
         // restore below; no actor runs before this function returns.
         let lockspaces = std::thread::spawn(move || {
@@ -242,7 +234,16 @@ impl Supervisor {
         }
         match lockspaces.join() {
             Ok(spaces) => {
+                // A state may name one directory twice (libvirt keeps the first
+                // and drops the rest, with their locks): merge them.
+                let mut merged: Vec<(LockSpace, Storage)> = Vec::new();
                 for (space, storage) in spaces.into_iter().zip(storage) {
+                    match merged.iter_mut().find(|(m, _)| m.key() == space.key()) {
+                        Some((m, _)) => m.absorb(space),
+                        None => merged.push((space, storage)),
+                    }
+                }
+                for (space, storage) in merged {
                     let key = space.key().to_vec();
                     let leases = space.len();
                     let addr = self.start_lockspace(space, storage);
@@ -469,7 +470,7 @@ impl Handler<Disconnected> for Supervisor {
 /// Live upgrade, step one: stop accepting (listeners stay open) and name every
 /// client, so the handoff can quiesce them.
 #[derive(Message)]
-#[rtype(result = "Paused")]
+#[rtype(result = "Option<Paused>")]
 pub struct Pause;
 
 pub struct Paused {
@@ -482,6 +483,10 @@ pub struct Paused {
 impl Handler<Pause> for Supervisor {
     type Result = MessageResult<Pause>;
     fn handle(&mut self, _: Pause, ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return MessageResult(None);
+        }
+        self.upgrading = true;
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
@@ -503,11 +508,11 @@ impl Handler<Pause> for Supervisor {
                 clients: Vec::new(),
             })
             .collect();
-        MessageResult(Paused {
+        MessageResult(Some(Paused {
             servers,
             lock_clients: self.connections.values().cloned().collect(),
             admin_clients: self.admin_connections.values().cloned().collect(),
-        })
+        }))
     }
 }
 
@@ -519,7 +524,10 @@ pub struct Resume;
 impl Handler<Resume> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
-        if self.accepting.is_empty() && !self.shutting_down {
+        self.upgrading = false;
+        if self.registry.shutdown_requested() {
+            ctx.notify(Shutdown);
+        } else if self.accepting.is_empty() && !self.shutting_down {
             self.start_accepting(ctx);
         }
     }
@@ -628,6 +636,12 @@ impl Handler<Shutdown> for Supervisor {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         if self.shutting_down {
+            return Box::pin(fut::ready(()));
+        }
+        if self.upgrading {
+            // Every client is paused by the upgrade: let it abort, then shut down.
+            info!("shutdown requested during a live upgrade; it will follow");
+            self.registry.request_shutdown();
             return Box::pin(fut::ready(()));
         }
         self.shutting_down = true;

@@ -16,7 +16,7 @@ use bytes::{Buf, BytesMut};
 use futures_util::Stream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use tracing::debug;
 
 use crate::protocol::{Frame, FrameCodec, FrameError};
@@ -67,6 +67,17 @@ impl Wire {
     /// The socket's fd number (both halves share it).
     pub fn raw_fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// Decodes whole packets already in the buffer (carried over a live upgrade).
+    /// A malformed one is left for the stream, which reports it.
+    pub fn take_complete(&mut self) -> Vec<Frame> {
+        let mut reader = self.reader.borrow_mut();
+        let mut frames = Vec::new();
+        while let Ok(Some(f)) = FrameCodec.decode(reader.read_buffer_mut()) {
+            frames.push(f);
+        }
+        frames
     }
 
     /// Bytes received but not yet forming a whole packet.

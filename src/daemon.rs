@@ -200,6 +200,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
                 return Err(exit::SIGNALS);
             }
         };
+
         let supervisor = Supervisor::new(SupervisorConfig {
             listeners,
             max_clients: cfg.max_clients,

@@ -32,7 +32,8 @@ struct Held {
 /// An open lease file. Dropping it closes the fd, which releases the kernel lock.
 #[derive(Debug)]
 pub struct Lease {
-    fd: OwnedFd,
+    /// Closed in `Drop` while [`HELD`] is locked (see there).
+    fd: std::mem::ManuallyDrop<OwnedFd>,
     id: FileId,
 }
 
@@ -85,7 +86,10 @@ impl Lease {
             return Err(OpenError::HeldElsewhere);
         }
         entry.leases = 1;
-        Ok(Self { fd, id })
+        Ok(Self {
+            fd: std::mem::ManuallyDrop::new(fd),
+            id,
+        })
     }
 
     /// Adopts an fd inherited across exec (live upgrade), after checking that it
@@ -103,7 +107,10 @@ impl Lease {
             .entry(id)
             .or_default()
             .leases += 1;
-        Ok(Self { fd, id })
+        Ok(Self {
+            fd: std::mem::ManuallyDrop::new(fd),
+            id,
+        })
     }
 
     /// Non-blocking POSIX record lock on byte 0, length 1: what libvirt's
@@ -134,16 +141,37 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // The fd is closed with HELD locked: otherwise another lockspace thread
+        // could claim and lock the same file between our bookkeeping and our
+        // close, and our close would drop its brand-new lock.
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = held.get_mut(&self.id) {
-            entry.leases -= 1;
-            if entry.leases == 0 {
-                // Parked fds close here; our own fd right after: the file's
-                // locks end with the last lease, as they must.
+        // SAFETY: taken exactly once, here; the field is never used again.
+        let fd = unsafe { std::mem::ManuallyDrop::take(&mut self.fd) };
+        match held.get_mut(&self.id) {
+            Some(entry) if entry.leases > 1 => {
+                // Another lease (adopted from a state that held the file under
+                // two names) still needs the lock: keep our fd open with it.
+                entry.leases -= 1;
+                entry.parked.push(fd);
+            }
+            _ => {
+                // Parked fds close with the entry, then ours: the file's locks
+                // end with its last lease, as they must.
                 held.remove(&self.id);
+                drop(fd);
             }
         }
     }
+}
+
+/// fds parked beside a held lease (see [`HELD`]). A live upgrade must keep them
+/// open across exec too: the exec closing one would drop the lease's lock.
+pub fn parked_fds() -> Vec<RawFd> {
+    HELD.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .flat_map(|h| h.parked.iter().map(AsRawFd::as_raw_fd))
+        .collect()
 }
 
 /// Whether a lock error means "somebody else holds it".
@@ -163,6 +191,9 @@ pub fn path_inode(path: &Path) -> Result<u64, Errno> {
 /// held as a lease (perhaps under another name), closing any fd of it would drop
 /// that lock. So an existing path is only `stat`ed, never opened.
 pub fn touch(path: &Path) -> Result<(), Errno> {
+    // Held across create and close: a lease claimed on this new file by another
+    // thread in between would lose its lock to our close.
+    let _held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
     match open(
         path,
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,

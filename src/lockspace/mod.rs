@@ -288,6 +288,25 @@ impl LockSpace {
         }
     }
 
+    /// Takes over the resources of a restored duplicate of this lockspace. A
+    /// name held in both keeps its first entry; the other's lease stays open
+    /// (parked with the file) so that no lock is dropped.
+    pub fn absorb(&mut self, other: LockSpace) {
+        for (name, res) in other.resources {
+            match self.resources.get_mut(&name) {
+                Some(kept) => {
+                    kept.owners.extend(res.owners);
+                    // Same file, held by `kept`: dropping this lease parks its
+                    // fd instead of closing it (see `Lease`'s Drop).
+                    drop(res.lease);
+                }
+                None => {
+                    self.resources.insert(name, res);
+                }
+            }
+        }
+    }
+
     /// Frees every resource (daemon shutdown); returns their names.
     pub fn release_all(&mut self) -> Vec<Vec<u8>> {
         self.resources

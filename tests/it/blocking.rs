@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
+use nix::unistd::Pid;
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
@@ -146,4 +148,51 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         .await
         .unwrap();
     assert_eq!(d.kernel_locks_on(&local_disk), ["POSIX WRITE 0-0"]);
+}
+
+#[tokio::test]
+async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost() {
+    let d = Daemon::start();
+    let base = d.base();
+    let mut mnt = match HungMount::new(&base.join("hung")) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost: {why}");
+            return;
+        }
+    };
+    let ls = base.join("local");
+    let mut c = d.client().await;
+    c.create_lockspace(&bytes(&ls)).await.unwrap();
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    // The default lockspace is stuck in open() on the dead mount.
+    let mut stuck = d.client().await;
+    stuck.register(&owner("vm2", 2, 4_000_002)).await.unwrap();
+    let disk = bytes(&mnt.dir.join("disk.img"));
+    let pending = tokio::spawn(async move { stuck.acquire(b"", &disk, 0).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !d.log().contains("live upgrade failed") {
+        assert!(
+            Instant::now() < deadline,
+            "upgrade neither done nor abandoned:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everyone is served again, the lease is intact.
+    c.ping().await.unwrap();
+    assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
+    d.client().await.ping().await.unwrap();
+    mnt.abort();
+    let r = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("stuck acquire never answered")
+        .unwrap();
+    assert!(r.is_err());
 }

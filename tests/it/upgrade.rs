@@ -331,3 +331,29 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
     assert_eq!(d.kernel_locks_on(&ls.join("kept")), ["POSIX WRITE 0-0"]);
     other.release(&bytes(&ls), b"kept").await.unwrap();
 }
+
+#[tokio::test]
+async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
+    let d = Daemon::start();
+    let ls = d.base().join("ls");
+    let mut c = d.client().await;
+    c.create_lockspace(&bytes(&ls)).await.unwrap();
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    c.acquire(&bytes(&ls), b"disk", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    // The same file by its full path in the default lockspace: refused, and the
+    // fd the daemon opened to find out stays open beside the lease.
+    assert_err(
+        c.acquire(b"", &bytes(&ls.join("disk")), 0).await,
+        87,
+        51,
+        &format!(
+            "resource busy: Lockspace resource '{}' is locked",
+            ls.join("disk").display()
+        ),
+    );
+    sigusr1(&d);
+    wait_restored(&d, 1).await;
+    assert_eq!(d.kernel_locks_on(&ls.join("disk")), ["POSIX WRITE 0-0"]);
+}
