@@ -221,13 +221,20 @@ impl Supervisor {
                         continue;
                     }
                 };
-                // The kernel keeps SO_PEERCRED of connect time; the snapshot's
-                // copy covers a socket that no longer reports it.
-                let peer = Peer::of(&stream).unwrap_or(Peer {
-                    pid: c.peer_pid.unwrap_or(-1),
-                    uid: self.euid,
-                    gid: 0,
-                });
+                // Our snapshot has the peer pid of accept time; libvirt's JSON does
+                // not, and SO_PEERCRED (kept by the kernel) tells it again.
+                let peer = match c.peer_pid {
+                    Some(pid) => Peer {
+                        pid,
+                        uid: self.euid,
+                        gid: 0,
+                    },
+                    None => Peer::of(&stream).unwrap_or(Peer {
+                        pid: -1,
+                        uid: self.euid,
+                        gid: 0,
+                    }),
+                };
                 let slot = self.gate(server).take();
                 self.launch(server, peer, stream, slot, Some(c), ctx);
             }
@@ -418,9 +425,21 @@ fn adopt_listener(l: &ListenerState) -> std::io::Result<UnixListener> {
 }
 
 fn adopt_stream(fd: i32) -> std::io::Result<UnixStream> {
-    let std_stream = std::os::unix::net::UnixStream::from(owned_fd(fd)?);
-    std_stream.set_nonblocking(true)?;
-    UnixStream::from_std(std_stream)
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    // One F_GETFL both proves the fd open and tells whether O_NONBLOCK (a flag
+    // of the open file, which survives exec) still needs setting.
+    // SAFETY: a flag query on a borrowed fd.
+    let flags = fcntl(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        FcntlArg::F_GETFL,
+    )?;
+    // SAFETY: inherited across exec for this client; open (checked above).
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let flags = OFlag::from_bits_truncate(flags);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(&owned, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(owned))
 }
 
 /// A connection that passed accept().

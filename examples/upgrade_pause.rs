@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use virtlockd::client::{owner, Client};
-use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 #[derive(Parser, Debug)]
 #[command(about = "Pause and lost replies of a live upgrade under load")]
@@ -34,6 +34,10 @@ struct Args {
     /// Clients in a closed ACQUIRE/RELEASE loop during the upgrade.
     #[arg(long, default_value_t = 8)]
     probes: usize,
+    /// Take the leases SHARED from a pool of this many resources instead of one
+    /// exclusive resource each (10,000 x 4 then fits a 20,000-fd limit).
+    #[arg(long)]
+    shared_pool: Option<usize>,
     /// Upgrades to do (one after the other).
     #[arg(long, default_value_t = 3)]
     upgrades: usize,
@@ -52,7 +56,12 @@ fn raise_nofile(n: u64) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let need = (args.clients * (args.leases + 2) + 1000) as u64;
+    let per_client = if args.shared_pool.is_some() {
+        2
+    } else {
+        args.leases + 2
+    };
+    let need = (args.clients * per_client + 1000) as u64;
     raise_nofile(need);
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");
@@ -97,8 +106,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.register(&owner("idle", i as u32 + 1, 6_000_000 + i as u32))
             .await?;
         for k in 0..args.leases {
-            c.acquire(&ls, format!("c{i}-l{k}").as_bytes(), ACQUIRE_AUTOCREATE)
-                .await?;
+            match args.shared_pool {
+                Some(pool) => {
+                    let r = (i * args.leases + k) % pool.max(1);
+                    c.acquire(
+                        &ls,
+                        format!("pool-{r}").as_bytes(),
+                        ACQUIRE_AUTOCREATE | ACQUIRE_SHARED,
+                    )
+                    .await?
+                }
+                None => {
+                    c.acquire(&ls, format!("c{i}-l{k}").as_bytes(), ACQUIRE_AUTOCREATE)
+                        .await?
+                }
+            }
         }
         idle.push(c);
     }

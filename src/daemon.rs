@@ -340,7 +340,7 @@ fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
                 magic = s.magic,
                 "Found restart exec file with old magic; ignored"
             ),
-            Err(e) => error!("restart snapshot unreadable, starting afresh: {e}"),
+            Err(e) => warn!("restart snapshot unreadable ({e}); using libvirt's state file"),
         }
     }
     let mut rest = Vec::new();

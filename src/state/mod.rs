@@ -135,10 +135,12 @@ pub struct ResourceState {
 }
 
 impl Snapshot {
-    /// Encodes as MessagePack, field names included (so later versions can add
-    /// optional fields).
+    /// Encodes as compact MessagePack (fields by position: smallest and fastest,
+    /// and a live upgrade waits for it). Any change to these types bumps
+    /// [`VERSION`]; an image that cannot read a snapshot falls back to the
+    /// libvirt JSON written beside it, which keeps every lock and client.
     pub fn to_msgpack(&self) -> Result<Vec<u8>, StateError> {
-        rmp_serde::to_vec_named(self).map_err(|e| StateError::Format(e.to_string()))
+        rmp_serde::to_vec(self).map_err(|e| StateError::Format(e.to_string()))
     }
 
     pub fn from_msgpack(bytes: &[u8]) -> Result<Self, StateError> {
