@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::stream::{self, Stream};
 use tokio::net::{UnixListener, UnixStream};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::admin::{AdminConnection, AdminInit};
 use super::connection::{Close, Connection, ConnectionInit, Peer};
@@ -185,12 +185,14 @@ impl Supervisor {
         super::handoff::restore_cloexec_later(snapshot.fds());
         // Adopting thousands of lease fds (an fstat each) runs beside the client
         // restore below; no actor runs before this function returns.
+        let t0 = Instant::now();
         let lockspaces = std::thread::spawn(move || {
-            snapshot
+            let spaces = snapshot
                 .lockspaces
                 .into_iter()
                 .map(LockSpace::restore)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (spaces, t0.elapsed())
         });
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
@@ -239,8 +241,14 @@ impl Supervisor {
                 self.launch(server, peer, stream, slot, Some(c), ctx);
             }
         }
+        let clients_done = t0.elapsed();
         match lockspaces.join() {
-            Ok(spaces) => {
+            Ok((spaces, leases_done)) => {
+                debug!(
+                    clients_ms = clients_done.as_secs_f64() * 1e3,
+                    leases_ms = leases_done.as_secs_f64() * 1e3,
+                    "restore timing"
+                );
                 // A state may name one directory twice (libvirt keeps the first
                 // and drops the rest, with their locks): merge them.
                 let mut merged: Vec<(LockSpace, Storage)> = Vec::new();

@@ -259,9 +259,11 @@ impl LockSpace {
     /// resource whose fd is not open is dropped (and logged): its lock is gone.
     /// The fds still lack FD_CLOEXEC; the caller restores it off the critical path.
     pub fn restore(state: crate::state::LockspaceState) -> Self {
-        let mut resources = HashMap::new();
-        for r in state.resources {
-            let lease = match Lease::adopt_raw(r.fd) {
+        let fds: Vec<_> = state.resources.iter().map(|r| r.fd).collect();
+        let leases = Lease::adopt_all(&fds);
+        let mut resources = HashMap::with_capacity(state.resources.len());
+        for (r, lease) in state.resources.into_iter().zip(leases) {
+            let lease = match lease {
                 Ok(l) => l,
                 Err(e) => {
                     warn!(resource = %show(&r.name), fd = r.fd, error = %e, "lease fd lost in the upgrade; dropped");
@@ -274,7 +276,7 @@ impl LockSpace {
                 r.name.clone(),
                 Resource {
                     name: r.name,
-                    path: PathBuf::from(OsStr::from_bytes(&r.path)),
+                    path: PathBuf::from(std::ffi::OsString::from_vec(r.path)),
                     lease,
                     flags: r.flags,
                     owners: r.owners,
