@@ -251,7 +251,9 @@ async fn upgrade(
             .into_iter()
             .map(|(pid, label)| FenceState { pid, label })
             .collect(),
-        token: token(),
+        // No libvirt twin when we exec our very own binary again (token 0):
+        // libvirt's JSON is only for a hand-over to another binary.
+        token: if plan.execs_itself() { 0 } else { token() },
     };
     let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
     let leases: usize = snapshot.lockspaces.iter().map(|l| l.resources.len()).sum();
@@ -361,6 +363,21 @@ fn exec_with(
 }
 
 impl ExecPlan {
+    /// Whether argv[0] is still the very file this process runs (a reload, not
+    /// a package upgrade or a hand-over to libvirt's binary). A replaced file is
+    /// a new inode: /proc/self/exe then names the old one.
+    fn execs_itself(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let id = |m: std::fs::Metadata| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+        match (
+            std::fs::metadata(&self.exe),
+            std::fs::metadata("/proc/self/exe"),
+        ) {
+            (Ok(a), Ok(b)) => id(a) == id(b),
+            _ => false,
+        }
+    }
+
     fn exe_cstring(&self) -> std::io::Result<CString> {
         CString::new(self.exe.as_os_str().as_bytes()).map_err(std::io::Error::other)
     }
@@ -378,6 +395,10 @@ fn write_state(plan: &ExecPlan, snapshot: &Snapshot) -> std::io::Result<()> {
             .open(path)?;
         std::io::Write::write_all(&mut f, bytes)
     };
+    if snapshot.token == 0 {
+        let packed = snapshot.to_msgpack().map_err(std::io::Error::other)?;
+        return write(&plan.snapshot_file, &packed);
+    }
     // Both encodings at once: every millisecond here is a millisecond of pause.
     std::thread::scope(|scope| {
         let json = scope.spawn(|| {

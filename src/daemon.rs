@@ -323,13 +323,20 @@ fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
     // whole (megabytes) only when adopting libvirt's own state.
     let json_file = std::fs::File::open(&paths.restart_state).ok();
     let _ = std::fs::remove_file(&paths.restart_state);
-    let mut json_file = json_file?;
     let mut head = [0u8; 128];
-    let n = std::io::Read::read(&mut json_file, &mut head).unwrap_or(0);
+    let (mut json_file, n) = match json_file {
+        Some(mut f) => {
+            let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+            (Some(f), n)
+        }
+        None => (None, 0),
+    };
     let token = json_token(&head[..n]);
     if let Some(bytes) = packed {
         match Snapshot::from_msgpack(&bytes) {
-            Ok(s) if s.magic == me && token == Some(s.token) => {
+            // Token 0: written for ourselves alone; else its JSON twin must be
+            // there (if libvirt's daemon consumed the twin, this one is stale).
+            Ok(s) if s.magic == me && (s.token == 0 || token == Some(s.token)) => {
                 info!(upgrades = s.upgrades, "restoring after live upgrade");
                 return Some(s);
             }
@@ -344,7 +351,7 @@ fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
         }
     }
     let mut rest = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut json_file, &mut rest) {
+    if let Err(e) = std::io::Read::read_to_end(json_file.as_mut()?, &mut rest) {
         error!("restart state unreadable, starting afresh: {e}");
         return None;
     }
