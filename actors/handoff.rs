@@ -36,6 +36,10 @@ pub struct ExecPlan {
     pub snapshot_file: PathBuf,
     /// libvirt's JSON, for a hand-back to libvirt's daemon.
     pub json_file: PathBuf,
+    /// The working directory at start-up: the new image gets the original argv,
+    /// whose relative paths (`--runtime-dir run`) must mean what they meant,
+    /// even after `-d` moved us to `/`.
+    pub cwd: Option<PathBuf>,
 }
 
 impl ExecPlan {
@@ -58,6 +62,7 @@ impl ExecPlan {
             argv,
             snapshot_file,
             json_file,
+            cwd: std::env::current_dir().ok(),
         }
     }
 }
@@ -338,9 +343,13 @@ fn exec_with(
     // the lease's lock. The new image leaves them open.
     fds.extend(crate::lockspace::lease::parked_fds());
     let mut saved = Vec::new();
+    let here = std::env::current_dir().ok();
     let result: std::io::Result<()> = write_state(plan, snapshot).and_then(|()| {
         set_cloexec(&fds, false)?;
         saved = ignore_guarded();
+        if let Some(cwd) = &plan.cwd {
+            std::env::set_current_dir(cwd)?;
+        }
         // A shutdown asked for while we quiesced wins over the upgrade.
         if registry.shutdown_requested() {
             return Err(std::io::Error::other("shutdown requested"));
@@ -356,6 +365,9 @@ fn exec_with(
         .err()
         .unwrap_or_else(|| std::io::Error::other("exec returned"));
     restore_actions(&saved);
+    if let Some(here) = here {
+        let _ = std::env::set_current_dir(here);
+    }
     let _ = set_cloexec(&fds, true);
     let _ = std::fs::remove_file(&plan.snapshot_file);
     let _ = std::fs::remove_file(&plan.json_file);

@@ -126,6 +126,11 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
 
     let t_restore = std::time::Instant::now();
     let restored = take_restart_state(&paths);
+    if cli.daemon && restored.is_some() {
+        // The exec ran in the start-up directory so that the command line meant
+        // the same; a daemon lives in `/` (paths are absolute by now).
+        let _ = std::env::set_current_dir("/");
+    }
     let ready = if cli.daemon && restored.is_none() {
         match daemonize(argv0) {
             Ok(pipe) => Some(pipe),

@@ -357,3 +357,100 @@ async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
     wait_restored(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("disk")), ["POSIX WRITE 0-0"]);
 }
+
+#[tokio::test]
+async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
+    // A package manager replaces the binary: a new file renamed over the path.
+    let dir = tempfile::tempdir().unwrap();
+    let sbin = dir.path().join("sbin");
+    std::fs::create_dir(&sbin).unwrap();
+    let exe = sbin.join("virtlockd");
+    std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &exe).unwrap();
+    let d = Daemon::start_program(&exe, dir, &[]);
+    let ls = d.base().join("ls");
+    let mut c = d.client().await;
+    c.create_lockspace(&bytes(&ls)).await.unwrap();
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    let old_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
+
+    let staged = sbin.join(".virtlockd.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &staged).unwrap();
+    std::fs::rename(&staged, &exe).unwrap();
+    assert!(std::fs::read_link(format!("/proc/{}/exe", d.pid()))
+        .unwrap()
+        .to_string_lossy()
+        .ends_with("(deleted)"));
+    sigusr1(&d);
+    wait_restored(&d, 1).await;
+    // The new file runs now, with the lease and the connection.
+    let now_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
+    assert_eq!(
+        now_exe,
+        std::fs::canonicalize(&exe).unwrap(),
+        "was {old_exe:?}"
+    );
+    assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
+    c.release(&bytes(&ls), b"r").await.unwrap();
+}
+
+#[tokio::test]
+async fn relative_argv0_still_found_after_daemon_mode_changed_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sbin")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_virtlockd"),
+        dir.path().join("sbin/virtlockd"),
+    )
+    .unwrap();
+    // `-d` changes the working directory to /, where ./sbin/virtlockd is not.
+    let out = std::process::Command::new("./sbin/virtlockd")
+        .current_dir(dir.path())
+        .args(["-d", "--runtime-dir", "run", "-v"])
+        .env(
+            "LIBVIRT_LOG_OUTPUTS",
+            format!("1:file:{}", dir.path().join("log").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("run");
+    let pid: i32 = std::fs::read_to_string(run.join("virtlockd.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let guard = KillOnDrop(pid);
+    let mut c = Client::connect(run.join("virtlockd-sock")).await.unwrap();
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let log = dir.path().join("log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("restoring after live upgrade")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no upgrade:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.ping().await.unwrap();
+    drop(guard);
+}
+
+/// Kills a daemon that the test started in the background (`-d`).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
