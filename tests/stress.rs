@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
-use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 use harness::{assert_err, bytes};
 
 /// libvirt's reader refuses a state over 10 MiB (about 3000 leases with long
 /// paths) and its daemon then exits, dropping every lock. Ours has no limit but
-/// memory: 100,000 leases where the fd limit allows (one fd per lease), else as
-/// many as it allows, with paths long enough that the state is far over 10 MiB.
+/// memory: 100,000 leases, with paths long enough that the state is far over
+/// 10 MiB.
 #[tokio::test]
 async fn huge_state_survives_an_upgrade() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -26,12 +26,20 @@ async fn huge_state_survives_an_upgrade() {
     if setrlimit(Resource::RLIMIT_NOFILE, hard, 150_000).is_ok() {
         hard = 150_000;
     }
-    let leases = 100_000.min(hard.saturating_sub(2_000) as usize);
-    if leases < 100_000 {
+    // One fd per leased file: where the fd limit allows fewer than 100,000
+    // files, the first `shared` files are held SHARED by all 8 owners, so the
+    // daemon still holds 100,000 leases (owner entries).
+    const LEASES: usize = 100_000;
+    const OWNERS: usize = 8;
+    let files = LEASES.min(hard.saturating_sub(2_000) as usize);
+    let shared = (LEASES - files).div_ceil(OWNERS - 1);
+    assert!(shared <= files, "fd limit {hard} too low for this test");
+    if files < LEASES {
         eprintln!(
-            "NOTE huge_state_survives_an_upgrade: fd hard limit {hard} allows {leases} leases, not 100,000 (raising it needs CAP_SYS_RESOURCE)"
+            "NOTE huge_state_survives_an_upgrade: fd hard limit {hard}: {LEASES} leases on {files} files ({shared} shared by {OWNERS} owners)"
         );
     }
+    let leases = files;
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -67,8 +75,7 @@ async fn huge_state_survives_an_upgrade() {
         .create_lockspace(&ls)
         .await
         .unwrap();
-    let per_worker = leases.div_ceil(8);
-    let workers: Vec<_> = (0..8usize)
+    let workers: Vec<_> = (0..OWNERS)
         .map(|w| {
             let (socket, ls) = (socket.clone(), ls.clone());
             tokio::spawn(async move {
@@ -76,19 +83,35 @@ async fn huge_state_survives_an_upgrade() {
                 c.register(&owner("bulk", w as u32 + 1, 4_200_000 + w as u32))
                     .await
                     .unwrap();
-                for i in (w * per_worker..((w + 1) * per_worker).min(leases)).rev() {
+                let mut held = 0;
+                for i in 0..shared {
+                    c.acquire(
+                        &ls,
+                        format!("l{i}").as_bytes(),
+                        ACQUIRE_SHARED | ACQUIRE_AUTOCREATE,
+                    )
+                    .await
+                    .unwrap();
+                    held += 1;
+                }
+                for i in (shared + w..files).step_by(OWNERS) {
                     c.acquire(&ls, format!("l{i}").as_bytes(), ACQUIRE_AUTOCREATE)
                         .await
                         .unwrap();
+                    held += 1;
                 }
-                c
+                (c, held)
             })
         })
         .collect();
     let mut clients = Vec::new();
+    let mut total = 0;
     for w in workers {
-        clients.push(w.await.unwrap());
+        let (c, held) = w.await.unwrap();
+        total += held;
+        clients.push(c);
     }
+    assert!(total >= LEASES, "{total} leases held");
     let state_bytes = leases * (2 * deep.as_os_str().len() + 64);
     assert!(state_bytes > 10 << 20, "state only {state_bytes} bytes");
     let count = || {
@@ -121,6 +144,12 @@ async fn huge_state_survives_an_upgrade() {
         .register(&owner("probe", 99, 4_299_999))
         .await
         .unwrap();
+    assert_err(
+        probe.acquire(&ls, b"l0", ACQUIRE_AUTOCREATE).await,
+        87,
+        51,
+        "resource busy: Lockspace resource 'l0' is locked",
+    );
     let last = format!("l{}", leases - 1);
     assert_err(
         probe
