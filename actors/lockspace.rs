@@ -75,7 +75,7 @@ pub struct Acquire {
 impl Handler<Acquire> for Lockspace {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Acquire, _: &mut Self::Context) -> Self::Result {
-        self.with_space(|s| s.acquire(&m.name, m.owner, m.flags))
+        self.with_space(|s| s.acquire_owned(m.name, m.owner, m.flags))
     }
 }
 

@@ -19,7 +19,29 @@ type FileId = (u64, u64);
 /// (`""` + full path vs. directory + name, symlinks, `a` vs `./a`) must never both
 /// hold a lease: releasing one would silently drop the other's kernel lock.
 /// libvirt does not check this (spec §12.2).
-static HELD: LazyLock<Mutex<HashMap<FileId, Held>>> = LazyLock::new(Default::default);
+static HELD: LazyLock<Mutex<HashMap<FileId, Held, BuildIdHasher>>> =
+    LazyLock::new(Default::default);
+
+/// (device, inode) pairs need no DoS-resistant hashing (they come from the
+/// kernel, not from clients): a multiply-xor mix, on every acquire and release.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type BuildIdHasher = std::hash::BuildHasherDefault<IdHasher>;
 
 #[derive(Default)]
 struct Held {

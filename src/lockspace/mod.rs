@@ -36,7 +36,6 @@ const MAX_AUTOCREATE_RETRIES: usize = 64;
 /// One held resource: its lease fd (exactly one per resource) and its owners.
 #[derive(Debug)]
 pub struct Resource {
-    pub name: Vec<u8>,
     pub path: PathBuf,
     lease: Lease,
     /// `ACQUIRE_SHARED` / `ACQUIRE_AUTOCREATE` as given by the first acquirer.
@@ -146,6 +145,19 @@ impl LockSpace {
 
     /// ACQUIRE (spec §6.4) on behalf of `owner`.
     pub fn acquire(&mut self, name: &[u8], owner: OwnerPid, flags: u32) -> Result<(), LockError> {
+        self.acquire_owned(name.to_vec(), owner, flags)
+    }
+
+    /// [`LockSpace::acquire`] taking the name by value: the request's own buffer
+    /// becomes the table key, with no copy on the hot path.
+    pub fn acquire_owned(
+        &mut self,
+        name: Vec<u8>,
+        owner: OwnerPid,
+        flags: u32,
+    ) -> Result<(), LockError> {
+        let name_owned = name;
+        let name = name_owned.as_slice();
         self.check_name(name)?;
         let want_shared = flags & ACQUIRE_SHARED != 0;
         if let Some(res) = self.resources.get_mut(name) {
@@ -175,9 +187,8 @@ impl LockSpace {
             lease
         };
         self.resources.insert(
-            name.to_vec(),
+            name_owned,
             Resource {
-                name: name.to_vec(),
                 path,
                 lease,
                 flags,
@@ -238,9 +249,9 @@ impl LockSpace {
             directory: self.dir.clone(),
             resources: self
                 .resources
-                .values()
-                .map(|r| crate::state::ResourceState {
-                    name: r.name.clone(),
+                .iter()
+                .map(|(name, r)| crate::state::ResourceState {
+                    name: name.clone(),
                     path: r.path.as_os_str().as_bytes().to_vec(),
                     fd: r.fd(),
                     lock_held: true,
@@ -273,9 +284,8 @@ impl LockSpace {
             let acquired_at =
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.acquired_at.max(0) as u64);
             resources.insert(
-                r.name.clone(),
+                r.name,
                 Resource {
-                    name: r.name,
                     path: PathBuf::from(std::ffi::OsString::from_vec(r.path)),
                     lease,
                     flags: r.flags,
