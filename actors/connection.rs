@@ -178,12 +178,12 @@ impl Connection {
                 )),
                 ctx,
             ),
-            LockCall::New { path, .. } => self.open_lockspace(call, path, true, ctx),
+            LockCall::New { path, .. } => self.open_lockspace(call, path.to_vec(), true, ctx),
             LockCall::CreateLockspace { path } => {
                 if self.registry.contains(&path) {
                     return self.reply(&call, Ok(()), ctx);
                 }
-                self.open_lockspace(call, path, false, ctx)
+                self.open_lockspace(call, path.to_vec(), false, ctx)
             }
             LockCall::CreateResource { path, name, .. } => {
                 self.in_lockspace(call, &path, CreateResource { name }, ctx)

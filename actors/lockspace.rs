@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::lockspace::lease::Storage;
@@ -67,7 +68,7 @@ impl Actor for Lockspace {
 #[derive(Message)]
 #[rtype(result = "Result<(), LockError>")]
 pub struct Acquire {
-    pub name: Vec<u8>,
+    pub name: Bytes,
     pub owner: OwnerPid,
     pub flags: u32,
 }
@@ -75,7 +76,7 @@ pub struct Acquire {
 impl Handler<Acquire> for Lockspace {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Acquire, _: &mut Self::Context) -> Self::Result {
-        self.with_space(|s| s.acquire_owned(m.name, m.owner, m.flags))
+        self.with_space(|s| s.acquire(&m.name, m.owner, m.flags))
     }
 }
 
@@ -83,7 +84,7 @@ impl Handler<Acquire> for Lockspace {
 #[derive(Message)]
 #[rtype(result = "Result<(), LockError>")]
 pub struct Release {
-    pub name: Vec<u8>,
+    pub name: Bytes,
     pub owner: OwnerPid,
 }
 
@@ -98,7 +99,7 @@ impl Handler<Release> for Lockspace {
 #[derive(Message)]
 #[rtype(result = "Result<(), LockError>")]
 pub struct CreateResource {
-    pub name: Vec<u8>,
+    pub name: Bytes,
 }
 
 impl Handler<CreateResource> for Lockspace {
@@ -112,7 +113,7 @@ impl Handler<CreateResource> for Lockspace {
 #[derive(Message)]
 #[rtype(result = "Result<(), LockError>")]
 pub struct DeleteResource {
-    pub name: Vec<u8>,
+    pub name: Bytes,
 }
 
 impl Handler<DeleteResource> for Lockspace {

@@ -12,8 +12,10 @@ use virtlockd::protocol::{
 
 fn acquire_frame(serial: u32) -> Frame {
     let call = LockCall::Acquire {
-        path: b"/var/lib/libvirt/lockd/files".to_vec(),
-        name: b"c51e77e85bb5706077df1c480229dee2efec81732e4965db63e529b3ea614e45".to_vec(),
+        path: b"/var/lib/libvirt/lockd/files".to_vec().into(),
+        name: b"c51e77e85bb5706077df1c480229dee2efec81732e4965db63e529b3ea614e45"
+            .to_vec()
+            .into(),
         flags: ACQUIRE_AUTOCREATE,
     };
     let mut payload = BytesMut::new();

@@ -131,14 +131,14 @@ impl Client {
 
     pub async fn create_lockspace(&mut self, path: &[u8]) -> Result<(), ClientError> {
         self.call(&LockCall::CreateLockspace {
-            path: path.to_vec(),
+            path: path.to_vec().into(),
         })
         .await
     }
 
     pub async fn new_lockspace(&mut self, path: &[u8]) -> Result<(), ClientError> {
         self.call(&LockCall::New {
-            path: path.to_vec(),
+            path: path.to_vec().into(),
             flags: 0,
         })
         .await
@@ -146,8 +146,8 @@ impl Client {
 
     pub async fn create_resource(&mut self, path: &[u8], name: &[u8]) -> Result<(), ClientError> {
         self.call(&LockCall::CreateResource {
-            path: path.to_vec(),
-            name: name.to_vec(),
+            path: path.to_vec().into(),
+            name: name.to_vec().into(),
             flags: 0,
         })
         .await
@@ -155,8 +155,8 @@ impl Client {
 
     pub async fn delete_resource(&mut self, path: &[u8], name: &[u8]) -> Result<(), ClientError> {
         self.call(&LockCall::DeleteResource {
-            path: path.to_vec(),
-            name: name.to_vec(),
+            path: path.to_vec().into(),
+            name: name.to_vec().into(),
             flags: 0,
         })
         .await
@@ -170,8 +170,8 @@ impl Client {
         flags: u32,
     ) -> Result<(), ClientError> {
         self.call(&LockCall::Acquire {
-            path: path.to_vec(),
-            name: name.to_vec(),
+            path: path.to_vec().into(),
+            name: name.to_vec().into(),
             flags,
         })
         .await
@@ -179,8 +179,8 @@ impl Client {
 
     pub async fn release(&mut self, path: &[u8], name: &[u8]) -> Result<(), ClientError> {
         self.call(&LockCall::Release {
-            path: path.to_vec(),
-            name: name.to_vec(),
+            path: path.to_vec().into(),
+            name: name.to_vec().into(),
             flags: 0,
         })
         .await

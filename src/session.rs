@@ -107,8 +107,8 @@ mod tests {
 
     fn acquire(flags: u32) -> LockCall {
         LockCall::Acquire {
-            path: vec![],
-            name: b"x".to_vec(),
+            path: Default::default(),
+            name: b"x".to_vec().into(),
             flags,
         }
     }
@@ -118,7 +118,11 @@ mod tests {
         let mut s = Session::default();
         assert_eq!(s.admit(&acquire(0)).unwrap_err().code, 55);
         assert_eq!(s.admit(&acquire(4)).unwrap_err().code, 8);
-        assert!(s.admit(&LockCall::CreateLockspace { path: vec![] }).is_ok());
+        assert!(s
+            .admit(&LockCall::CreateLockspace {
+                path: Default::default()
+            })
+            .is_ok());
         assert_eq!(s.register(owner(0)).unwrap_err().code, 55);
         s.register(owner(1)).unwrap();
         assert!(s.admit(&acquire(3)).is_ok());
@@ -126,9 +130,11 @@ mod tests {
         assert_eq!(s.admit(&acquire(0)).unwrap_err().code, 29);
         assert_eq!(s.admit(&acquire(4)).unwrap_err().code, 8);
         assert_eq!(
-            s.admit(&LockCall::CreateLockspace { path: vec![] })
-                .unwrap_err()
-                .code,
+            s.admit(&LockCall::CreateLockspace {
+                path: Default::default()
+            })
+            .unwrap_err()
+            .code,
             29
         );
     }

@@ -145,19 +145,6 @@ impl LockSpace {
 
     /// ACQUIRE (spec §6.4) on behalf of `owner`.
     pub fn acquire(&mut self, name: &[u8], owner: OwnerPid, flags: u32) -> Result<(), LockError> {
-        self.acquire_owned(name.to_vec(), owner, flags)
-    }
-
-    /// [`LockSpace::acquire`] taking the name by value: the request's own buffer
-    /// becomes the table key, with no copy on the hot path.
-    pub fn acquire_owned(
-        &mut self,
-        name: Vec<u8>,
-        owner: OwnerPid,
-        flags: u32,
-    ) -> Result<(), LockError> {
-        let name_owned = name;
-        let name = name_owned.as_slice();
         self.check_name(name)?;
         let want_shared = flags & ACQUIRE_SHARED != 0;
         if let Some(res) = self.resources.get_mut(name) {
@@ -187,7 +174,7 @@ impl LockSpace {
             lease
         };
         self.resources.insert(
-            name_owned,
+            name.to_vec(),
             Resource {
                 path,
                 lease,

@@ -1,7 +1,7 @@
 //! The lock program (0x0EA7BEEF v1): procedure numbers, argument decoding and the
 //! flag rules of each procedure. Pure data; the daemon decides what the calls mean.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::error::RemoteError;
 use super::xdr::{XdrError, XdrReader, XdrWrite};
@@ -78,7 +78,8 @@ pub struct Owner {
     pub pid: u32,
 }
 
-/// A decoded call of the lock program.
+/// A decoded call of the lock program. Paths and names are slices of the
+/// received packet: no copy per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockCall {
     Register {
@@ -89,47 +90,47 @@ pub enum LockCall {
         flags: u32,
     },
     New {
-        path: Vec<u8>,
+        path: Bytes,
         flags: u32,
     },
     CreateResource {
-        path: Vec<u8>,
-        name: Vec<u8>,
+        path: Bytes,
+        name: Bytes,
         flags: u32,
     },
     DeleteResource {
-        path: Vec<u8>,
-        name: Vec<u8>,
+        path: Bytes,
+        name: Bytes,
         flags: u32,
     },
     Acquire {
-        path: Vec<u8>,
-        name: Vec<u8>,
+        path: Bytes,
+        name: Bytes,
         flags: u32,
     },
     Release {
-        path: Vec<u8>,
-        name: Vec<u8>,
+        path: Bytes,
+        name: Bytes,
         flags: u32,
     },
     CreateLockspace {
-        path: Vec<u8>,
+        path: Bytes,
     },
 }
 
 impl LockCall {
     /// Decodes the arguments of `procedure`. Strings are cut at an embedded NUL, as
     /// the C daemon sees them; trailing bytes are ignored.
-    pub fn decode(procedure: Procedure, payload: &[u8]) -> Result<Self, XdrError> {
+    pub fn decode(procedure: Procedure, payload: &Bytes) -> Result<Self, XdrError> {
         let mut r = XdrReader::new(payload);
-        let string = |r: &mut XdrReader<'_>| r.c_string(STRING_MAX).map(<[u8]>::to_vec);
+        let string = |r: &mut XdrReader<'_>| r.c_string(STRING_MAX).map(|s| payload.slice_ref(s));
         Ok(match procedure {
             Procedure::Register => {
                 let mut uuid = [0u8; 16];
                 uuid.copy_from_slice(r.opaque_fixed(16)?);
                 let owner = Owner {
                     uuid,
-                    name: string(&mut r)?,
+                    name: string(&mut r)?.to_vec(),
                     id: r.u32()?,
                     pid: r.u32()?,
                 };
@@ -235,8 +236,8 @@ mod tests {
 
     #[test]
     fn decode_truncated_register_fails() {
-        assert!(LockCall::decode(Procedure::Register, &[0; 10]).is_err());
-        assert!(LockCall::decode(Procedure::Register, &[]).is_err());
+        assert!(LockCall::decode(Procedure::Register, &Bytes::from_static(&[0; 10])).is_err());
+        assert!(LockCall::decode(Procedure::Register, &Bytes::new()).is_err());
     }
 
     #[test]
@@ -244,20 +245,22 @@ mod tests {
         let mut b = BytesMut::new();
         b.put_xdr_u32(65537);
         b.extend_from_slice(&vec![b'a'; 65540]);
-        assert!(LockCall::decode(Procedure::CreateLockspace, &b).is_err());
+        assert!(LockCall::decode(Procedure::CreateLockspace, &b.freeze()).is_err());
     }
 
     #[test]
     fn flags_check_reports_only_unknown_bits() {
         let call = LockCall::Acquire {
-            path: vec![],
-            name: vec![],
+            path: Default::default(),
+            name: Default::default(),
             flags: 0xffff_ffff,
         };
         let e = call.check_flags().unwrap_err();
         assert!(e.message.starts_with("unsupported flags (0xfffffffc)"));
-        assert!(LockCall::CreateLockspace { path: vec![] }
-            .check_flags()
-            .is_ok());
+        assert!(LockCall::CreateLockspace {
+            path: Default::default()
+        }
+        .check_flags()
+        .is_ok());
     }
 }

@@ -97,8 +97,8 @@ fn appendix_a_void_reply() {
 #[test]
 fn appendix_a_acquire_call() {
     let call = LockCall::Acquire {
-        path: b"/var/lib/libvirt/lockd/files".to_vec(),
-        name: b"ab".to_vec(),
+        path: b"/var/lib/libvirt/lockd/files".to_vec().into(),
+        name: b"ab".to_vec().into(),
         flags: ACQUIRE_AUTOCREATE,
     };
     assert_eq!(

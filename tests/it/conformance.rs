@@ -206,8 +206,8 @@ fn locks_on_inode(d: &Daemon, ino: u64) -> Vec<String> {
 
 fn acquire_call(ls: &Path, name: &[u8], flags: u32) -> LockCall {
     LockCall::Acquire {
-        path: bytes(ls),
-        name: name.to_vec(),
+        path: bytes(ls).into(),
+        name: name.to_vec().into(),
         flags,
     }
 }
@@ -249,7 +249,7 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::New {
-                path: p.clone(),
+                path: p.clone().into(),
                 flags: 1,
             },
             "0x1",
@@ -257,7 +257,7 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::New {
-                path: p.clone(),
+                path: p.clone().into(),
                 flags: u32::MAX,
             },
             "0xffffffff",
@@ -265,8 +265,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::CreateResource {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: 1,
             },
             "0x1",
@@ -274,8 +274,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::CreateResource {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: u32::MAX,
             },
             "0xffffffff",
@@ -283,8 +283,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::DeleteResource {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: 1,
             },
             "0x1",
@@ -292,8 +292,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::DeleteResource {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: u32::MAX,
             },
             "0xffffffff",
@@ -316,8 +316,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::Release {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: 1,
             },
             "0x1",
@@ -325,8 +325,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::Release {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: 2,
             },
             "0x2",
@@ -334,8 +334,8 @@ async fn unsupported_flags_are_refused_by_every_procedure_before_anything_else()
         ),
         (
             LockCall::Release {
-                path: p.clone(),
-                name: n.clone(),
+                path: p.clone().into(),
+                name: n.clone().into(),
                 flags: u32::MAX,
             },
             "0xffffffff",

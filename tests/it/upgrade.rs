@@ -161,7 +161,7 @@ async fn half_sent_request_completes_after_the_upgrade() {
     let d = Daemon::start();
     let mut c = d.client().await;
     let call = LockCall::CreateLockspace {
-        path: bytes(&d.base().join("ls")),
+        path: bytes(&d.base().join("ls")).into(),
     };
     let mut payload = bytes::BytesMut::new();
     call.encode(&mut payload);
