@@ -288,9 +288,10 @@ pub fn restore_cloexec_later(fds: Vec<i32>) {
 }
 
 /// Signals whose default action would kill the process between our exec and
-/// the new image's handlers, dropping every lock. They are ignored across the
-/// exec (a blocked mask would also survive it, and libvirt's daemon, if that is
-/// what we exec, never unblocks them); both images install their own handlers.
+/// the new image's handlers, dropping every lock. Execing ourselves, they are
+/// blocked (the new image unblocks them once its handlers exist, so none is
+/// lost); execing another binary, they are ignored instead, since libvirt's
+/// daemon would never unblock them.
 const GUARDED: [nix::sys::signal::Signal; 6] = [
     nix::sys::signal::Signal::SIGTERM,
     nix::sys::signal::Signal::SIGINT,
@@ -299,6 +300,15 @@ const GUARDED: [nix::sys::signal::Signal; 6] = [
     nix::sys::signal::Signal::SIGUSR1,
     nix::sys::signal::Signal::SIGUSR2,
 ];
+
+/// The guarded signals as a set, for blocking and unblocking.
+pub fn guarded_set() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in GUARDED {
+        set.add(sig);
+    }
+    set
+}
 
 /// Sets the guarded signals to SIG_IGN; returns the previous actions.
 fn ignore_guarded() -> Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)> {
@@ -346,7 +356,17 @@ fn exec_with(
     let here = std::env::current_dir().ok();
     let result: std::io::Result<()> = write_state(plan, snapshot).and_then(|()| {
         set_cloexec(&fds, false)?;
-        saved = ignore_guarded();
+        if snapshot.token == 0 {
+            // Our own binary unblocks them once its handlers exist: a reload
+            // asked for meanwhile is delayed, not lost.
+            nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_BLOCK,
+                Some(&guarded_set()),
+                None,
+            )?;
+        } else {
+            saved = ignore_guarded();
+        }
         if let Some(cwd) = &plan.cwd {
             std::env::set_current_dir(cwd)?;
         }
@@ -365,6 +385,11 @@ fn exec_with(
         .err()
         .unwrap_or_else(|| std::io::Error::other("exec returned"));
     restore_actions(&saved);
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&guarded_set()),
+        None,
+    );
     if let Some(here) = here {
         let _ = std::env::set_current_dir(here);
     }

@@ -205,6 +205,13 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
                 return Err(exit::SIGNALS);
             }
         };
+        // A live upgrade of our own binary execs us with these blocked; any
+        // that arrived meanwhile is delivered now, to the handlers above.
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&crate::actors::handoff::guarded_set()),
+            None,
+        );
 
         let supervisor = Supervisor::new(SupervisorConfig {
             listeners,

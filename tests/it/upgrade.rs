@@ -36,10 +36,12 @@ fn kernel_locks(d: &Daemon) -> Vec<String> {
     v
 }
 
-/// Waits until the daemon has logged `n` restores.
+/// Waits until the daemon has logged `n` restores and is serving again.
 async fn wait_restored(d: &Daemon, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches("restoring after live upgrade").count() < n {
+    while d.log().matches("restoring after live upgrade").count() < n
+        || d.log().matches("virtlockd ready").count() < n + 1
+    {
         assert!(
             Instant::now() < deadline,
             "upgrade {n} not done:\n{}",
@@ -453,4 +455,22 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
     }
+}
+
+#[tokio::test]
+async fn a_reload_asked_for_during_an_upgrade_is_done_after_it() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    // The second signal arrives between the exec and the new image's handlers
+    // (the old image has logged its last line): it must be delayed, not lost.
+    sigusr1(&d);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("state written, exec") {
+        assert!(Instant::now() < deadline, "first upgrade did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    sigusr1(&d);
+    wait_restored(&d, 2).await;
+    c.ping().await.unwrap();
 }
