@@ -4,61 +4,12 @@
 //! while every other client keeps getting answers promptly.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{assert_err, bytes, example, Daemon};
-
-struct Holder {
-    child: Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Holder {
-    async fn start(d: &Daemon, ls: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(example("lease_holder"))
-            .arg(d.socket())
-            .arg(ls)
-            .arg("lease")
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lease_holder");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("lease_holder timed out")
-            .expect("read");
-        assert_eq!(first.as_deref(), Some("held"));
-        Self { child, lines }
-    }
-
-    /// Asks the holder to close its connection; returns once it did.
-    async fn close_connection(&mut self) {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        stdin.write_all(b"\n").await.expect("write");
-        stdin.flush().await.expect("flush");
-        let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
-            .await
-            .expect("timeout")
-            .expect("read");
-        assert_eq!(line.as_deref(), Some("closed"));
-    }
-
-    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .expect("holder still running")
-            .expect("wait")
-    }
-}
+use crate::harness::{assert_err, bytes, Daemon, Holder};
 
 /// Pings the daemon on its own connection every few ms; returns the worst latency.
 fn probe(d: &Daemon, until: Instant) -> tokio::task::JoinHandle<Duration> {
@@ -85,7 +36,7 @@ fn probe(d: &Daemon, until: Instant) -> tokio::task::JoinHandle<Duration> {
 async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut holder = Holder::start(&d, &ls, &[]).await;
+    let mut holder = Holder::start(&d, &ls, "lease", &[]).await;
     assert_eq!(d.kernel_locks_on(&ls.join("lease")), ["POSIX WRITE 0-0"]);
 
     let mut other = d.client().await;
@@ -126,7 +77,7 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
 async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut holder = Holder::start(&d, &ls, &["--ignore-term"]).await;
+    let mut holder = Holder::start(&d, &ls, "lease", &["--ignore-term"]).await;
     let prober = probe(&d, Instant::now() + Duration::from_millis(2500));
     let t = Instant::now();
     holder.close_connection().await;
@@ -149,7 +100,7 @@ async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
 async fn owner_without_leases_is_not_fenced() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut holder = Holder::start(&d, &ls, &["--no-lease", "--linger", "300"]).await;
+    let mut holder = Holder::start(&d, &ls, "lease", &["--no-lease", "--linger", "300"]).await;
     holder.close_connection().await;
     let status = holder.wait(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "status {status:?}");

@@ -165,3 +165,54 @@ pub fn example(name: &str) -> PathBuf {
     assert!(path.exists(), "{} missing", path.display());
     path
 }
+
+/// `examples/lease_holder` playing QEMU: its own connection, registered with its
+/// own pid, holding one lease (or none, with `--no-lease`).
+pub struct Holder {
+    pub child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Holder {
+    /// Starts it and waits until it holds the lease `name` in lockspace `ls`.
+    pub async fn start(d: &Daemon, ls: &Path, name: &str, extra: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(example("lease_holder"))
+            .arg(d.socket())
+            .arg(ls)
+            .arg(name)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lease_holder");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("lease_holder timed out")
+            .expect("read");
+        assert_eq!(first.as_deref(), Some("held"));
+        Self { child, lines }
+    }
+
+    /// Asks the holder to close its connection; returns once it did.
+    pub async fn close_connection(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").await.expect("write");
+        stdin.flush().await.expect("flush");
+        let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+            .await
+            .expect("timeout")
+            .expect("read");
+        assert_eq!(line.as_deref(), Some("closed"));
+    }
+
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("holder still running")
+            .expect("wait")
+    }
+}

@@ -3,6 +3,7 @@
 //! shutdown fencing, systemd socket activation and readiness notification.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,7 +14,7 @@ use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, example, Daemon};
+use crate::harness::{bytes, example, Daemon, Holder};
 
 fn virtlockd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_virtlockd"));
@@ -299,21 +300,7 @@ async fn shutdown_fences_lease_holders_and_frees_every_lease() {
     let mut d = Daemon::start();
     let ls = d.base().join("ls");
     // A QEMU-like holder: its own connection, registered with its own pid.
-    let mut holder = Command::new(example("lease_holder"))
-        .arg(d.socket())
-        .arg(&ls)
-        .arg("held")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "held");
+    let mut holder = Holder::start(&d, &ls, "held", &[]).await;
     // And a lease of a foreign owner on a libvirtd-style connection.
     let mut c = d.client().await;
     c.register(&owner("vm2", 2, 4_000_002)).await.unwrap();
@@ -322,7 +309,7 @@ async fn shutdown_fences_lease_holders_and_frees_every_lease() {
         .unwrap();
 
     assert_eq!(d.stop_with(Signal::SIGTERM), Some(0));
-    let status = holder.wait().unwrap();
+    let status = holder.wait(Duration::from_secs(5)).await;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGTERM)
@@ -333,36 +320,48 @@ async fn shutdown_fences_lease_holders_and_frees_every_lease() {
     assert!(log.contains("lease released"), "{log}");
 }
 
+/// The daemon started as systemd starts it: `a` at fd 3 and `b` at fd 4 with
+/// LISTEN_PID (its own pid: the shell execs it), LISTEN_FDS=2 and `names`.
+fn activated(run: &Path, names: &str, a: &UnixListener, b: &UnixListener) -> Command {
+    let (afd, bfd) = (a.as_raw_fd(), b.as_raw_fd());
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" --runtime-dir \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_virtlockd"))
+        .arg(run)
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", names)
+        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
+        .stdin(Stdio::null());
+    // SAFETY: only async-signal-safe fcntl/dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            place_fds(afd, bfd);
+            Ok(())
+        });
+    }
+    cmd
+}
+
 #[tokio::test]
 async fn socket_activation_uses_the_passed_sockets_and_notifies_systemd() {
     let dir = tempfile::tempdir().unwrap();
     let lock_path = dir.path().join("activated-sock");
     let admin_path = dir.path().join("activated-admin-sock");
-    let lock = std::os::unix::net::UnixListener::bind(&lock_path).unwrap();
-    let admin = std::os::unix::net::UnixListener::bind(&admin_path).unwrap();
+    let lock = UnixListener::bind(&lock_path).unwrap();
+    let admin = UnixListener::bind(&admin_path).unwrap();
     let notify_path = dir.path().join("notify");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let (lfd, afd) = (lock.as_raw_fd(), admin.as_raw_fd());
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" --runtime-dir \"$1\"")
-        .arg(env!("CARGO_BIN_EXE_virtlockd"))
-        .arg(dir.path().join("run"))
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", "virtlockd.socket:virtlockd-admin.socket")
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
-        .stdin(Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; it only places the two sockets at 3 and 4.
-    unsafe {
-        cmd.pre_exec(move || {
-            place_fds(lfd, afd);
-            Ok(())
-        });
-    }
+    let mut cmd = activated(
+        &dir.path().join("run"),
+        "virtlockd.socket:virtlockd-admin.socket",
+        &lock,
+        &admin,
+    );
+    cmd.env("NOTIFY_SOCKET", &notify_path);
     let mut child = cmd.spawn().unwrap();
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).expect("READY=1 not received");
@@ -387,26 +386,15 @@ async fn socket_activation_uses_the_passed_sockets_and_notifies_systemd() {
 #[test]
 fn unclaimed_activation_fds_are_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let lock = std::os::unix::net::UnixListener::bind(dir.path().join("s1")).unwrap();
-    let other = std::os::unix::net::UnixListener::bind(dir.path().join("s2")).unwrap();
-    let (lfd, ofd) = (lock.as_raw_fd(), other.as_raw_fd());
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" --runtime-dir \"$1\"")
-        .arg(env!("CARGO_BIN_EXE_virtlockd"))
-        .arg(dir.path().join("run"))
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", "virtlockd.socket:something-else.socket")
-        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: as above.
-    unsafe {
-        cmd.pre_exec(move || {
-            place_fds(lfd, ofd);
-            Ok(())
-        });
-    }
+    let lock = UnixListener::bind(dir.path().join("s1")).unwrap();
+    let other = UnixListener::bind(dir.path().join("s2")).unwrap();
+    let mut cmd = activated(
+        &dir.path().join("run"),
+        "virtlockd.socket:something-else.socket",
+        &lock,
+        &other,
+    );
+    cmd.stderr(Stdio::piped());
     let out = cmd.output().unwrap();
     assert_eq!(
         out.status.code(),

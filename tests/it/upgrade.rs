@@ -3,17 +3,15 @@
 //! requests, after a failed exec, and a hundred times in a row.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
 
-use crate::harness::{assert_err, bytes, example, Daemon};
+use crate::harness::{assert_err, bytes, Daemon, Holder};
 
 fn sigusr1(d: &Daemon) {
     kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
@@ -199,32 +197,12 @@ async fn half_sent_request_completes_after_the_upgrade() {
 async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut holder = tokio::process::Command::new(example("lease_holder"))
-        .arg(d.socket())
-        .arg(&ls)
-        .arg("vmdisk")
-        .arg("--restrict")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("held"));
+    let mut holder = Holder::start(&d, &ls, "vmdisk", &["--restrict"]).await;
     sigusr1(&d);
     wait_restored(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("vmdisk")), ["POSIX WRITE 0-0"]);
-    holder
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"\n")
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(5), holder.wait())
-        .await
-        .expect("holder not fenced")
-        .unwrap();
+    holder.close_connection().await;
+    let status = holder.wait(Duration::from_secs(5)).await;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGTERM)
@@ -302,18 +280,7 @@ async fn a_hundred_upgrades_leak_no_fd() {
 async fn owner_vanishing_during_the_upgrade_is_released_alone() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut holder = tokio::process::Command::new(example("lease_holder"))
-        .arg(d.socket())
-        .arg(&ls)
-        .arg("gone")
-        .arg("--restrict")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("held"));
+    let mut holder = Holder::start(&d, &ls, "gone", &["--restrict"]).await;
     let mut other = d.client().await;
     other.register(&owner("other", 2, 4_000_002)).await.unwrap();
     other
@@ -322,8 +289,8 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
         .unwrap();
     // The owner dies while the daemon re-execs.
     sigusr1(&d);
-    holder.start_kill().unwrap();
-    holder.wait().await.unwrap();
+    holder.child.start_kill().unwrap();
+    holder.wait(Duration::from_secs(5)).await;
     wait_restored(&d, 1).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while ls.join("gone").exists() {
