@@ -339,16 +339,10 @@ mod tests {
         let lease = Lease::open_or_create(&p).unwrap();
         lease.lock(LockMode::Exclusive).unwrap();
         touch(&p).unwrap();
-        // Our lock must still be there: a second process would conflict. Within this
-        // process we can check /proc/locks for the inode.
-        let ino = lease.inode();
-        let locks = std::fs::read_to_string("/proc/locks").unwrap();
-        let me = std::process::id().to_string();
-        assert!(locks.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(4) == Some(&me.as_str())
-                && f.get(5).is_some_and(|d| d.ends_with(&format!(":{ino}")))
-        }));
+        // Our lock must still be there. /proc/locks is read through the reader that
+        // tolerates other tests locking and unlocking while it is read.
+        let mine = crate::proclocks::of_pid_on(std::process::id(), &p).unwrap();
+        assert!(mine.iter().any(|l| l.mode == "WRITE"), "{mine:?}");
         assert_eq!(touch(dir.path()), Err(Errno::EISDIR));
     }
 
