@@ -32,7 +32,7 @@ const RESTRICTED: &str = "operation forbidden: lock manager connection has been 
 static NEXT_PROBE_PID: AtomicU32 = AtomicU32::new(4_000_100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Impl {
+pub(crate) enum Impl {
     Libvirt,
     Ours,
 }
@@ -47,7 +47,7 @@ impl Impl {
 }
 
 /// Whether this test can run here; prints `SKIPPED <test>: <reason>` if not.
-fn prerequisites(test: &str) -> bool {
+pub(crate) fn prerequisites(test: &str) -> bool {
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("needs root".to_owned())
     } else if !Path::new(LIBVIRT).exists() {
@@ -88,13 +88,13 @@ fn quiet_success(cmd: &mut Command) -> bool {
 /// through the symlink `<dir>/bin/virtlockd` without --runtime-dir, so that both
 /// implementations use libvirt's paths. Killed (SIGKILL, by pid) when dropped;
 /// its namespace goes with it.
-struct Namespaced {
+pub(crate) struct Namespaced {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Namespaced {
-    fn start(first: Impl) -> Self {
+    pub(crate) fn start(first: Impl) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("bin")).expect("bin dir");
         let link = dir.path().join("bin/virtlockd");
@@ -130,7 +130,7 @@ impl Namespaced {
         Self { child, dir }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -139,7 +139,7 @@ impl Namespaced {
         PathBuf::from(format!("/proc/{}/root{path}", self.pid()))
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.inside("/run/libvirt/virtlockd-sock")
     }
 
@@ -151,7 +151,7 @@ impl Namespaced {
     }
 
     /// Both implementations' logs (one file, one config) plus stderr.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
         format!(
             "--- daemon.log\n{}\n--- stderr\n{}",
@@ -174,7 +174,7 @@ impl Namespaced {
     }
 
     /// Panics (with the logs) if the daemon has exited.
-    fn assert_alive(&mut self, what: &str) {
+    pub(crate) fn assert_alive(&mut self, what: &str) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("daemon exited ({status}) {what}; logs:\n{}", self.log());
         }
@@ -184,7 +184,7 @@ impl Namespaced {
     /// registered connection is answered; returns that connection. Only connects
     /// once the exec has happened: libvirt's old image would die of a connection
     /// that is not yet registered when it serialises its clients.
-    async fn wait_serving(&mut self, expected: Impl, what: &str) -> Client {
+    pub(crate) async fn wait_serving(&mut self, expected: Impl, what: &str) -> Client {
         let want = std::fs::canonicalize(expected.binary()).expect("canonical binary");
         let exe = PathBuf::from(format!("/proc/{}/exe", self.pid()));
         let deadline = Instant::now() + PATIENCE;
@@ -231,18 +231,25 @@ impl Namespaced {
         v
     }
 
-    fn locks_on(&self, path: &Path) -> Vec<String> {
+    pub(crate) fn locks_on(&self, path: &Path) -> Vec<String> {
         virtlockd::proclocks::of_pid_on(self.pid(), path)
             .map(|v| v.iter().map(describe).collect())
             .unwrap_or_default()
     }
 }
 
-impl Drop for Namespaced {
-    fn drop(&mut self) {
-        // By pid: Child::kill sends SIGKILL to exactly the process we spawned.
+impl Namespaced {
+    /// SIGKILL and reap. By pid: Child::kill signals exactly the process we
+    /// spawned, and its namespace goes with it.
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Namespaced {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

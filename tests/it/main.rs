@@ -8,6 +8,7 @@ mod fencing;
 mod framing;
 mod handover;
 mod lifecycle;
+mod multihost;
 mod signals;
 mod smoke;
 mod upgrade;
