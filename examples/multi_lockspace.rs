@@ -19,6 +19,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "common/stand_in.rs"]
+mod stand_in;
+
 use sha2::{Digest, Sha256};
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{Owner, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
@@ -65,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut admin = Client::connect(&socket).await?;
     admin.create_lockspace(&b(&custom)).await?;
     admin.create_lockspace(&b(&custom)).await?; // idempotent
-    let mut qemu_process = std::process::Command::new("sleep").arg("600").spawn()?;
+    let mut qemu_process = stand_in::qemu()?;
     let vm = owner("vm1", 1, qemu_process.id());
     admin.register(&vm).await?;
     admin.create_resource(&b(&custom), b"mylease").await?;

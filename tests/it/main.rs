@@ -9,6 +9,7 @@ mod framing;
 mod handover;
 mod lifecycle;
 mod multihost;
+mod plugin_layouts;
 mod signals;
 mod smoke;
 mod upgrade;
