@@ -25,6 +25,9 @@ fn e2e_indirect_sha256_lease_files() {
     run("e2e_indirect_sha256_lease_files", Mode::Indirect);
 }
 
+/// One scenario, run on a sandbox whose guests are both stopped.
+type Phase = fn(&Sandbox);
+
 fn run(test: &str, mode: Mode) {
     if let Some(reason) = missing_prerequisite() {
         eprintln!("SKIPPED {test}: {reason}");
@@ -35,7 +38,7 @@ fn run(test: &str, mode: Mode) {
     sb.start_lock_daemon();
     sb.start_libvirtd();
     sb.define_guests();
-    let phases: [(&str, fn(&Sandbox)); 6] = [
+    let phases: [(&str, Phase); 6] = [
         ("basic", basic),
         ("suspend", suspend_resume),
         ("libvirtd restart", libvirtd_restart),
