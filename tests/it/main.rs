@@ -9,6 +9,7 @@ mod fencing;
 mod framing;
 mod handover;
 mod lifecycle;
+mod namespaced;
 mod signals;
 mod smoke;
 mod upgrade;
