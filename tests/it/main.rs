@@ -4,6 +4,7 @@ mod harness;
 
 mod blocking;
 mod conformance;
+mod differential;
 mod e2e;
 mod fencing;
 mod framing;
