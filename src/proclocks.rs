@@ -13,6 +13,8 @@ pub struct KernelLock {
     /// `READ` or `WRITE`.
     pub mode: String,
     pub pid: i32,
+    /// Device of the file (`st_dev`), from the `major:minor` in hex.
+    pub dev: u64,
     pub inode: u64,
     pub start: u64,
     /// `None` for `EOF` (lock to the end of the file).
@@ -38,13 +40,22 @@ pub fn of_pid(pid: u32) -> io::Result<Vec<KernelLock>> {
     Ok(all()?.into_iter().filter(|l| l.pid == pid as i32).collect())
 }
 
-/// Locks held by `pid` on the file at `path` (matched by inode).
+/// Locks held by `pid` on the file at `path` (matched by device and inode:
+/// separate tmpfs mounts hand out the same small inode numbers).
 pub fn of_pid_on(pid: u32, path: &Path) -> io::Result<Vec<KernelLock>> {
-    let ino = std::fs::metadata(path)?.ino();
-    Ok(of_pid(pid)?
-        .into_iter()
-        .filter(|l| l.inode == ino)
-        .collect())
+    Ok(of_pid(pid)?.into_iter().filter(on_file(path)?).collect())
+}
+
+/// Locks held by anybody on the file at `path`.
+pub fn on(path: &Path) -> io::Result<Vec<KernelLock>> {
+    Ok(all()?.into_iter().filter(on_file(path)?).collect())
+}
+
+/// A filter for the locks on the file at `path`.
+fn on_file(path: &Path) -> io::Result<impl Fn(&KernelLock) -> bool> {
+    let meta = std::fs::metadata(path)?;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    Ok(move |l: &KernelLock| l.dev == dev && l.inode == ino)
 }
 
 fn parse_line(line: &str) -> Option<KernelLock> {
@@ -58,17 +69,27 @@ fn parse_line(line: &str) -> Option<KernelLock> {
     let _advisory = f.next()?;
     let mode = f.next()?;
     let pid = f.next()?.parse().ok()?;
-    let inode = f.next()?.rsplit(':').next()?.parse().ok()?;
+    let (dev, inode) = parse_file_id(f.next()?)?;
     let start = f.next()?.parse().ok()?;
     let end = f.next()?;
     Some(KernelLock {
         kind: kind.to_owned(),
         mode: mode.to_owned(),
         pid,
+        dev,
         inode,
         start,
         end: end.parse().ok(),
     })
+}
+
+/// "fe:00:10166931" (major and minor in hex, inode in decimal).
+fn parse_file_id(field: &str) -> Option<(u64, u64)> {
+    let mut parts = field.splitn(3, ':');
+    let major = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let inode = parts.next()?.parse().ok()?;
+    Some((libc::makedev(major, minor), inode))
 }
 
 #[cfg(test)]
@@ -84,6 +105,7 @@ mod tests {
                 kind: "POSIX".into(),
                 mode: "WRITE".into(),
                 pid: 12916,
+                dev: libc::makedev(0xfe, 0),
                 inode: 10166931,
                 start: 0,
                 end: Some(0)

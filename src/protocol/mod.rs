@@ -81,9 +81,10 @@ pub fn route(frame: Frame, program: u32, version: u32) -> Route {
         return Route::Ignore;
     }
     if h.status != status::OK {
+        // libvirt prints the status unsigned (`%u`): -1 is 4294967295.
         return Route::Reject(RemoteError::rpc(format!(
             "Unexpected message status {}",
-            h.status
+            h.status as u32
         )));
     }
     Route::Call { payload }

@@ -594,7 +594,7 @@ async fn call_with_a_non_ok_status_is_refused() {
             1,
             REGISTER,
             5,
-            &format!("Unexpected message status {st}"),
+            &format!("Unexpected message status {}", st as u32),
         );
         if st == 1 || st == 2 {
             assert_eq!(want.len(), 144);

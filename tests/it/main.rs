@@ -4,11 +4,14 @@ mod harness;
 
 mod blocking;
 mod conformance;
+mod differential;
+mod e2e;
 mod fencing;
 mod framing;
 mod handover;
 mod lifecycle;
 mod multihost;
+mod namespaced;
 mod plugin_layouts;
 mod signals;
 mod smoke;

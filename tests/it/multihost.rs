@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::handover::{prerequisites, Impl, Namespaced};
+use crate::namespaced::{prerequisites, Impl, Namespaced};
 use crate::harness::{assert_err, bytes, Daemon};
 
 /// VIR_ERR_RESOURCE_BUSY in VIR_FROM_LOCKSPACE.
