@@ -32,7 +32,7 @@ const RESTRICTED: &str = "operation forbidden: lock manager connection has been 
 static NEXT_PROBE_PID: AtomicU32 = AtomicU32::new(4_000_100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Impl {
+pub(crate) enum Impl {
     Libvirt,
     Ours,
 }
@@ -88,13 +88,19 @@ fn quiet_success(cmd: &mut Command) -> bool {
 /// through the symlink `<dir>/bin/virtlockd` without --runtime-dir, so that both
 /// implementations use libvirt's paths. Killed (SIGKILL, by pid) when dropped;
 /// its namespace goes with it.
-struct Namespaced {
+pub(crate) struct Namespaced {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Namespaced {
     fn start(first: Impl) -> Self {
+        Self::start_entered(first, &[])
+    }
+
+    /// Starts it through `enter`, a command that execs the rest (e.g.
+    /// `nsenter -t PID -m --`: a private /run inside another mount namespace).
+    pub(crate) fn start_entered(first: Impl, enter: &[&std::ffi::OsStr]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("bin")).expect("bin dir");
         let link = dir.path().join("bin/virtlockd");
@@ -111,6 +117,7 @@ impl Namespaced {
         .expect("config");
         let out = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr.log");
         let child = Command::new("setsid")
+            .args(enter)
             .args(["unshare", "--mount", "--propagation", "private", "--"])
             .args(["sh", "-c", SCRIPT])
             .arg(&link)
@@ -130,7 +137,7 @@ impl Namespaced {
         Self { child, dir }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -139,7 +146,7 @@ impl Namespaced {
         PathBuf::from(format!("/proc/{}/root{path}", self.pid()))
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.inside("/run/libvirt/virtlockd-sock")
     }
 
@@ -151,7 +158,7 @@ impl Namespaced {
     }
 
     /// Both implementations' logs (one file, one config) plus stderr.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
         format!(
             "--- daemon.log\n{}\n--- stderr\n{}",

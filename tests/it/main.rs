@@ -6,6 +6,7 @@ mod blocking;
 mod conformance;
 mod fencing;
 mod framing;
+mod gluster;
 mod handover;
 mod lifecycle;
 mod signals;
