@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::fence;
 use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
-use super::registry::Registry;
+use super::registry::{Listed, OwnerInfo, Registry};
 use super::supervisor::{Disconnected, OpenError, OpenLockspace, Server, Supervisor};
 use super::wire::Wire;
 use crate::lockspace::error::show;
@@ -83,6 +83,8 @@ pub struct Connection {
     wire: Wire,
     /// Set once the disconnect semantics have been started (by [`Close`]).
     closed: bool,
+    /// Keeps the registered owner's name and UUID known to the lockspaces.
+    listed: Option<Listed>,
     _slot: Slot,
 }
 
@@ -101,9 +103,11 @@ impl Connection {
                 supervisor: init.supervisor,
                 wire,
                 closed: false,
+                listed: None,
                 _slot: init.slot,
             };
             conn.label = conn.owner_label();
+            conn.list_owner();
             conn
         })
     }
@@ -150,6 +154,20 @@ impl Connection {
         }
     }
 
+    /// Makes the registered owner's name and UUID known to the lockspaces,
+    /// which report lost leases by owner pid.
+    fn list_owner(&mut self) {
+        self.listed = self.session.owner().map(|o| {
+            self.registry.list_owner(
+                o.pid as OwnerPid,
+                OwnerInfo {
+                    name: show(&o.name),
+                    uuid: uuid_string(&o.uuid),
+                },
+            )
+        });
+    }
+
     fn dispatch(&mut self, call: Header, args: LockCall, ctx: &mut Context<Self>) {
         if let Err(e) = self.session.admit(&args) {
             return self.reply(&call, Err(e), ctx);
@@ -161,6 +179,7 @@ impl Connection {
                 let r = self.session.register(owner);
                 if r.is_ok() {
                     self.label = self.owner_label();
+                    self.list_owner();
                     debug!(client = self.id, owner = %self.label, "registered");
                 }
                 self.reply(&call, r, ctx)

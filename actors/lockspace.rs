@@ -6,17 +6,31 @@
 //! under a microsecond there). Lockspaces whose syscalls may hang (NFS, CephFS,
 //! GFS2, OCFS2, FUSE, and the default lockspace, whose files may live anywhere)
 //! each run on a thread of their own: a hung mount stalls only its own lockspace.
+//!
+//! Those lockspaces also revalidate their leases every `lease_check_interval`
+//! seconds, on their own thread: a lease found lost is logged at error level and,
+//! with `lease_loss_action = "fence"`, its owners are fenced as on a disconnect.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::fence;
+use super::registry::Registry;
+use crate::config::LossAction;
+use crate::lockspace::error::show;
 use crate::lockspace::lease::Storage;
-use crate::lockspace::{LockError, LockSpace, OwnerPid};
+use crate::lockspace::{LockError, LockSpace, Loss, OwnerPid};
 use crate::state::LockspaceState;
+
+/// How often a lockspace on network storage looks whether a check is due: a
+/// reload that shortens `lease_check_interval` takes effect within this.
+const CHECK_TICK: Duration = Duration::from_secs(1);
 
 pub struct Lockspace {
     space: LockSpace,
@@ -24,17 +38,81 @@ pub struct Lockspace {
     /// The daemon-wide lease count (for `-t`): this lockspace's share is `counted`.
     leases: Arc<AtomicUsize>,
     counted: usize,
+    registry: Registry,
+    last_check: Instant,
 }
 
 impl Lockspace {
-    pub fn new(space: LockSpace, storage: Storage, leases: Arc<AtomicUsize>) -> Self {
+    pub fn new(space: LockSpace, storage: Storage, registry: Registry) -> Self {
         let counted = space.len();
+        let leases = registry.lease_counter();
         leases.fetch_add(counted, Ordering::AcqRel);
         Self {
             space,
             storage,
             leases,
             counted,
+            registry,
+            last_check: Instant::now(),
+        }
+    }
+
+    /// Revalidates the leases if a check is due (see `crate::lockspace::revalidate`).
+    fn tick(&mut self, _: &mut Context<Self>) {
+        let Some(interval) = self.registry.lease_check().interval() else {
+            return;
+        };
+        if self.space.is_empty() || self.last_check.elapsed() < interval {
+            return;
+        }
+        let losses = self.space.revalidate();
+        self.last_check = Instant::now();
+        if !losses.is_empty() {
+            self.lost(losses);
+        }
+    }
+
+    /// Logs lost leases and runs the configured action on their owners.
+    fn lost(&self, losses: Vec<Loss>) {
+        let action = self.registry.lease_check().action();
+        let lockspace = show(self.space.key());
+        let mut owners = BTreeSet::new();
+        for loss in &losses {
+            let resource = show(&loss.name);
+            for &pid in loss.owners.iter().collect::<BTreeSet<_>>() {
+                let info = self.registry.owner_info(pid);
+                let (name, uuid) = info
+                    .as_deref()
+                    .map_or(("unknown", "unknown"), |i| (&i.name, &i.uuid));
+                tracing::error!(
+                    lockspace = %lockspace,
+                    resource = %resource,
+                    path = %loss.path.display(),
+                    owner = name,
+                    uuid,
+                    pid,
+                    cause = %loss.cause,
+                    action = action.name(),
+                    "lease lost"
+                );
+                owners.insert((pid, format!("{name} uuid={uuid} pid={pid}")));
+            }
+        }
+        if action != LossAction::Fence {
+            return;
+        }
+        let me = std::process::id() as OwnerPid;
+        for (pid, label) in owners {
+            // Already being fenced (its connection closed): once is enough.
+            if pid == me || self.registry.is_fencing(pid) {
+                continue;
+            }
+            let registry = self.registry.clone();
+            actix::spawn(async move {
+                // Registered, so a live upgrade carries the fencing over.
+                let _fencing = registry.fencing(pid, &label);
+                fence::fence(pid, &label).await;
+            });
         }
     }
 
@@ -55,12 +133,17 @@ impl Lockspace {
 impl Actor for Lockspace {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(
             lockspace = %String::from_utf8_lossy(self.space.key()),
             storage = ?self.storage,
             "lockspace started"
         );
+        // Only storage that can drop locks behind our back is revalidated;
+        // this actor then runs on a thread of its own (see the supervisor).
+        if matches!(self.storage, Storage::Network(_)) {
+            ctx.run_interval(CHECK_TICK, Self::tick);
+        }
     }
 }
 

@@ -4,13 +4,15 @@
 //! never removed while the daemon runs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use actix::Addr;
 use tokio::sync::Notify;
 
 use super::lockspace::Lockspace;
+use crate::config::{LossAction, DEFAULT_LEASE_CHECK_INTERVAL};
 
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -20,6 +22,74 @@ pub struct Registry {
     disconnects: Arc<Disconnects>,
     /// A shutdown asked for while a live upgrade had the daemon paused.
     shutdown_requested: Arc<AtomicBool>,
+    lease_check: Arc<LeaseCheck>,
+    owners: Arc<Owners>,
+}
+
+/// Revalidation settings of leases on network storage (virtlockd.conf,
+/// changed by SIGHUP), read by every lockspace actor at each tick.
+pub struct LeaseCheck {
+    interval_secs: AtomicU64,
+    fence: AtomicBool,
+}
+
+impl Default for LeaseCheck {
+    fn default() -> Self {
+        Self {
+            interval_secs: AtomicU64::new(DEFAULT_LEASE_CHECK_INTERVAL),
+            fence: AtomicBool::new(LossAction::default() == LossAction::Fence),
+        }
+    }
+}
+
+impl LeaseCheck {
+    pub fn set(&self, interval_secs: u64, action: LossAction) {
+        self.interval_secs.store(interval_secs, Ordering::Release);
+        self.fence
+            .store(action == LossAction::Fence, Ordering::Release);
+    }
+
+    /// `None` when checks are off.
+    pub fn interval(&self) -> Option<Duration> {
+        match self.interval_secs.load(Ordering::Acquire) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    pub fn action(&self) -> LossAction {
+        if self.fence.load(Ordering::Acquire) {
+            LossAction::Fence
+        } else {
+            LossAction::Log
+        }
+    }
+}
+
+/// Who registered which owner pid, for the log lines of lockspace actors
+/// (which know owners by pid only). Kept by the connections that registered.
+type Owners = Mutex<HashMap<i32, (Arc<OwnerInfo>, usize)>>;
+
+/// Name and UUID a client registered for an owner pid.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OwnerInfo {
+    pub name: String,
+    pub uuid: String,
+}
+
+/// Held by a registered connection: its owner stays known while it is open.
+pub struct Listed(Arc<Owners>, i32);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut owners = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, refs)) = owners.get_mut(&self.1) {
+            *refs -= 1;
+            if *refs == 0 {
+                owners.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// Work a closed connection still has to do. A live upgrade waits for releases
@@ -57,6 +127,46 @@ impl Drop for Fencing {
 }
 
 impl Registry {
+    pub fn lease_check(&self) -> &LeaseCheck {
+        &self.lease_check
+    }
+
+    /// Records the owner a connection registered (the latest registration of a
+    /// pid names it) until the returned guard drops.
+    pub fn list_owner(&self, pid: i32, info: OwnerInfo) -> Listed {
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = owners.entry(pid).or_insert_with(|| {
+            (
+                Arc::new(OwnerInfo {
+                    name: String::new(),
+                    uuid: String::new(),
+                }),
+                0,
+            )
+        });
+        entry.0 = Arc::new(info);
+        entry.1 += 1;
+        Listed(self.owners.clone(), pid)
+    }
+
+    /// Name and UUID of `pid`, if a connection that registered it is open.
+    pub fn owner_info(&self, pid: i32) -> Option<Arc<OwnerInfo>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&pid)
+            .map(|(info, _)| info.clone())
+    }
+
+    /// Whether `pid` is being fenced right now.
+    pub fn is_fencing(&self, pid: i32) -> bool {
+        self.disconnects
+            .fencing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&pid)
+    }
+
     pub fn request_shutdown(&self) {
         self.shutdown_requested.store(true, Ordering::Release);
     }

@@ -20,6 +20,7 @@ use super::fence;
 use super::gate::{ClientGate, Slot};
 use super::lockspace::{Lockspace, ReleaseAll};
 use super::registry::Registry;
+use crate::config::LossAction;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
@@ -65,6 +66,8 @@ pub struct SupervisorConfig {
     pub timeout: Option<Duration>,
     /// State carried over a live upgrade, with the storage kind of each lockspace.
     pub restored: Option<(Snapshot, Vec<Storage>)>,
+    /// `lease_check_interval` (seconds, 0 = off) and `lease_loss_action`.
+    pub lease_check: (u64, LossAction),
 }
 
 /// A listener the supervisor keeps open while accepting pauses (live upgrade).
@@ -95,8 +98,12 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(cfg: SupervisorConfig) -> Self {
+        let registry = Registry::default();
+        registry
+            .lease_check()
+            .set(cfg.lease_check.0, cfg.lease_check.1);
         Self {
-            registry: Registry::default(),
+            registry,
             pending_listeners: cfg.listeners,
             listeners: Vec::new(),
             accepting: Vec::new(),
@@ -287,13 +294,13 @@ impl Supervisor {
     /// Starts a lockspace actor where its storage allows: on the event thread for
     /// local filesystems, on a thread of its own otherwise.
     fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<Lockspace> {
-        let leases = self.registry.lease_counter();
+        let registry = self.registry.clone();
         match storage {
-            Storage::Local => Lockspace::new(space, storage, leases).start(),
+            Storage::Local => Lockspace::new(space, storage, registry).start(),
             Storage::Network(_) => {
                 let arbiter = Arbiter::new();
                 Lockspace::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Lockspace::new(space, storage, leases)
+                    Lockspace::new(space, storage, registry)
                 })
             }
         }
@@ -646,6 +653,27 @@ impl Handler<SetLimits> for Supervisor {
             max_clients = m.max_clients,
             admin_max_clients = m.admin_max_clients,
             "client limits set"
+        );
+    }
+}
+
+/// New lease revalidation settings (SIGHUP reload): every lockspace reads them
+/// at its next tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLeaseCheck {
+    pub interval_secs: u64,
+    pub action: LossAction,
+}
+
+impl Handler<SetLeaseCheck> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, m: SetLeaseCheck, _: &mut Self::Context) {
+        self.registry.lease_check().set(m.interval_secs, m.action);
+        info!(
+            lease_check_interval = m.interval_secs,
+            lease_loss_action = m.action.name(),
+            "lease revalidation set"
         );
     }
 }

@@ -27,6 +27,29 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// Admin server connection limit when `admin_max_clients` is not set. libvirt's sample
 /// config says 5, but its code default is 5000 (spec §9.3).
 pub const DEFAULT_ADMIN_MAX_CLIENTS: usize = 5000;
+/// Seconds between revalidations of leases on network storage (`lease_check_interval`).
+pub const DEFAULT_LEASE_CHECK_INTERVAL: u64 = 5;
+/// Largest `lease_check_interval` accepted: a day.
+pub const MAX_LEASE_CHECK_INTERVAL: u64 = 86_400;
+
+/// What the daemon does when a lease on network storage is found lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossAction {
+    /// Terminate the owner (SIGTERM, then SIGKILL), as on an owner's disconnect.
+    #[default]
+    Fence,
+    /// Only log it.
+    Log,
+}
+
+impl LossAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fence => "fence",
+            Self::Log => "log",
+        }
+    }
+}
 
 /// Every key `virtlockd.conf` understands; anything else draws a warning.
 pub const KNOWN_KEYS: &[&str] = &[
@@ -35,6 +58,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "log_outputs",
     "max_clients",
     "admin_max_clients",
+    "lease_check_interval",
+    "lease_loss_action",
 ];
 
 /// libvirt refuses to read configuration files larger than this (`MAX_CONFIG_FILE_SIZE`).
@@ -54,6 +79,10 @@ pub struct Config {
     pub max_clients: usize,
     /// Connection limit of the admin server.
     pub admin_max_clients: usize,
+    /// Seconds between revalidations of leases on network storage; 0 = never.
+    pub lease_check_interval: u64,
+    /// What a lost lease triggers.
+    pub lease_loss_action: LossAction,
 }
 
 impl Default for Config {
@@ -64,6 +93,8 @@ impl Default for Config {
             log_outputs: None,
             max_clients: DEFAULT_MAX_CLIENTS,
             admin_max_clients: DEFAULT_ADMIN_MAX_CLIENTS,
+            lease_check_interval: DEFAULT_LEASE_CHECK_INTERVAL,
+            lease_loss_action: LossAction::default(),
         }
     }
 }
@@ -104,6 +135,14 @@ pub enum ConfigError {
         key: String,
         min: u64,
         max: u64,
+    },
+    /// A string key has a value outside its set of choices.
+    #[error("{origin}: '{key}' must be one of {choices}, not '{value}'")]
+    BadChoice {
+        origin: String,
+        key: String,
+        value: String,
+        choices: &'static str,
     },
     /// Any other failure reported by the `config` crate.
     #[error("{origin}: {message}")]
@@ -198,6 +237,30 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(n) = get_uint(&table, "lease_check_interval", origin)? {
+            if n > MAX_LEASE_CHECK_INTERVAL {
+                return Err(out_of_range(
+                    origin,
+                    "lease_check_interval",
+                    MAX_LEASE_CHECK_INTERVAL,
+                ));
+            }
+            cfg.lease_check_interval = n;
+        }
+        if let Some(a) = get_string(&table, "lease_loss_action", origin)? {
+            cfg.lease_loss_action = match a.as_str() {
+                "fence" => LossAction::Fence,
+                "log" => LossAction::Log,
+                _ => {
+                    return Err(ConfigError::BadChoice {
+                        origin: origin.to_string(),
+                        key: "lease_loss_action".into(),
+                        value: a,
+                        choices: "\"fence\", \"log\"",
+                    })
+                }
+            };
         }
 
         warnings.sort_by_key(|(line, _)| *line);
@@ -636,7 +699,42 @@ mod tests {
                 log_outputs: Some("3:syslog:virtlockd".into()),
                 max_clients: 1024,
                 admin_max_clients: 5,
+                ..Config::default()
             }
+        );
+    }
+
+    #[test]
+    fn lease_check_settings() {
+        let d = Config::default();
+        assert_eq!(
+            (d.lease_check_interval, d.lease_loss_action),
+            (5, LossAction::Fence)
+        );
+        let cfg = ok("lease_check_interval = 0\nlease_loss_action = \"log\"\n");
+        assert_eq!(
+            (cfg.lease_check_interval, cfg.lease_loss_action),
+            (0, LossAction::Log)
+        );
+        assert_eq!(
+            ok("lease_loss_action = 'fence'").lease_loss_action,
+            LossAction::Fence
+        );
+        assert_eq!(
+            err("lease_loss_action = \"kill\""),
+            "test.conf: 'lease_loss_action' must be one of \"fence\", \"log\", not 'kill'"
+        );
+        assert_eq!(
+            err("lease_loss_action = 1"),
+            "test.conf: expected a string for 'lease_loss_action' parameter"
+        );
+        assert_eq!(
+            err("lease_check_interval = 86401"),
+            "test.conf: value for 'lease_check_interval' parameter must be in range 0:86400"
+        );
+        assert_eq!(
+            err("lease_check_interval = -5"),
+            "test.conf: expected an unsigned integer for 'lease_check_interval' parameter"
         );
     }
 

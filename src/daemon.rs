@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::actors::handoff::{ExecPlan, Handoff, Upgrade};
 use crate::actors::supervisor::{
-    ListenerSpec, Server, SetLimits, Shutdown, Supervisor, SupervisorConfig,
+    ListenerSpec, Server, SetLeaseCheck, SetLimits, Shutdown, Supervisor, SupervisorConfig,
 };
 use crate::cli::Cli;
 use crate::config::Config;
@@ -76,6 +76,10 @@ impl Reload {
         supervisor.do_send(SetLimits {
             max_clients: cfg.max_clients,
             admin_max_clients: cfg.admin_max_clients,
+        });
+        supervisor.do_send(SetLeaseCheck {
+            interval_secs: cfg.lease_check_interval,
+            action: cfg.lease_loss_action,
         });
         info!(config = %self.config_file.display(), "configuration reloaded");
     }
@@ -219,6 +223,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             admin_max_clients: cfg.admin_max_clients,
             timeout,
             restored,
+            lease_check: (cfg.lease_check_interval, cfg.lease_loss_action),
         });
         let registry = supervisor.registry();
         let supervisor = supervisor.start();

@@ -160,6 +160,29 @@ impl Lease {
         fcntl(self.fd.as_fd(), FcntlArg::F_SETLK(&fl)).map(drop)
     }
 
+    /// Adopts an inherited fd whose file can no longer be identified (its
+    /// filesystem answers fstat with an error): a lease already known to be lost
+    /// before a live upgrade. It joins no held-file entry; it only keeps the fd
+    /// until the owner releases it.
+    pub fn adopt_unidentified(fd: RawFd) -> Result<Self, Errno> {
+        // SAFETY: a flag query on a borrowed fd, which fails on a closed fd.
+        fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD)?;
+        // SAFETY: open (checked above), inherited for this lease, owned by nothing else.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Self {
+            fd: std::mem::ManuallyDrop::new(owned),
+            // No device has number u64::MAX: this key is never in the table.
+            id: (u64::MAX, fd as u64),
+        })
+    }
+
+    /// What kind of filesystem the open file lives on (fstatfs of our fd: no
+    /// second open, which could drop our lock when closed).
+    pub fn storage(&self) -> Result<Storage, Errno> {
+        let fs = nix::sys::statfs::fstatfs(self.fd.as_fd())?;
+        Ok(storage_from_magic(fs.filesystem_type().0 as u64))
+    }
+
     /// Inode number of the open file.
     pub fn inode(&self) -> u64 {
         self.id.1

@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod lease;
+pub mod revalidate;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -21,6 +22,7 @@ use tracing::warn;
 use error::show;
 pub use error::LockError;
 use lease::{is_conflict, Lease, LockMode, OpenError, PathKind};
+pub use revalidate::{LeaseStatus, Loss, LossCause};
 
 use crate::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
@@ -43,6 +45,11 @@ pub struct Resource {
     /// One entry per acquisition; a shared resource may list an owner twice.
     pub owners: Vec<OwnerPid>,
     pub acquired_at: SystemTime,
+    /// Held, or lost (see [`revalidate`]).
+    pub status: LeaseStatus,
+    /// Whether the lease file is on network storage and so is revalidated;
+    /// found out (fstatfs) at its first check.
+    checked: Option<bool>,
 }
 
 impl Resource {
@@ -62,6 +69,13 @@ impl Resource {
     /// that a racing acquirer's inode re-check sees the file go. A shared lease only
     /// deletes the file if nobody else (another host or process) still shares it.
     fn free(self) {
+        if self.status.is_lost() {
+            // The lock is gone and another host may hold the file now: unlinking
+            // it would let a third one lock a new file of the same name.
+            warn!(path = %self.path.display(), "lost lease released; its file is left in place");
+            drop(self.lease);
+            return;
+        }
         if self.autocreate() {
             let sole_holder = !self.shared() || self.lease.lock(LockMode::Exclusive).is_ok();
             if sole_holder {
@@ -148,7 +162,7 @@ impl LockSpace {
         self.check_name(name)?;
         let want_shared = flags & ACQUIRE_SHARED != 0;
         if let Some(res) = self.resources.get_mut(name) {
-            if res.shared() && want_shared {
+            if res.shared() && want_shared && !res.status.is_lost() {
                 res.owners.push(owner);
                 return Ok(());
             }
@@ -181,6 +195,8 @@ impl LockSpace {
                 flags,
                 owners: vec![owner],
                 acquired_at: SystemTime::now(),
+                status: LeaseStatus::Held,
+                checked: None,
             },
         );
         Ok(())
@@ -241,7 +257,7 @@ impl LockSpace {
                     name: name.clone(),
                     path: r.path.as_os_str().as_bytes().to_vec(),
                     fd: r.fd(),
-                    lock_held: true,
+                    lock_held: !r.status.is_lost(),
                     flags: r.flags,
                     owners: r.owners.clone(),
                     acquired_at: r
@@ -263,6 +279,17 @@ impl LockSpace {
         for (r, lease) in state.resources.into_iter().zip(leases) {
             let lease = match lease {
                 Ok(l) => l,
+                // A lease lost before the upgrade, on a filesystem that now fails
+                // every call: kept (as lost) until its owner releases it.
+                Err(e) if !r.lock_held && e != nix::errno::Errno::EBADF => {
+                    match Lease::adopt_unidentified(r.fd) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!(resource = %show(&r.name), fd = r.fd, error = %e, "lost lease's fd gone in the upgrade; dropped");
+                            continue;
+                        }
+                    }
+                }
                 Err(e) => {
                     warn!(resource = %show(&r.name), fd = r.fd, error = %e, "lease fd lost in the upgrade; dropped");
                     continue;
@@ -278,6 +305,12 @@ impl LockSpace {
                     flags: r.flags,
                     owners: r.owners,
                     acquired_at,
+                    status: if r.lock_held {
+                        LeaseStatus::Held
+                    } else {
+                        LeaseStatus::lost_before_upgrade()
+                    },
+                    checked: None,
                 },
             );
         }

@@ -30,8 +30,14 @@ impl Daemon {
 
     /// Starts `program` (the daemon binary, or a copy of it) in `dir`.
     pub fn start_program(program: &Path, dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
+        Self::start_command(Command::new(program), dir, extra_args)
+    }
+
+    /// Starts the daemon through `cmd`: the binary itself, or a wrapper that execs
+    /// it (e.g. `nsenter`), so that the spawned pid is the daemon's.
+    pub fn start_command(mut cmd: Command, dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(program)
+        let child = cmd
             .arg("--runtime-dir")
             .arg(dir.path().join("run"))
             .arg("-v")

@@ -8,6 +8,7 @@ mod differential;
 mod e2e;
 mod fencing;
 mod framing;
+mod gluster;
 mod handover;
 mod lifecycle;
 mod multihost;

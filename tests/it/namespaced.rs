@@ -90,6 +90,12 @@ pub struct Namespaced {
 
 impl Namespaced {
     pub fn start(first: Impl) -> Self {
+        Self::start_entered(first, &[])
+    }
+
+    /// Starts it through `enter`, a command that execs the rest (e.g.
+    /// `nsenter -t PID -m --`: a private /run inside another mount namespace).
+    pub fn start_entered(first: Impl, enter: &[&std::ffi::OsStr]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("bin")).expect("bin dir");
         let link = dir.path().join("bin/virtlockd");
@@ -106,6 +112,7 @@ impl Namespaced {
         .expect("config");
         let out = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr.log");
         let child = Command::new("setsid")
+            .args(enter)
             .args(["unshare", "--mount", "--propagation", "private", "--"])
             .args(["sh", "-c", SCRIPT])
             .arg(&link)

@@ -1,0 +1,331 @@
+//! Revalidation of leases on network filesystems. A distributed filesystem can
+//! drop our fcntl locks behind our back (our client evicted, the host cut off from
+//! the lock manager) and let another host take them; libvirt's daemon never
+//! notices. Re-asserting each lock on the fd that already holds it finds out:
+//!
+//! * success: we still hold it (or it had vanished and nobody took it in between:
+//!   then we hold it again; that window cannot be seen from here);
+//! * EAGAIN/EACCES: someone else holds it now;
+//! * any other error (ENOTCONN from a dead FUSE client, ESTALE, EIO, ...): the
+//!   filesystem no longer answers for our lock.
+//!
+//! The check never drops a lock: F_SETLK with the mode we hold, on the fd we hold
+//! it with, only replaces our lock by the same one. It never opens a second fd on
+//! a held file (closing that fd would drop all our locks on the file).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+
+use super::lease::{is_conflict, Lease, LockMode, Storage};
+use super::{LockSpace, OwnerPid};
+
+/// Whether a resource still has its kernel lock, as far as we can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Held,
+    /// The lock is gone. The entry stays (owners may still RELEASE it) but
+    /// protects nothing; its file is never unlinked by us.
+    Lost {
+        cause: LossCause,
+        since: SystemTime,
+    },
+}
+
+impl LeaseStatus {
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Self::Lost { .. })
+    }
+
+    /// A lease a live-upgrade state marks as not held (`lockHeld: false`).
+    pub fn lost_before_upgrade() -> Self {
+        Self::Lost {
+            cause: LossCause::BeforeUpgrade,
+            since: SystemTime::now(),
+        }
+    }
+}
+
+/// Why a lease was found lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LossCause {
+    #[error("another host or process holds the lock now")]
+    Taken,
+    #[error("the filesystem fails the lease file: {0}")]
+    Failed(Errno),
+    #[error("already lost before a live upgrade")]
+    BeforeUpgrade,
+}
+
+/// A lease found lost by [`LockSpace::revalidate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    pub name: Vec<u8>,
+    pub path: PathBuf,
+    /// Owner pids, one entry per acquisition (as in the resource).
+    pub owners: Vec<OwnerPid>,
+    pub cause: LossCause,
+}
+
+impl LockSpace {
+    /// Checks every held lease whose file is on network storage; marks the lost
+    /// ones and returns them (each loss is reported once). Blocking syscalls:
+    /// run it where a hung mount stalls nothing but this lockspace.
+    pub fn revalidate(&mut self) -> Vec<Loss> {
+        let mut losses = Vec::new();
+        for (name, res) in self.resources.iter_mut() {
+            if res.status.is_lost() {
+                continue;
+            }
+            let on_network = match res.checked {
+                Some(b) => b,
+                None => {
+                    // An fstatfs that fails (dead mount) is no local filesystem.
+                    let b = !matches!(res.lease.storage(), Ok(Storage::Local));
+                    res.checked = Some(b);
+                    b
+                }
+            };
+            if !on_network {
+                continue;
+            }
+            let mode = if res.shared() {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            };
+            if let Err(cause) = reassert(&res.lease, mode) {
+                res.status = LeaseStatus::Lost {
+                    cause,
+                    since: SystemTime::now(),
+                };
+                losses.push(Loss {
+                    name: name.clone(),
+                    path: res.path.clone(),
+                    owners: res.owners.clone(),
+                    cause,
+                });
+            }
+        }
+        losses
+    }
+
+    /// Resources found lost and not yet released.
+    pub fn lost(&self) -> impl Iterator<Item = (&[u8], &super::Resource)> {
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.status.is_lost())
+            .map(|(n, r)| (n.as_slice(), r))
+    }
+}
+
+/// Takes the lock we hold once more, on the same fd and in the same mode.
+fn reassert(lease: &Lease, mode: LockMode) -> Result<(), LossCause> {
+    match lease.lock(mode) {
+        Ok(()) => Ok(()),
+        // Interrupted: nothing learned; the next check asks again.
+        Err(Errno::EINTR) => Ok(()),
+        Err(e) if is_conflict(e) => Err(LossCause::Taken),
+        Err(e) => Err(LossCause::Failed(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+    use crate::lockspace::create_directory;
+    use crate::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
+
+    fn space() -> (tempfile::TempDir, PathBuf, LockSpace) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ls");
+        create_directory(dir.as_os_str().as_bytes()).unwrap();
+        let ls = LockSpace::directory(dir.as_os_str().as_bytes().to_vec());
+        (tmp, dir, ls)
+    }
+
+    /// Treats every lease of `ls` as one on network storage (the test files are
+    /// on a local filesystem, which revalidation otherwise skips).
+    fn as_if_on_network(ls: &mut LockSpace) {
+        for r in ls.resources.values_mut() {
+            r.checked = Some(true);
+        }
+    }
+
+    /// What another host taking the lock looks like to us: our POSIX lock is
+    /// dropped (behind our back) and an OFD lock, which conflicts with ours even
+    /// inside this process, takes byte 0.
+    fn taken_by_another_host(ls: &LockSpace, name: &[u8]) -> std::fs::File {
+        let res = &ls.resources[name];
+        let unlock = libc::flock {
+            l_type: libc::F_UNLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: plain fcntl on an fd the resource keeps open.
+        assert_eq!(unsafe { libc::fcntl(res.fd(), libc::F_SETLK, &unlock) }, 0);
+        let other = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&res.path)
+            .unwrap();
+        let ofd = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            ..unlock
+        };
+        // SAFETY: as above, on our own file.
+        let r = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_SETLK, &ofd) };
+        assert_eq!(r, 0, "{}", Errno::last());
+        other
+    }
+
+    #[test]
+    fn leases_on_local_storage_are_not_checked() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 1, ACQUIRE_AUTOCREATE).unwrap();
+        let _other = taken_by_another_host(&ls, b"a");
+        assert!(ls.revalidate().is_empty());
+        assert_eq!(ls.resources[&b"a"[..]].checked, Some(false));
+        assert!(dir.join("a").exists());
+    }
+
+    #[test]
+    fn held_leases_stay_held_and_keep_their_lock() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"x", 1, ACQUIRE_AUTOCREATE).unwrap();
+        ls.acquire(b"s", 1, ACQUIRE_AUTOCREATE | ACQUIRE_SHARED)
+            .unwrap();
+        as_if_on_network(&mut ls);
+        for _ in 0..3 {
+            assert_eq!(ls.revalidate(), Vec::new());
+        }
+        let modes = |n: &str| {
+            crate::proclocks::of_pid_on(std::process::id(), &dir.join(n))
+                .unwrap()
+                .into_iter()
+                .map(|l| l.mode)
+                .collect::<Vec<_>>()
+        };
+        // Exclusive stays exclusive, shared is not upgraded.
+        assert_eq!(modes("x"), ["WRITE"]);
+        assert_eq!(modes("s"), ["READ"]);
+        assert_eq!(ls.lost().count(), 0);
+    }
+
+    #[test]
+    fn a_lease_taken_elsewhere_is_lost_once_and_its_file_survives_release() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 7, ACQUIRE_AUTOCREATE).unwrap();
+        ls.acquire(b"b", 8, ACQUIRE_AUTOCREATE).unwrap();
+        as_if_on_network(&mut ls);
+        let _other = taken_by_another_host(&ls, b"a");
+        let losses = ls.revalidate();
+        assert_eq!(
+            losses,
+            vec![Loss {
+                name: b"a".to_vec(),
+                path: dir.join("a"),
+                owners: vec![7],
+                cause: LossCause::Taken,
+            }]
+        );
+        // Reported once; the other lease is untouched.
+        assert!(ls.revalidate().is_empty());
+        assert_eq!(ls.lost().map(|(n, _)| n).collect::<Vec<_>>(), [b"a"]);
+        // Nobody else in this daemon gets the name while it is lost.
+        assert!(matches!(
+            ls.acquire(b"a", 9, ACQUIRE_AUTOCREATE),
+            Err(crate::lockspace::LockError::Busy(_))
+        ));
+        // The owner's release succeeds and leaves the other host's file alone.
+        ls.release(b"a", 7).unwrap();
+        assert!(dir.join("a").exists());
+        ls.release(b"b", 8).unwrap();
+        assert!(!dir.join("b").exists());
+    }
+
+    #[test]
+    fn a_lock_that_vanished_unnoticed_is_taken_again() {
+        // Nothing can tell this from a lease that was never gone: revalidation
+        // re-takes it, which is all it can do.
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 1, ACQUIRE_AUTOCREATE).unwrap();
+        as_if_on_network(&mut ls);
+        drop(taken_by_another_host(&ls, b"a"));
+        assert!(ls.revalidate().is_empty());
+        let mine = crate::proclocks::of_pid_on(std::process::id(), &dir.join("a")).unwrap();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+    }
+
+    #[test]
+    fn a_failing_filesystem_is_a_loss_with_its_errno() {
+        // A lease whose fd cannot take a write lock (opened read-only) fails the
+        // check the way a dead mount does: with an error that is not a conflict.
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 3, ACQUIRE_AUTOCREATE).unwrap();
+        let ro = nix::fcntl::open(
+            &dir.join("a"),
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(ro);
+        let res = ls.resources.get_mut(&b"a"[..]).unwrap();
+        // The held lease's fd is swapped for the read-only one (the old one is
+        // parked: closing it would drop the lock the test file still has).
+        let old = std::mem::replace(&mut res.lease, Lease::adopt_unidentified(raw).unwrap());
+        std::mem::forget(old);
+        res.checked = Some(true);
+        assert_eq!(
+            ls.revalidate()
+                .into_iter()
+                .map(|l| l.cause)
+                .collect::<Vec<_>>(),
+            [LossCause::Failed(Errno::EBADF)]
+        );
+    }
+
+    #[test]
+    fn lost_leases_stay_lost_across_a_live_upgrade_state() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 7, ACQUIRE_AUTOCREATE).unwrap();
+        ls.acquire(b"b", 7, ACQUIRE_AUTOCREATE).unwrap();
+        as_if_on_network(&mut ls);
+        let _other = taken_by_another_host(&ls, b"a");
+        assert_eq!(ls.revalidate().len(), 1);
+        let state = ls.state();
+        let held: Vec<_> = {
+            let mut v: Vec<_> = state
+                .resources
+                .iter()
+                .map(|r| (r.name.clone(), r.lock_held))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(held, [(b"a".to_vec(), false), (b"b".to_vec(), true)]);
+        // The restored table adopts the same fds: the old one must not close them.
+        std::mem::forget(ls);
+        let mut back = LockSpace::restore(state);
+        let lost: Vec<_> = back.lost().map(|(n, r)| (n.to_vec(), r.status)).collect();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, b"a");
+        assert!(matches!(
+            lost[0].1,
+            LeaseStatus::Lost {
+                cause: LossCause::BeforeUpgrade,
+                ..
+            }
+        ));
+        back.release(b"a", 7).unwrap();
+        assert!(dir.join("a").exists());
+        back.release(b"b", 7).unwrap();
+        assert!(!dir.join("b").exists());
+    }
+}
