@@ -182,6 +182,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         |(s, _)| (s.upgrades, s.started_at),
     );
 
+    let admin_log = log.clone();
     let reload = Reload {
         config_file: paths.config_file.clone(),
         explicit_config: cli.config.is_some(),
@@ -219,6 +220,11 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             admin_max_clients: cfg.admin_max_clients,
             timeout,
             restored,
+            info: crate::actors::admin_state::DaemonInfo {
+                log: Some(admin_log),
+                upgrades,
+                started_at,
+            },
         });
         let registry = supervisor.registry();
         let supervisor = supervisor.start();
