@@ -124,9 +124,7 @@ impl AdminConnection {
                 reply::servers(shown, names.len() as u32)
             }),
             // libvirt 9.0 checks these flags against themselves: any are accepted.
-            C::LookupServer { name, .. } => {
-                lookup(&name).map(|s| reply::server(s.name()))
-            }
+            C::LookupServer { name, .. } => lookup(&name).map(|s| reply::server(s.name())),
             C::GetThreadpool { server, flags } => lookup(&server).and_then(|s| {
                 errors::check_flags(flags, 0, "adminServerGetThreadPoolParameters")?;
                 Ok(reply::params(&threadpool(&st, s)))
@@ -230,7 +228,10 @@ impl AdminConnection {
                 "adminConnectDaemonShutdown",
             )
             .map(|()| {
-                info!(admin_client = self.id, "shutdown requested over the admin socket");
+                info!(
+                    admin_client = self.id,
+                    "shutdown requested over the admin socket"
+                );
                 self.supervisor.do_send(Shutdown);
                 Bytes::new()
             }),
@@ -341,9 +342,9 @@ impl AdminConnection {
                     call,
                     async move {
                         let leases = inspect::leases(&registry).await;
-                        Ok(crate::protocol::inspect::encode_clients(
-                            &inspect::clients(clients, &leases),
-                        ))
+                        Ok(crate::protocol::inspect::encode_clients(&inspect::clients(
+                            clients, &leases,
+                        )))
                     },
                     ctx,
                 );

@@ -40,12 +40,7 @@ pub async fn leases(registry: &Registry) -> Vec<LeaseView> {
 pub fn client_rows(st: &AdminState) -> Vec<(Server, u64, ClientRecord)> {
     [Server::Lock, Server::Admin]
         .into_iter()
-        .flat_map(|s| {
-            st.clients
-                .of(s)
-                .into_iter()
-                .map(move |(id, r)| (s, id, r))
-        })
+        .flat_map(|s| st.clients.of(s).into_iter().map(move |(id, r)| (s, id, r)))
         .collect()
 }
 

@@ -366,7 +366,7 @@ fn accept_stream(
     server: Server,
     listener: Rc<UnixListener>,
     gate: Arc<ClientGate>,
-) -> impl Stream<Item = Accepted> {
+) -> impl Stream<Item = Option<Accepted>> {
     stream::unfold((listener, gate), move |(listener, gate)| async move {
         if gate.full() {
             warn!(
@@ -381,14 +381,24 @@ fn accept_stream(
             );
         }
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = gate.lowered() => {
+                    if gate.full() {
+                        // Back to the top: wait for room before accepting again.
+                        return Some((None, (listener, gate)));
+                    }
+                    continue;
+                }
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     let item = Accepted {
                         server,
                         stream,
                         slot: gate.take(),
                     };
-                    return Some((item, (listener, gate)));
+                    return Some((Some(item), (listener, gate)));
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     error!(server = server.name(), error = %e, "out of file descriptors; pausing accept");
@@ -489,8 +499,10 @@ pub struct Accepted {
     slot: Slot,
 }
 
-impl StreamHandler<Accepted> for Supervisor {
-    fn handle(&mut self, a: Accepted, ctx: &mut Self::Context) {
+impl StreamHandler<Option<Accepted>> for Supervisor {
+    fn handle(&mut self, a: Option<Accepted>, ctx: &mut Self::Context) {
+        // `None`: the limit was lowered while accept() waited; nothing to do.
+        let Some(a) = a else { return };
         let peer = match self.admit(&a.stream) {
             Ok(p) => p,
             Err(why) => {

@@ -213,26 +213,80 @@ impl ClientRef {
 /// A decoded call of the admin program.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminCall {
-    ConnectOpen { flags: u32 },
+    ConnectOpen {
+        flags: u32,
+    },
     ConnectClose,
     GetLibVersion,
-    ListServers { need_results: u32, flags: u32 },
-    LookupServer { name: String, flags: u32 },
-    GetThreadpool { server: String, flags: u32 },
-    SetThreadpool { server: String, params: Vec<TypedParam>, flags: u32 },
-    ListClients { server: String, need_results: u32, flags: u32 },
-    LookupClient { server: String, id: u64, flags: u32 },
-    ClientInfo { client: ClientRef, flags: u32 },
-    ClientClose { client: ClientRef, flags: u32 },
-    GetClientLimits { server: String, flags: u32 },
-    SetClientLimits { server: String, params: Vec<TypedParam>, flags: u32 },
-    GetLogOutputs { flags: u32 },
-    GetLogFilters { flags: u32 },
-    SetLogOutputs { outputs: Option<String>, flags: u32 },
-    SetLogFilters { filters: Option<String>, flags: u32 },
-    UpdateTls { server: String, flags: u32 },
-    SetDaemonTimeout { timeout: u32, flags: u32 },
-    DaemonShutdown { flags: u32 },
+    ListServers {
+        need_results: u32,
+        flags: u32,
+    },
+    LookupServer {
+        name: String,
+        flags: u32,
+    },
+    GetThreadpool {
+        server: String,
+        flags: u32,
+    },
+    SetThreadpool {
+        server: String,
+        params: Vec<TypedParam>,
+        flags: u32,
+    },
+    ListClients {
+        server: String,
+        need_results: u32,
+        flags: u32,
+    },
+    LookupClient {
+        server: String,
+        id: u64,
+        flags: u32,
+    },
+    ClientInfo {
+        client: ClientRef,
+        flags: u32,
+    },
+    ClientClose {
+        client: ClientRef,
+        flags: u32,
+    },
+    GetClientLimits {
+        server: String,
+        flags: u32,
+    },
+    SetClientLimits {
+        server: String,
+        params: Vec<TypedParam>,
+        flags: u32,
+    },
+    GetLogOutputs {
+        flags: u32,
+    },
+    GetLogFilters {
+        flags: u32,
+    },
+    SetLogOutputs {
+        outputs: Option<String>,
+        flags: u32,
+    },
+    SetLogFilters {
+        filters: Option<String>,
+        flags: u32,
+    },
+    UpdateTls {
+        server: String,
+        flags: u32,
+    },
+    SetDaemonTimeout {
+        timeout: u32,
+        flags: u32,
+    },
+    DaemonShutdown {
+        flags: u32,
+    },
 }
 
 impl AdminCall {
@@ -506,7 +560,10 @@ mod tests {
         let AdminCall::ClientInfo { client, flags } = call else {
             panic!("{call:?}")
         };
-        assert_eq!((client.server.as_str(), client.id, flags), ("virtlockd", 42, 0));
+        assert_eq!(
+            (client.server.as_str(), client.id, flags),
+            ("virtlockd", 42, 0)
+        );
         assert_eq!(AdminCall::decode(21, &[]).unwrap(), None);
         assert!(AdminCall::decode(procedure::CONNECT_OPEN, &[0, 0]).is_err());
     }

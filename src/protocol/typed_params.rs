@@ -52,10 +52,12 @@ pub fn validate(params: &[TypedParam], keys: &[(&str, &str)]) -> Result<(), Remo
 
 /// The value of the UINT parameter `field`, if given (validated beforehand).
 pub fn get_uint(params: &[TypedParam], field: &str) -> Option<u32> {
-    params.iter().find_map(|p| match (&p.value, p.field == field) {
-        (Value::UInt(v), true) => Some(*v),
-        _ => None,
-    })
+    params
+        .iter()
+        .find_map(|p| match (&p.value, p.field == field) {
+            (Value::UInt(v), true) => Some(*v),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -70,7 +72,10 @@ mod tests {
 
     #[test]
     fn accepts_known_fields() {
-        let ps = [p("maxWorkers", Value::UInt(0)), p("minWorkers", Value::UInt(0))];
+        let ps = [
+            p("maxWorkers", Value::UInt(0)),
+            p("minWorkers", Value::UInt(0)),
+        ];
         assert!(validate(&ps, KEYS).is_ok());
         assert_eq!(get_uint(&ps, "minWorkers"), Some(0));
         assert_eq!(get_uint(&ps, "prioWorkers"), None);
@@ -81,14 +86,21 @@ mod tests {
         let e = validate(&[p("bogus", Value::UInt(1))], KEYS).unwrap_err();
         assert_eq!(
             (e.code, e.domain, e.message.as_str()),
-            (74, 0, "argument unsupported: parameter 'bogus' not supported")
+            (
+                74,
+                0,
+                "argument unsupported: parameter 'bogus' not supported"
+            )
         );
         let e = validate(&[p("minWorkers", Value::Int(1))], KEYS).unwrap_err();
         assert_eq!(
             e.message,
             "invalid argument: invalid type 'int' for parameter 'minWorkers', expected 'uint'"
         );
-        let twice = [p("minWorkers", Value::UInt(1)), p("minWorkers", Value::UInt(2))];
+        let twice = [
+            p("minWorkers", Value::UInt(1)),
+            p("minWorkers", Value::UInt(2)),
+        ];
         assert_eq!(
             validate(&twice, KEYS).unwrap_err().message,
             "invalid argument: parameter 'minWorkers' occurs multiple times"

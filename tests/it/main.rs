@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod admin;
 mod blocking;
 mod conformance;
 mod fencing;
