@@ -61,7 +61,7 @@ fn va_fails(d: &Daemon, args: &[&str], stderr: &str) {
 
 /// A raw connection to the admin socket. The daemon binds it just after the
 /// lock socket the harness waits for, so it may need a moment.
-async fn admin_client(d: &Daemon) -> Client {
+pub async fn admin_client(d: &Daemon) -> Client {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match Client::connect(d.admin_socket()).await {
@@ -75,7 +75,7 @@ async fn admin_client(d: &Daemon) -> Client {
 }
 
 /// A daemon whose admin socket accepts connections.
-async fn start() -> Daemon {
+pub async fn start() -> Daemon {
     let d = Daemon::start();
     drop(admin_client(&d).await);
     d

@@ -12,3 +12,4 @@ mod lifecycle;
 mod signals;
 mod smoke;
 mod upgrade;
+mod virtlockctl;
