@@ -226,7 +226,6 @@ mod tests {
                 },
                 LockspaceState {
                     directory: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
-                    owners: Vec::new(),
                     resources: vec![ResourceState {
                         name: b"ab".to_vec(),
                         path: b"/var/lib/libvirt/lockd/files/ab".to_vec(),
@@ -235,6 +234,12 @@ mod tests {
                         flags: 2,
                         owners: vec![12345],
                         acquired_at: 1_700_000_001,
+                    }],
+                    owners: vec![OwnerState {
+                        uuid: [0x11; 16],
+                        name: b"vm1".to_vec(),
+                        id: 1,
+                        pid: 12345,
                     }],
                 },
             ],
