@@ -2,6 +2,7 @@
 //! every command with the output and exit status libvirt's virtlockd gives, plus
 //! raw admin-protocol calls for the error paths virt-admin cannot reach.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use virtlockd::client::{owner, Client, ClientError};
 use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
+use crate::handover::{prerequisites, Impl, Namespaced};
 use crate::harness::{bytes, Daemon, Holder};
 
 /// Whether virt-admin is installed; prints the skip note if not.
@@ -26,7 +28,12 @@ fn have_virt_admin(test: &str) -> bool {
 
 /// Runs virt-admin against `d`; returns (exit code, stdout, stderr).
 fn va(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let uri = format!("virtlockd:///system?socket={}", d.admin_socket().display());
+    va_at(&d.admin_socket(), args)
+}
+
+/// Runs virt-admin against the admin socket `socket`.
+fn va_at(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let uri = format!("virtlockd:///system?socket={}", socket.display());
     let out = Command::new("virt-admin")
         .arg("-c")
         .arg(uri)
@@ -684,5 +691,90 @@ async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
     while d.alive() {
         assert!(Instant::now() < deadline, "idle daemon did not time out");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until a namespaced daemon's admin socket accepts connections.
+async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
+    let socket = ns.inside("/run/libvirt/virtlockd-admin-sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        ns.assert_alive("starting");
+        assert!(Instant::now() < deadline, "admin socket never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    socket
+}
+
+/// The same virt-admin session against libvirt's virtlockd and ours, both with
+/// libvirt's paths and the same config: every output and exit status equal.
+#[tokio::test]
+async fn virt_admin_prints_the_same_for_libvirts_daemon_and_ours() {
+    let test = "virt_admin_prints_the_same_for_libvirts_daemon_and_ours";
+    if !have_virt_admin(test) || !prerequisites(test) {
+        return;
+    }
+    let session: &[&[&str]] = &[
+        &["version"],
+        &["srv-threadpool-info", "virtlockd"],
+        &["srv-threadpool-info", "admin"],
+        &["srv-threadpool-info", "nope"],
+        &["srv-threadpool-set", "virtlockd", "--max-workers", "3"],
+        &["srv-threadpool-set", "virtlockd", "--min-workers", "3"],
+        &["srv-threadpool-set", "virtlockd", "--priority-workers", "2"],
+        &["srv-threadpool-info", "virtlockd"],
+        &["srv-clients-info", "virtlockd"],
+        &["srv-clients-info", "admin"],
+        &["srv-clients-set", "virtlockd", "--max-clients", "10"],
+        &["srv-clients-set", "virtlockd", "--max-unauth-clients", "20"],
+        &["srv-clients-info", "virtlockd"],
+        &["srv-clients-set", "nope", "--max-clients", "3"],
+        &["srv-clients-list", "virtlockd"],
+        &["srv-update-tls", "virtlockd"],
+        &["srv-update-tls", "nope"],
+        &["client-disconnect", "virtlockd", "999"],
+        &["client-info", "nope", "1"],
+        &["client-info", "virtlockd", "999"],
+        &["daemon-log-filters"],
+        &["daemon-log-filters", "--filters", "1:rpc 3:util.foo"],
+        &["daemon-log-filters"],
+        &["daemon-log-filters", "--filters", "bogus"],
+        &["daemon-log-filters", "--filters", ""],
+        &["daemon-log-filters"],
+        &["daemon-log-outputs"],
+        &["daemon-log-outputs", "--outputs", "9:foo"],
+        &["daemon-timeout", "--timeout", "0"],
+    ];
+    let mut transcripts = Vec::new();
+    for which in [Impl::Libvirt, Impl::Ours] {
+        let mut ns = Namespaced::start(which);
+        let socket = admin_ready(&mut ns).await;
+        let mut lines = Vec::new();
+        for cmd in session {
+            let (code, out, err) = va_at(&socket, cmd);
+            // The log file is in each daemon's own temporary directory.
+            let log_dir = ns.dir_path().display().to_string();
+            lines.push(format!(
+                "$ {cmd:?}\n{code}\n{}{}",
+                out.replace(&log_dir, "$DIR"),
+                err.replace(&log_dir, "$DIR")
+            ));
+        }
+        // srv-list: the order is libvirt's hash order, not stable between starts.
+        let (code, out, _) = va_at(&socket, &["srv-list"]);
+        let mut rows: Vec<String> = out
+            .lines()
+            .skip(2)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+            .collect();
+        rows.sort();
+        lines.push(format!("$ srv-list\n{code}\n{rows:?}"));
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0].len(), session.len() + 1);
+    assert_eq!(transcripts[1].len(), session.len() + 1);
+    for (theirs, ours) in transcripts[0].iter().zip(&transcripts[1]) {
+        assert_eq!(ours, theirs);
     }
 }

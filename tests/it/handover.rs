@@ -32,7 +32,7 @@ const RESTRICTED: &str = "operation forbidden: lock manager connection has been 
 static NEXT_PROBE_PID: AtomicU32 = AtomicU32::new(4_000_100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Impl {
+pub(crate) enum Impl {
     Libvirt,
     Ours,
 }
@@ -47,7 +47,7 @@ impl Impl {
 }
 
 /// Whether this test can run here; prints `SKIPPED <test>: <reason>` if not.
-fn prerequisites(test: &str) -> bool {
+pub(crate) fn prerequisites(test: &str) -> bool {
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("needs root".to_owned())
     } else if !Path::new(LIBVIRT).exists() {
@@ -88,13 +88,13 @@ fn quiet_success(cmd: &mut Command) -> bool {
 /// through the symlink `<dir>/bin/virtlockd` without --runtime-dir, so that both
 /// implementations use libvirt's paths. Killed (SIGKILL, by pid) when dropped;
 /// its namespace goes with it.
-struct Namespaced {
+pub(crate) struct Namespaced {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl Namespaced {
-    fn start(first: Impl) -> Self {
+    pub(crate) fn start(first: Impl) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("bin")).expect("bin dir");
         let link = dir.path().join("bin/virtlockd");
@@ -134,8 +134,13 @@ impl Namespaced {
         self.child.id()
     }
 
+    /// The test directory (config, logs) of this daemon.
+    pub(crate) fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Path inside the daemon's namespace, seen from outside.
-    fn inside(&self, path: &str) -> PathBuf {
+    pub(crate) fn inside(&self, path: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{path}", self.pid()))
     }
 
@@ -174,7 +179,7 @@ impl Namespaced {
     }
 
     /// Panics (with the logs) if the daemon has exited.
-    fn assert_alive(&mut self, what: &str) {
+    pub(crate) fn assert_alive(&mut self, what: &str) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("daemon exited ({status}) {what}; logs:\n{}", self.log());
         }
