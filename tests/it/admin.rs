@@ -279,6 +279,12 @@ async fn virt_admin_lists_clients_and_their_identity() {
     // The admin server shows its own clients too (this test's raw one is id 2,
     // after the readiness probe).
     assert!(va_ok(&d, &["srv-clients-list", "admin"]).contains("\n 2    unix"));
+    // ...and disconnects them like lock clients.
+    assert_eq!(
+        va_ok(&d, &["client-disconnect", "admin", "2"]),
+        "Client '2' disconnected\n"
+    );
+    assert!(admin.recv_frame().await.map_or(true, |f| f.is_none()));
 }
 
 #[tokio::test]
