@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -17,6 +18,7 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::clients::ClientEntry;
 use super::fence;
 use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
@@ -26,7 +28,7 @@ use super::wire::Wire;
 use crate::lockspace::error::show;
 use crate::lockspace::OwnerPid;
 use crate::protocol::error::{code, domain};
-use crate::protocol::lock::{self, LockCall, Procedure};
+use crate::protocol::lock::{self, LockCall, Owner, Procedure};
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
 use crate::session::{uuid_string, Session};
 use crate::state::{ClientState, OwnerState, SessionState};
@@ -69,6 +71,8 @@ pub struct ConnectionInit {
     /// Restored session and partly received request (live upgrade).
     pub session: Session,
     pub pending: Vec<u8>,
+    /// This connection's row in the client table (admin server's view).
+    pub entry: ClientEntry,
 }
 
 pub struct Connection {
@@ -78,6 +82,11 @@ pub struct Connection {
     session: Session,
     /// [`Connection::owner_label`] of the current registration.
     label: Rc<str>,
+    /// The registered owner, as each acquire hands it to the lock table.
+    owner_details: Option<Arc<Owner>>,
+    entry: ClientEntry,
+    /// Whether a call was made (see [`super::clients::ClientRecord::called`]).
+    called: bool,
     registry: Registry,
     supervisor: Addr<Supervisor>,
     wire: Wire,
@@ -91,6 +100,7 @@ pub struct Connection {
 impl Connection {
     pub fn launch(init: ConnectionInit) -> Addr<Self> {
         Connection::create(move |ctx| {
+            let owner_details = init.session.owner().cloned().map(Arc::new);
             let (wire, incoming) = Wire::new(init.stream, &init.pending);
             ctx.add_stream(incoming);
             let mut conn = Connection {
@@ -99,6 +109,9 @@ impl Connection {
                 conn_time: init.conn_time,
                 session: init.session,
                 label: "unregistered".into(),
+                owner_details,
+                entry: init.entry,
+                called: false,
                 registry: init.registry,
                 supervisor: init.supervisor,
                 wire,
@@ -180,12 +193,16 @@ impl Connection {
                 if r.is_ok() {
                     self.label = self.owner_label();
                     self.list_owner();
+                    self.owner_details = self.session.owner().cloned().map(Arc::new);
+                    let details = self.owner_details.clone();
+                    self.entry.update(|e| e.owner = details);
                     debug!(client = self.id, owner = %self.label, "registered");
                 }
                 self.reply(&call, r, ctx)
             }
             LockCall::Restrict { .. } => {
                 self.session.restrict();
+                self.entry.update(|e| e.restricted = true);
                 self.reply(&call, Ok(()), ctx)
             }
             LockCall::New { path, .. } if path.is_empty() => self.reply(
@@ -214,7 +231,12 @@ impl Connection {
                 let Some(addr) = self.lookup(&call, &path, ctx) else {
                     return;
                 };
-                let op = addr.send(Acquire { name, owner, flags });
+                let op = addr.send(Acquire {
+                    name,
+                    owner,
+                    flags,
+                    details: self.owner_details.clone(),
+                });
                 let logged = async move { flatten(op.await) }
                     .into_actor(self)
                     .map(move |result, act, ctx| {
@@ -295,6 +317,10 @@ impl Connection {
         let header = frame.header;
         match proto::route(frame, lock::PROGRAM, lock::VERSION) {
             Route::Call { payload } => {
+                if !self.called {
+                    self.called = true;
+                    self.entry.update(|e| e.called = true);
+                }
                 let Some(procedure) = Procedure::from_wire(header.proc_) else {
                     let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
                     return self.reply(&header, Err(e), ctx);

@@ -11,6 +11,9 @@ pub struct ClientGate {
     connected: AtomicUsize,
     max: AtomicUsize,
     changed: Notify,
+    /// Wakes an accept loop already waiting in accept() when the limit drops, so
+    /// that it stops accepting at once (admin srv-clients-set).
+    lowered: Notify,
 }
 
 /// One admitted client; dropping it frees the slot.
@@ -29,6 +32,7 @@ impl ClientGate {
             connected: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
             changed: Notify::new(),
+            lowered: Notify::new(),
         })
     }
 
@@ -44,8 +48,16 @@ impl ClientGate {
     /// Changes the limit live. Lowering it disconnects nobody; it only stops
     /// admitting until enough clients have left.
     pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Release);
+        let old = self.max.swap(max, Ordering::AcqRel);
         self.changed.notify_one();
+        if max < old {
+            self.lowered.notify_waiters();
+        }
+    }
+
+    /// Resolves when the limit is lowered (see [`ClientGate::set_max`]).
+    pub async fn lowered(&self) {
+        self.lowered.notified().await;
     }
 
     /// Whether the next client would have to wait.

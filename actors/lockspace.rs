@@ -26,6 +26,7 @@ use crate::config::LossAction;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::Storage;
 use crate::lockspace::{LockError, LockSpace, Loss, OwnerPid};
+use crate::protocol::inspect::LeaseView;
 use crate::state::LockspaceState;
 
 /// How often a lockspace on network storage looks whether a check is due: a
@@ -154,12 +155,14 @@ pub struct Acquire {
     pub name: Bytes,
     pub owner: OwnerPid,
     pub flags: u32,
+    /// What the owner registered, kept for inspection.
+    pub details: Option<std::sync::Arc<crate::protocol::lock::Owner>>,
 }
 
 impl Handler<Acquire> for Lockspace {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Acquire, _: &mut Self::Context) -> Self::Result {
-        self.with_space(|s| s.acquire(&m.name, m.owner, m.flags))
+        self.with_space(|s| s.acquire_as(&m.name, m.owner, m.flags, m.details))
     }
 }
 
@@ -250,5 +253,17 @@ impl Handler<Freeze> for Lockspace {
             let _ = m.resume.await;
         }));
         MessageResult(state)
+    }
+}
+
+/// Inspection: every lease held here, with its owners.
+#[derive(Message)]
+#[rtype(result = "Vec<LeaseView>")]
+pub struct Inspect;
+
+impl Handler<Inspect> for Lockspace {
+    type Result = MessageResult<Inspect>;
+    fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
+        MessageResult(crate::lockspace::inspect::leases(&self.space))
     }
 }

@@ -4,10 +4,13 @@
 //! fds), and admin connections.
 
 pub mod admin;
+pub mod admin_state;
+pub mod clients;
 pub mod connection;
 pub mod fence;
 pub mod gate;
 pub mod handoff;
+pub mod inspect;
 pub mod lockspace;
 pub mod registry;
 pub mod supervisor;

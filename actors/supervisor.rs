@@ -14,7 +14,9 @@ use futures_util::stream::{self, Stream};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, error, info, warn};
 
-use super::admin::{AdminConnection, AdminInit};
+use super::admin::{AdminConnection, AdminInit, CloseAdmin};
+use super::admin_state::{AdminState, DaemonInfo, ServerSettings};
+use super::clients::{ClientRecord, ClientTable};
 use super::connection::{Close, Connection, ConnectionInit, Peer};
 use super::fence;
 use super::gate::{ClientGate, Slot};
@@ -34,7 +36,7 @@ const EMFILE_PAUSE: Duration = Duration::from_secs(5);
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Which RPC server a listener belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Server {
     Lock,
     Admin,
@@ -68,6 +70,8 @@ pub struct SupervisorConfig {
     pub restored: Option<(Snapshot, Vec<Storage>)>,
     /// `lease_check_interval` (seconds, 0 = off) and `lease_loss_action`.
     pub lease_check: (u64, LossAction),
+    /// Logging handle and history, for the admin server.
+    pub info: DaemonInfo,
 }
 
 /// A listener the supervisor keeps open while accepting pauses (live upgrade).
@@ -90,6 +94,10 @@ pub struct Supervisor {
     euid: u32,
     timeout: Option<Duration>,
     idle_since: Option<Instant>,
+    /// The idle check, running while a timeout is set.
+    idle_check: Option<SpawnHandle>,
+    clients: ClientTable,
+    admin_state: Rc<AdminState>,
     shutting_down: bool,
     /// Paused by a live upgrade (accepting stopped, clients quiesced).
     upgrading: bool,
@@ -102,19 +110,32 @@ impl Supervisor {
         registry
             .lease_check()
             .set(cfg.lease_check.0, cfg.lease_check.1);
+        let lock_gate = ClientGate::new(cfg.max_clients);
+        let admin_gate = ClientGate::new(cfg.admin_max_clients);
+        let clients = ClientTable::default();
+        let admin_state = Rc::new(AdminState {
+            clients: clients.clone(),
+            lock: ServerSettings::new(lock_gate.clone()),
+            admin: ServerSettings::new(admin_gate.clone()),
+            registry: registry.clone(),
+            info: cfg.info,
+        });
         Self {
             registry,
             pending_listeners: cfg.listeners,
             listeners: Vec::new(),
             accepting: Vec::new(),
-            lock_gate: ClientGate::new(cfg.max_clients),
-            admin_gate: ClientGate::new(cfg.admin_max_clients),
+            lock_gate,
+            admin_gate,
             next_client_id: HashMap::from([(Server::Lock, 1), (Server::Admin, 1)]),
             connections: HashMap::new(),
             admin_connections: HashMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
             timeout: cfg.timeout,
             idle_since: None,
+            idle_check: None,
+            clients,
+            admin_state,
             shutting_down: false,
             upgrading: false,
             restored: cfg.restored,
@@ -155,6 +176,17 @@ impl Supervisor {
             Some(s) => (restore_session(s.session), s.pending),
             None => (Session::default(), Vec::new()),
         };
+        let entry = self.clients.insert(
+            server,
+            id,
+            ClientRecord {
+                conn_time,
+                peer,
+                called: false,
+                owner: session.owner().cloned().map(Arc::new),
+                restricted: session.is_restricted(),
+            },
+        );
         match server {
             Server::Lock => {
                 let addr = Connection::launch(ConnectionInit {
@@ -167,6 +199,7 @@ impl Supervisor {
                     conn_time,
                     session,
                     pending,
+                    entry,
                 });
                 self.connections.insert(id, addr);
             }
@@ -179,6 +212,8 @@ impl Supervisor {
                     supervisor: ctx.address(),
                     conn_time,
                     pending,
+                    entry,
+                    state: self.admin_state.clone(),
                 });
                 self.admin_connections.insert(id, addr);
             }
@@ -230,20 +265,16 @@ impl Supervisor {
                         continue;
                     }
                 };
-                // Our snapshot has the peer pid of accept time; libvirt's JSON does
-                // not, and SO_PEERCRED (kept by the kernel) tells it again.
-                let peer = match c.peer_pid {
-                    Some(pid) => Peer {
-                        pid,
-                        uid: self.euid,
-                        gid: 0,
-                    },
-                    None => Peer::of(&stream).unwrap_or(Peer {
-                        pid: -1,
-                        uid: self.euid,
-                        gid: 0,
-                    }),
-                };
+                // SO_PEERCRED (kept by the kernel) tells the credentials of
+                // connect time again; our snapshot's pid wins where it has one.
+                let mut peer = Peer::of(&stream).unwrap_or(Peer {
+                    pid: -1,
+                    uid: self.euid,
+                    gid: 0,
+                });
+                if let Some(pid) = c.peer_pid {
+                    peer.pid = pid;
+                }
                 let slot = self.gate(server).take();
                 self.launch(server, peer, stream, slot, Some(c), ctx);
             }
@@ -341,7 +372,7 @@ fn accept_stream(
     server: Server,
     listener: Rc<UnixListener>,
     gate: Arc<ClientGate>,
-) -> impl Stream<Item = Accepted> {
+) -> impl Stream<Item = Option<Accepted>> {
     stream::unfold((listener, gate), move |(listener, gate)| async move {
         if gate.full() {
             warn!(
@@ -356,14 +387,24 @@ fn accept_stream(
             );
         }
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = gate.lowered() => {
+                    if gate.full() {
+                        // Back to the top: wait for room before accepting again.
+                        return Some((None, (listener, gate)));
+                    }
+                    continue;
+                }
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     let item = Accepted {
                         server,
                         stream,
                         slot: gate.take(),
                     };
-                    return Some((item, (listener, gate)));
+                    return Some((Some(item), (listener, gate)));
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     error!(server = server.name(), error = %e, "out of file descriptors; pausing accept");
@@ -406,7 +447,7 @@ impl Actor for Supervisor {
         }
         self.start_accepting(ctx);
         if self.timeout.is_some() {
-            ctx.run_interval(IDLE_TICK, Self::check_idle);
+            self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
         }
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
@@ -464,8 +505,10 @@ pub struct Accepted {
     slot: Slot,
 }
 
-impl StreamHandler<Accepted> for Supervisor {
-    fn handle(&mut self, a: Accepted, ctx: &mut Self::Context) {
+impl StreamHandler<Option<Accepted>> for Supervisor {
+    fn handle(&mut self, a: Option<Accepted>, ctx: &mut Self::Context) {
+        // `None`: the limit was lowered while accept() waited; nothing to do.
+        let Some(a) = a else { return };
         let peer = match self.admit(&a.stream) {
             Ok(p) => p,
             Err(why) => {
@@ -737,5 +780,58 @@ impl Handler<Shutdown> for Supervisor {
             .into_actor(self)
             .map(|(), _, _| System::current().stop_with_code(0)),
         )
+    }
+}
+
+/// Admin client-disconnect: close client `id` of `server`, exactly as if it had
+/// hung up (for a lock client: release and fencing of its owner). Answers
+/// whether the client existed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CloseClient {
+    pub server: Server,
+    pub id: u64,
+}
+
+impl Handler<CloseClient> for Supervisor {
+    type Result = bool;
+    fn handle(&mut self, m: CloseClient, _: &mut Self::Context) -> bool {
+        match m.server {
+            Server::Lock => self
+                .connections
+                .get(&m.id)
+                .map(|c| c.do_send(Close))
+                .is_some(),
+            Server::Admin => self
+                .admin_connections
+                .get(&m.id)
+                .map(|c| c.do_send(CloseAdmin))
+                .is_some(),
+        }
+    }
+}
+
+/// Admin daemon-timeout: shut down after this many idle seconds (0 = never).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTimeout(pub u32);
+
+impl Handler<SetTimeout> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, m: SetTimeout, ctx: &mut Self::Context) {
+        self.timeout = (m.0 > 0).then(|| Duration::from_secs(m.0.into()));
+        self.idle_since = None;
+        match (self.timeout.is_some(), self.idle_check.is_some()) {
+            (true, false) => {
+                self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
+            }
+            (false, true) => {
+                if let Some(h) = self.idle_check.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            _ => {}
+        }
+        info!(timeout = m.0, "idle timeout set");
     }
 }

@@ -99,6 +99,30 @@ impl Client {
         check_reply(&header, &reply)
     }
 
+    /// Calls procedure `proc_` of any program and returns the reply's payload
+    /// (admin and inspection programs; the reply is checked like [`Client::call`]).
+    pub async fn call_program(
+        &mut self,
+        prog: u32,
+        vers: u32,
+        proc_: i32,
+        payload: bytes::Bytes,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let header = Header {
+            prog,
+            vers,
+            proc_,
+            msg_type: msg_type::CALL,
+            serial: self.serial,
+            status: status::OK,
+        };
+        self.serial = self.serial.wrapping_add(1);
+        self.send_frame(Frame { header, payload }).await?;
+        let reply = self.recv_frame().await?.ok_or(ClientError::Closed)?;
+        check_reply(&header, &reply)?;
+        Ok(reply.payload)
+    }
+
     /// Sends a frame as is.
     pub async fn send_frame(&mut self, frame: Frame) -> Result<(), ClientError> {
         self.io.send(frame).await?;

@@ -186,6 +186,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         |(s, _)| (s.upgrades, s.started_at),
     );
 
+    let admin_log = log.clone();
     let reload = Reload {
         config_file: paths.config_file.clone(),
         explicit_config: cli.config.is_some(),
@@ -224,6 +225,11 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             timeout,
             restored,
             lease_check: (cfg.lease_check_interval, cfg.lease_loss_action),
+            info: crate::actors::admin_state::DaemonInfo {
+                log: Some(admin_log),
+                upgrades,
+                started_at,
+            },
         });
         let registry = supervisor.registry();
         let supervisor = supervisor.start();

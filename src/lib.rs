@@ -11,6 +11,7 @@ pub mod actors;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod daemonize;
 pub mod listener;

@@ -379,10 +379,12 @@ fn absolute_path(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Filters as the admin API returns them: each `level:match` followed by a space.
+/// Filters as the admin API returns them: each `level:*match*` followed by a
+/// space. libvirt stores a filter's match as the glob `*match*` and shows that
+/// (matching is the same: our plain patterns match as substrings).
 pub fn render_filters(filters: &[Filter]) -> String {
     filters.iter().fold(String::new(), |mut s, f| {
-        let _ = write!(s, "{f} ");
+        let _ = write!(s, "{}:*{}* ", f.level, f.pattern);
         s
     })
 }
@@ -1183,14 +1185,20 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(render_filters(&filters), "1:foo 4:bar 3:actors::conn ");
+        assert_eq!(
+            render_filters(&filters),
+            "1:*foo* 4:*bar* 3:*actors::conn* "
+        );
         assert_eq!(render_filters(&[]), "");
         assert_eq!(parse_filters("").expect("empty"), []);
         assert_eq!(parse_filters("   ").expect("blank"), []);
         // libvirt's augeas sample
         let sample = "1:locking 4:object 4:json 4:event 1:util";
         let parsed = parse_filters(sample).expect("sample");
-        assert_eq!(render_filters(&parsed), format!("{sample} "));
+        assert_eq!(
+            render_filters(&parsed),
+            "1:*locking* 4:*object* 4:*json* 4:*event* 1:*util* "
+        );
     }
 
     #[test]
@@ -1355,7 +1363,7 @@ mod tests {
         )
         .expect("config");
         assert_eq!(s.level, 1);
-        assert_eq!(render_filters(&s.filters), "4:connection ");
+        assert_eq!(render_filters(&s.filters), "4:*connection* ");
         assert_eq!(render_outputs(&s.outputs), "2:file:/tmp/v.log");
         assert_eq!(render_outputs(&s.default_outputs), "1:stderr");
     }
@@ -1379,7 +1387,7 @@ mod tests {
         )
         .expect("env");
         assert_eq!(s.level, 2);
-        assert_eq!(render_filters(&s.filters), "1:lockspace ");
+        assert_eq!(render_filters(&s.filters), "1:*lockspace* ");
         assert_eq!(render_outputs(&s.outputs), "4:stderr");
 
         // Empty variables do not override.
@@ -1400,7 +1408,7 @@ mod tests {
         )
         .expect("empty env");
         assert_eq!(s.level, 4);
-        assert_eq!(render_filters(&s.filters), "4:x ");
+        assert_eq!(render_filters(&s.filters), "4:*x* ");
         assert_eq!(render_outputs(&s.outputs), "2:stderr");
     }
 

@@ -8,6 +8,7 @@
 //! lease file is what other hosts and processes see.
 
 pub mod error;
+pub mod inspect;
 pub mod lease;
 pub mod revalidate;
 
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tracing::warn;
@@ -24,7 +26,7 @@ pub use error::LockError;
 use lease::{is_conflict, Lease, LockMode, OpenError, PathKind};
 pub use revalidate::{LeaseStatus, Loss, LossCause};
 
-use crate::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
+use crate::protocol::lock::{Owner, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 /// A lock owner: the pid a client registered (normally QEMU's), not the pid of
 /// the connection that made the call.
@@ -94,6 +96,17 @@ pub struct LockSpace {
     /// The directory exactly as the client named it; `None` for the default lockspace.
     dir: Option<Vec<u8>>,
     resources: HashMap<Vec<u8>, Resource>,
+    /// What each owner holding something here registered (name, UUID, domain
+    /// id), with the number of its ownership entries, for inspection. Counted so
+    /// that a release never has to scan the table.
+    owners: HashMap<OwnerPid, OwnerEntry>,
+}
+
+/// An owner's registration details and how many ownership entries it has here.
+#[derive(Debug, Default)]
+struct OwnerEntry {
+    details: Option<Arc<Owner>>,
+    entries: usize,
 }
 
 impl LockSpace {
@@ -102,6 +115,7 @@ impl LockSpace {
         Self {
             dir: None,
             resources: HashMap::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -110,6 +124,7 @@ impl LockSpace {
         Self {
             dir: Some(dir),
             resources: HashMap::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -159,6 +174,42 @@ impl LockSpace {
 
     /// ACQUIRE (spec §6.4) on behalf of `owner`.
     pub fn acquire(&mut self, name: &[u8], owner: OwnerPid, flags: u32) -> Result<(), LockError> {
+        self.acquire_as(name, owner, flags, None)
+    }
+
+    /// ACQUIRE, remembering what the owner registered (shown by inspection).
+    pub fn acquire_as(
+        &mut self,
+        name: &[u8],
+        owner: OwnerPid,
+        flags: u32,
+        details: Option<Arc<Owner>>,
+    ) -> Result<(), LockError> {
+        self.take(name, owner, flags)?;
+        let entry = self.owners.entry(owner).or_default();
+        entry.entries += 1;
+        if details.is_some() {
+            entry.details = details;
+        }
+        Ok(())
+    }
+
+    /// One fewer ownership entry of `owner`.
+    fn forget_one(&mut self, owner: OwnerPid) {
+        if let Some(e) = self.owners.get_mut(&owner) {
+            e.entries = e.entries.saturating_sub(1);
+            if e.entries == 0 {
+                self.owners.remove(&owner);
+            }
+        }
+    }
+
+    /// What `owner` registered, if it holds something here and we know it.
+    pub fn owner_details(&self, owner: OwnerPid) -> Option<&Arc<Owner>> {
+        self.owners.get(&owner).and_then(|e| e.details.as_ref())
+    }
+
+    fn take(&mut self, name: &[u8], owner: OwnerPid, flags: u32) -> Result<(), LockError> {
         self.check_name(name)?;
         let want_shared = flags & ACQUIRE_SHARED != 0;
         if let Some(res) = self.resources.get_mut(name) {
@@ -219,6 +270,7 @@ impl LockSpace {
                 res.free();
             }
         }
+        self.forget_one(owner);
         Ok(())
     }
 
@@ -243,6 +295,7 @@ impl LockSpace {
                 res.free();
             }
         }
+        self.owners.remove(&owner);
         released
     }
 
@@ -266,7 +319,32 @@ impl LockSpace {
                         .map_or(0, |d| d.as_secs() as i64),
                 })
                 .collect(),
+            owners: self
+                .owners
+                .values()
+                .filter_map(|e| e.details.as_deref())
+                .map(|o| crate::state::OwnerState {
+                    uuid: o.uuid,
+                    name: o.name.clone(),
+                    id: o.id,
+                    pid: o.pid,
+                })
+                .collect(),
         }
+    }
+
+    /// Rebuilds the owner counts from the table, keeping known details.
+    fn recount(&mut self) {
+        let mut counts: HashMap<OwnerPid, OwnerEntry> = HashMap::new();
+        for r in self.resources.values() {
+            for &o in &r.owners {
+                counts.entry(o).or_default().entries += 1;
+            }
+        }
+        for (pid, e) in counts.iter_mut() {
+            e.details = self.owners.get(pid).and_then(|old| old.details.clone());
+        }
+        self.owners = counts;
     }
 
     /// Rebuilds a lockspace from a live-upgrade state, adopting its fds. A
@@ -314,10 +392,21 @@ impl LockSpace {
                 },
             );
         }
-        Self {
+        let mut space = Self {
             dir: state.directory,
             resources,
+            owners: HashMap::new(),
+        };
+        for o in state.owners {
+            space.owners.entry(o.pid as OwnerPid).or_default().details = Some(Arc::new(Owner {
+                uuid: o.uuid,
+                name: o.name,
+                id: o.id,
+                pid: o.pid,
+            }));
         }
+        space.recount();
+        space
     }
 
     /// Takes over the resources of a restored duplicate of this lockspace. A
@@ -337,10 +426,18 @@ impl LockSpace {
                 }
             }
         }
+        for (pid, e) in other.owners {
+            let mine = self.owners.entry(pid).or_default();
+            if mine.details.is_none() {
+                mine.details = e.details;
+            }
+        }
+        self.recount();
     }
 
     /// Frees every resource (daemon shutdown); returns their names.
     pub fn release_all(&mut self) -> Vec<Vec<u8>> {
+        self.owners.clear();
         self.resources
             .drain()
             .map(|(name, res)| {

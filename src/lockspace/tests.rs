@@ -253,3 +253,39 @@ fn one_file_under_two_names_is_never_leased_twice() {
     default.release(alias, 7).unwrap();
     assert!(kernel_modes(&path).is_empty());
 }
+
+#[test]
+fn owner_details_live_as_long_as_the_owners_entries() {
+    use crate::protocol::lock::Owner;
+    use std::sync::Arc;
+    let mut f = fixture();
+    let vm = |pid: u32| {
+        Some(Arc::new(Owner {
+            uuid: [pid as u8; 16],
+            name: format!("vm{pid}").into_bytes(),
+            id: pid,
+            pid,
+        }))
+    };
+    f.ls.acquire_as(b"a", 11, SHARED | AUTO, vm(11)).unwrap();
+    f.ls.acquire_as(b"a", 11, SHARED | AUTO, vm(11)).unwrap();
+    f.ls.acquire_as(b"b", 12, AUTO, vm(12)).unwrap();
+    let shown = crate::lockspace::inspect::leases(&f.ls);
+    let a = shown.iter().find(|l| l.name == b"a").unwrap();
+    assert_eq!(a.owners.len(), 2);
+    assert!(a.shared && a.autocreate && a.acquired_at > 0);
+    assert_eq!(
+        a.owners[0].details.as_ref().map(|d| d.name.clone()),
+        Some(b"vm11".to_vec())
+    );
+    f.ls.release(b"a", 11).unwrap();
+    assert!(f.ls.owner_details(11).is_some(), "one entry left");
+    f.ls.release(b"a", 11).unwrap();
+    assert!(f.ls.owner_details(11).is_none());
+    // Carried over a live upgrade with the table (the restore is tested end to
+    // end in tests/it/virtlockctl.rs).
+    let state = f.ls.state();
+    assert_eq!(state.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), [12]);
+    assert_eq!(f.ls.release_owner(12), vec![b"b".to_vec()]);
+    assert!(f.ls.owner_details(12).is_none());
+}

@@ -6,7 +6,9 @@ pub mod admin;
 pub mod codec;
 pub mod error;
 pub mod header;
+pub mod inspect;
 pub mod lock;
+pub mod typed_params;
 pub mod xdr;
 
 use bytes::{Bytes, BytesMut};

@@ -547,6 +547,7 @@ fn read_lockspace(v: &Value, at: &str, default: bool) -> Result<LockspaceState, 
     }
     Ok(LockspaceState {
         directory,
+        owners: Vec::new(),
         resources,
     })
 }
@@ -1209,10 +1210,12 @@ mod tests {
             lockspaces: vec![
                 LockspaceState {
                     directory: None,
+                    owners: Vec::new(),
                     resources: vec![],
                 },
                 LockspaceState {
                     directory: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
+                    owners: Vec::new(),
                     resources: vec![ResourceState {
                         name: HEX.as_bytes().to_vec(),
                         path: format!("/var/lib/libvirt/lockd/files/{HEX}").into_bytes(),
@@ -1785,6 +1788,7 @@ mod tests {
             lockspaces: vec![
                 LockspaceState {
                     directory: None,
+                    owners: Vec::new(),
                     resources: vec![ResourceState {
                         name: b"/images/disk.qcow2".to_vec(),
                         path: b"/images/disk.qcow2".to_vec(),
@@ -1797,6 +1801,7 @@ mod tests {
                 },
                 LockspaceState {
                     directory: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
+                    owners: Vec::new(),
                     resources: vec![
                         ResourceState {
                             name: HEX.as_bytes().to_vec(),
@@ -1820,6 +1825,7 @@ mod tests {
                 },
                 LockspaceState {
                     directory: Some(b"/empty".to_vec()),
+                    owners: Vec::new(),
                     resources: vec![],
                 },
             ],
@@ -2054,6 +2060,7 @@ mod tests {
             }],
             lockspaces: vec![LockspaceState {
                 directory: Some(b"/d".to_vec()),
+                owners: Vec::new(),
                 resources: vec![ResourceState {
                     name: b"r".to_vec(),
                     path: b"/d/r".to_vec(),
@@ -2178,6 +2185,7 @@ mod tests {
             back.lockspaces[0],
             LockspaceState {
                 directory: None,
+                owners: Vec::new(),
                 resources: vec![]
             }
         );

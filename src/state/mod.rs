@@ -15,7 +15,7 @@ use thiserror::Error;
 /// Identifies our snapshot files.
 pub const FORMAT: &str = "virtlockd-rs";
 /// Bumped on any incompatible change to the types below.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Name of the lock server (libvirt's `virtlockd`).
 pub const LOCK_SERVER: &str = "virtlockd";
@@ -118,6 +118,9 @@ pub struct LockspaceState {
     /// `None` for the default lockspace; else the key exactly as clients name it.
     pub directory: Option<Vec<u8>>,
     pub resources: Vec<ResourceState>,
+    /// What the owners holding leases here registered (ours only; version 2).
+    #[serde(default)]
+    pub owners: Vec<OwnerState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +221,7 @@ mod tests {
             lockspaces: vec![
                 LockspaceState {
                     directory: None,
+                    owners: Vec::new(),
                     resources: vec![],
                 },
                 LockspaceState {
@@ -230,6 +234,12 @@ mod tests {
                         flags: 2,
                         owners: vec![12345],
                         acquired_at: 1_700_000_001,
+                    }],
+                    owners: vec![OwnerState {
+                        uuid: [0x11; 16],
+                        name: b"vm1".to_vec(),
+                        id: 1,
+                        pid: 12345,
                     }],
                 },
             ],

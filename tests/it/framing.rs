@@ -932,10 +932,11 @@ async fn a_client_vanishing_mid_message_does_not_disturb_others() {
 async fn admin_socket_answers_unknown_procedures_and_pings() {
     let d = Daemon::start();
     let mut s = connect(&d.admin_socket()).await;
-    send(&mut s, &packet(ADMIN_PROGRAM, 1, 3, CALL, 7, 0, &[])).await;
+    // 21 is past the last admin procedure (20, daemon shutdown).
+    send(&mut s, &packet(ADMIN_PROGRAM, 1, 21, CALL, 7, 0, &[])).await;
     expect_packet(
         &mut s,
-        &rpc_error_reply(ADMIN_PROGRAM, 1, 3, 7, "unknown procedure: 3"),
+        &rpc_error_reply(ADMIN_PROGRAM, 1, 21, 7, "unknown procedure: 21"),
     )
     .await;
     send(&mut s, &packet(KEEPALIVE, 1, 1, MESSAGE, 0, 0, &[])).await;
@@ -954,11 +955,11 @@ async fn admin_socket_answers_unknown_procedures_and_pings() {
     )
     .await;
     // Non-CALL packets are dropped; the connection stays usable.
-    send(&mut s, &packet(ADMIN_PROGRAM, 1, 3, MESSAGE, 9, 0, &[])).await;
-    send(&mut s, &packet(ADMIN_PROGRAM, 1, 3, CALL, 10, 0, &[])).await;
+    send(&mut s, &packet(ADMIN_PROGRAM, 1, 21, MESSAGE, 9, 0, &[])).await;
+    send(&mut s, &packet(ADMIN_PROGRAM, 1, 21, CALL, 10, 0, &[])).await;
     expect_packet(
         &mut s,
-        &rpc_error_reply(ADMIN_PROGRAM, 1, 3, 10, "unknown procedure: 3"),
+        &rpc_error_reply(ADMIN_PROGRAM, 1, 21, 10, "unknown procedure: 21"),
     )
     .await;
     // Malformed framing closes only that admin connection.

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod admin;
 mod blocking;
 mod conformance;
 mod differential;
@@ -17,3 +18,4 @@ mod plugin_layouts;
 mod signals;
 mod smoke;
 mod upgrade;
+mod virtlockctl;

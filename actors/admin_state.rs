@@ -1,0 +1,71 @@
+//! What the admin server reads and changes besides the supervisor's own state:
+//! the client table, each server's client gate and settings, the logging
+//! handle and the daemon's history. Shared by the supervisor and every admin
+//! connection (all on the main event thread).
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use super::clients::ClientTable;
+use super::gate::ClientGate;
+use super::registry::Registry;
+use super::supervisor::Server;
+use crate::logging::LogHandle;
+
+/// Facts about the daemon process kept across live upgrades.
+#[derive(Clone, Default)]
+pub struct DaemonInfo {
+    /// Changes logging live; `None` only where no logging was installed.
+    pub log: Option<LogHandle>,
+    /// Live upgrades done before this process image started.
+    pub upgrades: u64,
+    /// When the daemon first started, seconds since the epoch.
+    pub started_at: i64,
+}
+
+/// One RPC server's settings as the admin API shows them.
+pub struct ServerSettings {
+    pub gate: Arc<ClientGate>,
+    /// `nclients_unauth_max`: kept and validated as libvirt does, though no
+    /// client of ours ever waits for authentication.
+    pub unauth_max: Cell<usize>,
+    /// `prioWorkers` as last set. libvirt would start that many idle threads;
+    /// we have no worker pool (see the README), so it is only remembered.
+    pub prio_workers: Cell<u32>,
+}
+
+impl ServerSettings {
+    pub fn new(gate: Arc<ClientGate>) -> Self {
+        let max = gate.max();
+        Self {
+            gate,
+            unauth_max: Cell::new(max),
+            prio_workers: Cell::new(0),
+        }
+    }
+}
+
+pub struct AdminState {
+    pub clients: ClientTable,
+    pub lock: ServerSettings,
+    pub admin: ServerSettings,
+    pub registry: Registry,
+    pub info: DaemonInfo,
+}
+
+impl AdminState {
+    pub fn server(&self, server: Server) -> &ServerSettings {
+        match server {
+            Server::Lock => &self.lock,
+            Server::Admin => &self.admin,
+        }
+    }
+}
+
+/// The two servers, as srv-list shows them (libvirt's hash order).
+pub const SERVERS: [Server; 2] = [Server::Admin, Server::Lock];
+
+/// A server by its admin-API name.
+pub fn server_named(name: &str) -> Option<Server> {
+    SERVERS.into_iter().find(|s| s.name() == name)
+}

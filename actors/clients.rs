@@ -1,0 +1,82 @@
+//! The table of connected clients of both servers, as the admin server shows
+//! them: id, connect time, peer credentials, and for lock clients the owner they
+//! registered. Every actor of the daemon's main event thread shares it (the
+//! supervisor and all connections run there), so a query never waits for a busy
+//! connection; each connection keeps its own row current.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::connection::Peer;
+use super::supervisor::Server;
+use crate::protocol::lock::Owner;
+
+/// One connection as the admin server sees it.
+#[derive(Debug, Clone)]
+pub struct ClientRecord {
+    /// Seconds since the epoch.
+    pub conn_time: i64,
+    pub peer: Peer,
+    /// Whether it has made an RPC call since this process started: libvirt
+    /// builds a client's identity on its first call, and client-info reports
+    /// "No identity information" before that.
+    pub called: bool,
+    pub owner: Option<Arc<Owner>>,
+    pub restricted: bool,
+}
+
+/// Rows keyed by (server, id); ids grow, so iteration is connection order.
+#[derive(Clone, Default)]
+pub struct ClientTable(Rc<RefCell<BTreeMap<(Server, u64), ClientRecord>>>);
+
+impl ClientTable {
+    /// Adds a row; it lives as long as the returned entry.
+    pub fn insert(&self, server: Server, id: u64, record: ClientRecord) -> ClientEntry {
+        self.0.borrow_mut().insert((server, id), record);
+        ClientEntry {
+            table: self.clone(),
+            key: (server, id),
+        }
+    }
+
+    pub fn get(&self, server: Server, id: u64) -> Option<ClientRecord> {
+        self.0.borrow().get(&(server, id)).cloned()
+    }
+
+    /// The clients of one server, in connection order.
+    pub fn of(&self, server: Server) -> Vec<(u64, ClientRecord)> {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|((s, _), _)| *s == server)
+            .map(|((_, id), r)| (*id, r.clone()))
+            .collect()
+    }
+
+    pub fn count(&self, server: Server) -> usize {
+        self.0.borrow().keys().filter(|(s, _)| *s == server).count()
+    }
+}
+
+/// A connection's own row; dropping it removes the row.
+pub struct ClientEntry {
+    table: ClientTable,
+    key: (Server, u64),
+}
+
+impl ClientEntry {
+    /// Changes this connection's row.
+    pub fn update(&self, f: impl FnOnce(&mut ClientRecord)) {
+        if let Some(r) = self.table.0.borrow_mut().get_mut(&self.key) {
+            f(r);
+        }
+    }
+}
+
+impl Drop for ClientEntry {
+    fn drop(&mut self) {
+        self.table.0.borrow_mut().remove(&self.key);
+    }
+}

@@ -1,0 +1,178 @@
+//! `virtlockctl`: who holds which lease, which clients are connected, how the
+//! daemon is doing, and whether a lockspace's filesystem shares locks between
+//! hosts. Talks to the daemon's admin socket (same peer-uid rule as virt-admin).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use virtlockd::ctl::fscheck::{self, Reach};
+use virtlockd::ctl::query::{Inspector, QueryError};
+use virtlockd::ctl::{render, who};
+use virtlockd::paths::Paths;
+
+#[derive(Parser)]
+#[command(
+    name = "virtlockctl",
+    version,
+    about = "Inspect the leases of virtlockd"
+)]
+struct Cli {
+    /// The daemon's admin socket (default: as the daemon's, for this user).
+    #[arg(long, value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+
+    /// The daemon's --runtime-dir: its admin socket is in there.
+    #[arg(long, value_name = "DIR", global = true)]
+    runtime_dir: Option<PathBuf>,
+
+    /// Print JSON (field list in the README; stable).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every held lease with its lockspace, file, mode and owners.
+    Locks {
+        /// Only leases in this lockspace directory ("" or "direct" for direct leases).
+        #[arg(long, value_name = "DIR")]
+        lockspace: Option<String>,
+        /// Only leases with this owner pid.
+        #[arg(long, value_name = "PID")]
+        owner: Option<i32>,
+    },
+    /// The lease of a disk path, direct or in a file lockspace (SHA-256 name).
+    Who { path: PathBuf },
+    /// Connections of both servers, with their owners and leases.
+    Clients,
+    /// Version, pid, uptime, clients, lockspaces, leases, live upgrades.
+    Status,
+    /// Whether fcntl locks under DIR reach other hosts. Exit status 2 if not.
+    Check { dir: PathBuf },
+}
+
+impl Cli {
+    fn socket(&self) -> PathBuf {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        let privileged = nix::unistd::geteuid().is_root();
+        match &self.runtime_dir {
+            Some(dir) => Paths::under(dir, privileged).admin_socket,
+            None => Paths::defaults(privileged).admin_socket,
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("virtlockctl: {e}"),
+    }
+}
+
+async fn run(cli: &Cli) -> Result<ExitCode, QueryError> {
+    let socket = cli.socket();
+    let connect = || Inspector::connect(&socket);
+    match &cli.command {
+        Command::Locks { lockspace, owner } => {
+            let mut leases = connect().await?.leases().await?;
+            if let Some(ls) = lockspace {
+                let direct = ls.is_empty() || ls == "direct";
+                leases.retain(|l| match &l.lockspace {
+                    None => direct,
+                    Some(d) => !direct && Path::new(ls) == Path::new(&*String::from_utf8_lossy(d)),
+                });
+            }
+            if let Some(pid) = owner {
+                leases.retain(|l| l.owners.iter().any(|o| o.pid == *pid));
+            }
+            if cli.json {
+                print_json(&render::leases_json(&leases));
+            } else {
+                print!("{}", render::leases_table(&leases));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Who { path } => {
+            let leases = connect().await?.leases().await?;
+            let mine = who::leases_of(path, &leases);
+            let shown = path.display().to_string();
+            if cli.json {
+                print_json(&render::who_json(&shown, &mine));
+            } else {
+                print!("{}", render::who_text(&shown, &mine));
+            }
+            Ok(if mine.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Clients => {
+            let clients = connect().await?.clients().await?;
+            if cli.json {
+                print_json(&render::clients_json(&clients));
+            } else {
+                print!("{}", render::clients_table(&clients));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let status = connect().await?.status().await?;
+            if cli.json {
+                print_json(&render::status_json(&status));
+            } else {
+                print!("{}", render::status_text(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // Needs no daemon.
+        Command::Check { dir } => Ok(check(cli, dir)),
+    }
+}
+
+fn check(cli: &Cli, dir: &Path) -> ExitCode {
+    match fscheck::check(dir) {
+        Ok(report) => {
+            if cli.json {
+                print_json(&render::check_json(&report));
+            } else {
+                print!("{}", render::check_text(&report));
+            }
+            match report.assessment.reach {
+                Reach::OtherHosts => ExitCode::SUCCESS,
+                Reach::ThisHostOnly => ExitCode::from(2),
+            }
+        }
+        Err(e) => {
+            eprintln!("virtlockctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("virtlockctl: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("virtlockctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

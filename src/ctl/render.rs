@@ -1,0 +1,358 @@
+//! `virtlockctl` output: readable tables, and JSON whose field names and types
+//! are stable (documented in the README; new fields may be added, none removed
+//! or changed).
+
+use serde_json::{json, Value};
+
+use super::fscheck::{Reach, Report};
+use crate::lockspace::lease::Storage;
+use crate::protocol::inspect::{ClientView, LeaseView, OwnerView, StatusView};
+use crate::session::uuid_string;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `YYYY-MM-DD HH:MM:SS+0000` (UTC), as virt-admin shows times; `-` if unknown.
+pub fn time(epoch: i64) -> String {
+    if epoch <= 0 {
+        return "-".into();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch as u64);
+    let s = crate::logging::format_timestamp(t);
+    // Drop the milliseconds.
+    match s.split_once('.') {
+        Some((head, tail)) => format!("{head}{}", &tail[3..]),
+        None => s,
+    }
+}
+
+/// A table with a header line and left-aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn owner_json(o: &OwnerView) -> Value {
+    match &o.details {
+        Some(d) => json!({
+            "pid": o.pid,
+            "name": text(&d.name),
+            "uuid": uuid_string(&d.uuid),
+            "domain_id": d.id,
+        }),
+        None => json!({ "pid": o.pid, "name": null, "uuid": null, "domain_id": null }),
+    }
+}
+
+fn owner_short(o: &OwnerView) -> String {
+    match &o.details {
+        Some(d) => format!(
+            "{} ({}, id {}, pid {})",
+            text(&d.name),
+            uuid_string(&d.uuid),
+            d.id,
+            o.pid
+        ),
+        None => format!("pid {}", o.pid),
+    }
+}
+
+fn mode(l: &LeaseView) -> &'static str {
+    if l.shared {
+        "shared"
+    } else {
+        "exclusive"
+    }
+}
+
+pub fn lease_json(l: &LeaseView) -> Value {
+    json!({
+        "lockspace": l.lockspace.as_deref().map(text),
+        "direct": l.lockspace.is_none(),
+        "name": text(&l.name),
+        "path": text(&l.path),
+        "mode": mode(l),
+        "autocreate": l.autocreate,
+        "acquired_at": (l.acquired_at > 0).then_some(l.acquired_at),
+        "status": l.status.name(),
+        "owners": l.owners.iter().map(owner_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn leases_json(leases: &[LeaseView]) -> Value {
+    json!({ "leases": leases.iter().map(lease_json).collect::<Vec<_>>() })
+}
+
+/// One row per lease; a lease with several owners lists them one per line.
+pub fn leases_table(leases: &[LeaseView]) -> String {
+    if leases.is_empty() {
+        return "no leases held\n".into();
+    }
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .map(|l| {
+            vec![
+                l.lockspace
+                    .as_deref()
+                    .map_or_else(|| "(direct)".to_owned(), text),
+                text(&l.name),
+                mode(l).to_owned(),
+                if l.autocreate { "yes" } else { "no" }.to_owned(),
+                time(l.acquired_at),
+                l.status.name(),
+                l.owners
+                    .iter()
+                    .map(owner_short)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "LOCKSPACE",
+            "NAME",
+            "MODE",
+            "AUTOCREATE",
+            "ACQUIRED",
+            "STATUS",
+            "OWNERS",
+        ],
+        &rows,
+    );
+    // File paths differ from names only in file lockspaces: list them below.
+    let files: Vec<Vec<String>> = leases
+        .iter()
+        .filter(|l| l.lockspace.is_some())
+        .map(|l| vec![text(&l.name), text(&l.path)])
+        .collect();
+    if !files.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["NAME", "FILE"], &files));
+    }
+    out
+}
+
+pub fn clients_json(clients: &[ClientView]) -> Value {
+    json!({
+        "clients": clients.iter().map(|c| json!({
+            "server": c.server,
+            "id": c.id,
+            "pid": c.pid,
+            "uid": c.uid,
+            "connected_at": c.connected_at,
+            "owner": c.owner.as_ref().map(owner_json),
+            "restricted": c.restricted,
+            "leases": c.leases,
+        })).collect::<Vec<_>>()
+    })
+}
+
+pub fn clients_table(clients: &[ClientView]) -> String {
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.server.clone(),
+                c.id.to_string(),
+                c.pid.to_string(),
+                c.owner.as_ref().map_or_else(|| "-".to_owned(), owner_short),
+                if c.restricted { "yes" } else { "no" }.to_owned(),
+                time(c.connected_at),
+                c.leases.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVER",
+            "ID",
+            "PID",
+            "OWNER",
+            "RESTRICTED",
+            "CONNECTED SINCE",
+            "LEASES",
+        ],
+        &rows,
+    )
+}
+
+fn libvirt_version(v: u64) -> String {
+    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
+}
+
+pub fn status_json(s: &StatusView) -> Value {
+    json!({
+        "version": s.version,
+        "libvirt_version": libvirt_version(s.libvirt_version),
+        "pid": s.pid,
+        "started_at": s.started_at,
+        "uptime_seconds": (s.now - s.started_at).max(0),
+        "lock_clients": s.lock_clients,
+        "admin_clients": s.admin_clients,
+        "lockspaces": s.lockspaces,
+        "leases": s.leases,
+        "live_upgrades": s.upgrades,
+    })
+}
+
+fn duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h {m}m {s}s")
+    } else if h > 0 {
+        format!("{h}h {m}m {s}s")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+pub fn status_text(s: &StatusView) -> String {
+    let rows = [
+        (
+            "version",
+            format!(
+                "{} (libvirt {})",
+                s.version,
+                libvirt_version(s.libvirt_version)
+            ),
+        ),
+        ("pid", s.pid.to_string()),
+        ("started", time(s.started_at)),
+        ("uptime", duration(s.now - s.started_at)),
+        ("lock clients", s.lock_clients.to_string()),
+        ("admin clients", s.admin_clients.to_string()),
+        ("lockspaces", s.lockspaces.to_string()),
+        ("leases", s.leases.to_string()),
+        ("live upgrades", s.upgrades.to_string()),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("{k:<14}: {v}\n"))
+        .collect()
+}
+
+pub fn who_json(path: &str, leases: &[LeaseView]) -> Value {
+    json!({
+        "path": path,
+        "leases": leases.iter().map(lease_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn who_text(path: &str, leases: &[LeaseView]) -> String {
+    if leases.is_empty() {
+        return format!("{path}: no lease held\n");
+    }
+    let mut out = String::new();
+    for l in leases {
+        let place = match &l.lockspace {
+            None => "direct lease".to_owned(),
+            Some(ls) => format!("lease {} in lockspace {}", text(&l.name), text(ls)),
+        };
+        out.push_str(&format!(
+            "{path}: {place}, {} since {}, {}\n",
+            mode(l),
+            time(l.acquired_at),
+            l.status.name()
+        ));
+        for o in &l.owners {
+            out.push_str(&format!("  owner: {}\n", owner_short(o)));
+        }
+    }
+    out
+}
+
+fn reach_name(r: Reach) -> &'static str {
+    match r {
+        Reach::OtherHosts => "other-hosts",
+        Reach::ThisHostOnly => "this-host-only",
+    }
+}
+
+fn storage_name(s: Storage) -> String {
+    match s {
+        Storage::Local => "local".into(),
+        Storage::Network(kind) => format!("network:{kind}"),
+    }
+}
+
+pub fn check_json(r: &Report) -> Value {
+    json!({
+        "dir": r.dir.display().to_string(),
+        "fstype": r.mount.as_ref().map(|m| m.fstype.clone()),
+        "source": r.mount.as_ref().map(|m| m.source.clone()),
+        "mount_point": r.mount.as_ref().map(|m| m.mount_point.display().to_string()),
+        "options": r.mount.as_ref().map(|m| m.options.clone()).unwrap_or_default(),
+        "daemon_storage": storage_name(r.storage),
+        "reach": reach_name(r.assessment.reach),
+        "reason": r.assessment.reason,
+    })
+}
+
+pub fn check_text(r: &Report) -> String {
+    let mut out = format!("directory     : {}\n", r.dir.display());
+    if let Some(m) = &r.mount {
+        out.push_str(&format!(
+            "filesystem    : {} ({} on {})\n",
+            m.fstype,
+            m.source,
+            m.mount_point.display()
+        ));
+        out.push_str(&format!("mount options : {}\n", m.options.join(",")));
+    }
+    out.push_str(&format!("daemon storage: {}\n", storage_name(r.storage)));
+    out.push_str(&format!(
+        "locks reach   : {}\n",
+        reach_name(r.assessment.reach)
+    ));
+    out.push_str(&format!("why           : {}\n", r.assessment.reason));
+    if r.assessment.reach == Reach::ThisHostOnly {
+        out.push_str(
+            "WARNING: leases here do not protect disks shared with other hosts; \
+             use this lockspace for a single host only.\n",
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
+    }
+
+    #[test]
+    fn times_like_virt_admin() {
+        assert_eq!(time(1_700_000_000), "2023-11-14 22:13:20+0000");
+        assert_eq!(time(0), "-");
+        assert_eq!(duration(3_725), "1h 2m 5s");
+        assert_eq!(libvirt_version(9_000_000), "9.0.0");
+    }
+}

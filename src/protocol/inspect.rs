@@ -1,0 +1,408 @@
+//! The lock-inspection program of virtlockd-rs, served on the admin socket beside
+//! libvirt's admin program and used by `virtlockctl`. Program number 0x564c4b49
+//! ("VLKI"), version 1: libvirt's programs are left untouched, and a libvirt
+//! daemon answers it with "Cannot find program". Every procedure takes no
+//! arguments (filters are applied by the client). Pure: encoding and decoding.
+
+use bytes::{Bytes, BytesMut};
+
+use super::xdr::{XdrError, XdrReader, XdrWrite};
+
+pub const PROGRAM: u32 = 0x564c_4b49;
+pub const VERSION: u32 = 1;
+
+const STRING_MAX: usize = 4_194_304;
+/// Arrays in replies: leases, clients, owners of one lease.
+const LIST_MAX: usize = 4_000_000;
+
+pub mod procedure {
+    /// Every held lease with its owners: `lease leases<>`.
+    pub const LIST_LOCKS: i32 = 1;
+    /// Every connection of both servers: `client clients<>`.
+    pub const LIST_CLIENTS: i32 = 2;
+    /// Daemon summary: `status`.
+    pub const STATUS: i32 = 3;
+}
+
+/// What an owner told us at REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerDetails {
+    pub name: Vec<u8>,
+    pub uuid: [u8; 16],
+    /// libvirt's domain id.
+    pub id: u32,
+}
+
+/// An owner of a lease (or the registered owner of a connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerView {
+    pub pid: i32,
+    /// `None` when only the pid is known (a lease adopted from libvirt's state).
+    pub details: Option<OwnerDetails>,
+}
+
+/// Whether the lease is intact. Only [`LeaseStatus::Held`] exists today; the
+/// field is on the wire so that a lease found broken can be reported as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Held,
+    /// A value this client does not know (a newer daemon).
+    Other(u32),
+}
+
+impl LeaseStatus {
+    fn wire(self) -> u32 {
+        match self {
+            LeaseStatus::Held => 0,
+            LeaseStatus::Other(v) => v,
+        }
+    }
+
+    fn from_wire(v: u32) -> Self {
+        match v {
+            0 => LeaseStatus::Held,
+            v => LeaseStatus::Other(v),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            LeaseStatus::Held => "held".into(),
+            LeaseStatus::Other(v) => format!("status-{v}"),
+        }
+    }
+}
+
+/// One held lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The lockspace directory; `None` for the default lockspace (direct leases,
+    /// whose name is the disk path itself).
+    pub lockspace: Option<Vec<u8>>,
+    pub name: Vec<u8>,
+    /// The file holding the fcntl lock.
+    pub path: Vec<u8>,
+    pub shared: bool,
+    pub autocreate: bool,
+    /// Seconds since the epoch (0 = unknown).
+    pub acquired_at: i64,
+    pub status: LeaseStatus,
+    /// One entry per acquisition, as the lock table keeps them.
+    pub owners: Vec<OwnerView>,
+}
+
+/// One connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientView {
+    /// `virtlockd` or `admin`.
+    pub server: String,
+    pub id: u64,
+    /// Peer pid from SO_PEERCRED (-1 if unknown).
+    pub pid: i32,
+    pub uid: u32,
+    /// Connect time, seconds since the epoch.
+    pub connected_at: i64,
+    pub owner: Option<OwnerView>,
+    pub restricted: bool,
+    /// Leases held by the registered owner (all lockspaces).
+    pub leases: u32,
+}
+
+/// Daemon summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusView {
+    /// This build's version (Cargo package version).
+    pub version: String,
+    /// The libvirt version reported to virt-admin.
+    pub libvirt_version: u64,
+    pub pid: u32,
+    /// Seconds since the epoch; kept across live upgrades.
+    pub started_at: i64,
+    /// The daemon's clock when it answered.
+    pub now: i64,
+    pub upgrades: u64,
+    pub lock_clients: u32,
+    pub admin_clients: u32,
+    pub lockspaces: u32,
+    pub leases: u64,
+}
+
+fn put_bool(out: &mut BytesMut, v: bool) {
+    out.put_xdr_u32(u32::from(v));
+}
+
+fn get_bool(r: &mut XdrReader<'_>) -> Result<bool, XdrError> {
+    Ok(r.u32()? != 0)
+}
+
+fn get_bytes(r: &mut XdrReader<'_>) -> Result<Vec<u8>, XdrError> {
+    Ok(r.string(STRING_MAX)?.to_vec())
+}
+
+fn get_len(r: &mut XdrReader<'_>) -> Result<usize, XdrError> {
+    let n = r.u32()? as usize;
+    if n > LIST_MAX {
+        return Err(XdrError::TooLong {
+            len: n,
+            max: LIST_MAX,
+        });
+    }
+    Ok(n)
+}
+
+impl OwnerView {
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_xdr_i32(self.pid);
+        match &self.details {
+            None => out.put_xdr_u32(0),
+            Some(d) => {
+                out.put_xdr_u32(1);
+                out.put_xdr_string(&d.name);
+                out.put_xdr_opaque_fixed(&d.uuid);
+                out.put_xdr_u32(d.id);
+            }
+        }
+    }
+
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        let pid = r.i32()?;
+        let details = if r.optional()? {
+            let name = get_bytes(r)?;
+            let mut uuid = [0u8; 16];
+            uuid.copy_from_slice(r.opaque_fixed(16)?);
+            Some(OwnerDetails {
+                name,
+                uuid,
+                id: r.u32()?,
+            })
+        } else {
+            None
+        };
+        Ok(Self { pid, details })
+    }
+}
+
+impl LeaseView {
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_xdr_opt_string(self.lockspace.as_deref());
+        out.put_xdr_string(&self.name);
+        out.put_xdr_string(&self.path);
+        put_bool(out, self.shared);
+        put_bool(out, self.autocreate);
+        out.put_xdr_u64(self.acquired_at as u64);
+        out.put_xdr_u32(self.status.wire());
+        out.put_xdr_u32(self.owners.len() as u32);
+        for o in &self.owners {
+            o.encode(out);
+        }
+    }
+
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        let lockspace = if r.optional()? {
+            Some(get_bytes(r)?)
+        } else {
+            None
+        };
+        let name = get_bytes(r)?;
+        let path = get_bytes(r)?;
+        let shared = get_bool(r)?;
+        let autocreate = get_bool(r)?;
+        let acquired_at = r.i64()?;
+        let status = LeaseStatus::from_wire(r.u32()?);
+        let n = get_len(r)?;
+        let owners = (0..n)
+            .map(|_| OwnerView::decode(r))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            lockspace,
+            name,
+            path,
+            shared,
+            autocreate,
+            acquired_at,
+            status,
+            owners,
+        })
+    }
+}
+
+impl ClientView {
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_xdr_string(self.server.as_bytes());
+        out.put_xdr_u64(self.id);
+        out.put_xdr_i32(self.pid);
+        out.put_xdr_u32(self.uid);
+        out.put_xdr_u64(self.connected_at as u64);
+        match &self.owner {
+            None => out.put_xdr_u32(0),
+            Some(o) => {
+                out.put_xdr_u32(1);
+                o.encode(out);
+            }
+        }
+        put_bool(out, self.restricted);
+        out.put_xdr_u32(self.leases);
+    }
+
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            server: String::from_utf8_lossy(r.string(STRING_MAX)?).into_owned(),
+            id: r.u64()?,
+            pid: r.i32()?,
+            uid: r.u32()?,
+            connected_at: r.i64()?,
+            owner: if r.optional()? {
+                Some(OwnerView::decode(r)?)
+            } else {
+                None
+            },
+            restricted: get_bool(r)?,
+            leases: r.u32()?,
+        })
+    }
+}
+
+impl StatusView {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_xdr_string(self.version.as_bytes());
+        out.put_xdr_u64(self.libvirt_version);
+        out.put_xdr_u32(self.pid);
+        out.put_xdr_u64(self.started_at as u64);
+        out.put_xdr_u64(self.now as u64);
+        out.put_xdr_u64(self.upgrades);
+        out.put_xdr_u32(self.lock_clients);
+        out.put_xdr_u32(self.admin_clients);
+        out.put_xdr_u32(self.lockspaces);
+        out.put_xdr_u64(self.leases);
+        out.freeze()
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, XdrError> {
+        let r = &mut XdrReader::new(payload);
+        Ok(Self {
+            version: String::from_utf8_lossy(r.string(STRING_MAX)?).into_owned(),
+            libvirt_version: r.u64()?,
+            pid: r.u32()?,
+            started_at: r.i64()?,
+            now: r.i64()?,
+            upgrades: r.u64()?,
+            lock_clients: r.u32()?,
+            admin_clients: r.u32()?,
+            lockspaces: r.u32()?,
+            leases: r.u64()?,
+        })
+    }
+}
+
+pub fn encode_leases(leases: &[LeaseView]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_xdr_u32(leases.len() as u32);
+    for l in leases {
+        l.encode(&mut out);
+    }
+    out.freeze()
+}
+
+pub fn decode_leases(payload: &[u8]) -> Result<Vec<LeaseView>, XdrError> {
+    let r = &mut XdrReader::new(payload);
+    let n = get_len(r)?;
+    (0..n).map(|_| LeaseView::decode(r)).collect()
+}
+
+pub fn encode_clients(clients: &[ClientView]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_xdr_u32(clients.len() as u32);
+    for c in clients {
+        c.encode(&mut out);
+    }
+    out.freeze()
+}
+
+pub fn decode_clients(payload: &[u8]) -> Result<Vec<ClientView>, XdrError> {
+    let r = &mut XdrReader::new(payload);
+    let n = get_len(r)?;
+    (0..n).map(|_| ClientView::decode(r)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(pid: i32) -> OwnerView {
+        OwnerView {
+            pid,
+            details: Some(OwnerDetails {
+                name: b"vm1".to_vec(),
+                uuid: [7; 16],
+                id: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn leases_round_trip() {
+        let leases = vec![
+            LeaseView {
+                lockspace: None,
+                name: b"/var/lib/disk.img".to_vec(),
+                path: b"/var/lib/disk.img".to_vec(),
+                shared: false,
+                autocreate: false,
+                acquired_at: 1_700_000_000,
+                status: LeaseStatus::Held,
+                owners: vec![owner(12)],
+            },
+            LeaseView {
+                lockspace: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
+                name: b"ab".to_vec(),
+                path: b"/var/lib/libvirt/lockd/files/ab".to_vec(),
+                shared: true,
+                autocreate: true,
+                acquired_at: 0,
+                status: LeaseStatus::Other(2),
+                owners: vec![
+                    owner(12),
+                    OwnerView {
+                        pid: 13,
+                        details: None,
+                    },
+                ],
+            },
+        ];
+        assert_eq!(decode_leases(&encode_leases(&leases)).unwrap(), leases);
+    }
+
+    #[test]
+    fn clients_and_status_round_trip() {
+        let clients = vec![ClientView {
+            server: "virtlockd".into(),
+            id: 4,
+            pid: 99,
+            uid: 0,
+            connected_at: 5,
+            owner: Some(owner(99)),
+            restricted: true,
+            leases: 2,
+        }];
+        assert_eq!(decode_clients(&encode_clients(&clients)).unwrap(), clients);
+        let s = StatusView {
+            version: "0.1.0".into(),
+            libvirt_version: 9_000_000,
+            pid: 1,
+            started_at: 2,
+            now: 3,
+            upgrades: 4,
+            lock_clients: 5,
+            admin_clients: 6,
+            lockspaces: 7,
+            leases: 8,
+        };
+        assert_eq!(StatusView::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn huge_counts_are_refused_before_allocation() {
+        assert!(decode_leases(&[0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}
