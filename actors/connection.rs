@@ -22,7 +22,7 @@ use super::clients::ClientEntry;
 use super::fence;
 use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
-use super::registry::{Listed, OwnerInfo, Registry};
+use super::registry::Registry;
 use super::supervisor::{Disconnected, OpenError, OpenLockspace, Server, Supervisor};
 use super::wire::Wire;
 use crate::lockspace::error::show;
@@ -92,8 +92,6 @@ pub struct Connection {
     wire: Wire,
     /// Set once the disconnect semantics have been started (by [`Close`]).
     closed: bool,
-    /// Keeps the registered owner's name and UUID known to the lockspaces.
-    listed: Option<Listed>,
     _slot: Slot,
 }
 
@@ -116,11 +114,9 @@ impl Connection {
                 supervisor: init.supervisor,
                 wire,
                 closed: false,
-                listed: None,
                 _slot: init.slot,
             };
             conn.label = conn.owner_label();
-            conn.list_owner();
             conn
         })
     }
@@ -167,20 +163,6 @@ impl Connection {
         }
     }
 
-    /// Makes the registered owner's name and UUID known to the lockspaces,
-    /// which report lost leases by owner pid.
-    fn list_owner(&mut self) {
-        self.listed = self.session.owner().map(|o| {
-            self.registry.list_owner(
-                o.pid as OwnerPid,
-                OwnerInfo {
-                    name: show(&o.name),
-                    uuid: uuid_string(&o.uuid),
-                },
-            )
-        });
-    }
-
     fn dispatch(&mut self, call: Header, args: LockCall, ctx: &mut Context<Self>) {
         if let Err(e) = self.session.admit(&args) {
             return self.reply(&call, Err(e), ctx);
@@ -192,7 +174,6 @@ impl Connection {
                 let r = self.session.register(owner);
                 if r.is_ok() {
                     self.label = self.owner_label();
-                    self.list_owner();
                     self.owner_details = self.session.owner().cloned().map(Arc::new);
                     let details = self.owner_details.clone();
                     self.entry.update(|e| e.owner = details);

@@ -27,6 +27,7 @@ use crate::lockspace::error::show;
 use crate::lockspace::lease::Storage;
 use crate::lockspace::{LockError, LockSpace, Loss, OwnerPid};
 use crate::protocol::inspect::LeaseView;
+use crate::session::uuid_string;
 use crate::state::LockspaceState;
 
 /// How often a lockspace on network storage looks whether a check is due: a
@@ -81,16 +82,19 @@ impl Lockspace {
         for loss in &losses {
             let resource = show(&loss.name);
             for &pid in loss.owners.iter().collect::<BTreeSet<_>>() {
-                let info = self.registry.owner_info(pid);
-                let (name, uuid) = info
-                    .as_deref()
-                    .map_or(("unknown", "unknown"), |i| (&i.name, &i.uuid));
+                // What the owner registered when it acquired here.
+                let (name, uuid) = self
+                    .space
+                    .owner_details(pid)
+                    .map_or(("unknown".into(), "unknown".into()), |o| {
+                        (show(&o.name), uuid_string(&o.uuid))
+                    });
                 tracing::error!(
                     lockspace = %lockspace,
                     resource = %resource,
                     path = %loss.path.display(),
-                    owner = name,
-                    uuid,
+                    owner = %name,
+                    uuid = %uuid,
                     pid,
                     cause = %loss.cause,
                     action = action.name(),

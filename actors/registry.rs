@@ -23,7 +23,6 @@ pub struct Registry {
     /// A shutdown asked for while a live upgrade had the daemon paused.
     shutdown_requested: Arc<AtomicBool>,
     lease_check: Arc<LeaseCheck>,
-    owners: Arc<Owners>,
 }
 
 /// Revalidation settings of leases on network storage (virtlockd.conf,
@@ -66,32 +65,6 @@ impl LeaseCheck {
     }
 }
 
-/// Who registered which owner pid, for the log lines of lockspace actors
-/// (which know owners by pid only). Kept by the connections that registered.
-type Owners = Mutex<HashMap<i32, (Arc<OwnerInfo>, usize)>>;
-
-/// Name and UUID a client registered for an owner pid.
-#[derive(Debug, PartialEq, Eq)]
-pub struct OwnerInfo {
-    pub name: String,
-    pub uuid: String,
-}
-
-/// Held by a registered connection: its owner stays known while it is open.
-pub struct Listed(Arc<Owners>, i32);
-
-impl Drop for Listed {
-    fn drop(&mut self) {
-        let mut owners = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, refs)) = owners.get_mut(&self.1) {
-            *refs -= 1;
-            if *refs == 0 {
-                owners.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Work a closed connection still has to do. A live upgrade waits for releases
 /// to finish (they change lockspace state) and carries unfinished fencing over.
 #[derive(Default)]
@@ -129,33 +102,6 @@ impl Drop for Fencing {
 impl Registry {
     pub fn lease_check(&self) -> &LeaseCheck {
         &self.lease_check
-    }
-
-    /// Records the owner a connection registered (the latest registration of a
-    /// pid names it) until the returned guard drops.
-    pub fn list_owner(&self, pid: i32, info: OwnerInfo) -> Listed {
-        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = owners.entry(pid).or_insert_with(|| {
-            (
-                Arc::new(OwnerInfo {
-                    name: String::new(),
-                    uuid: String::new(),
-                }),
-                0,
-            )
-        });
-        entry.0 = Arc::new(info);
-        entry.1 += 1;
-        Listed(self.owners.clone(), pid)
-    }
-
-    /// Name and UUID of `pid`, if a connection that registered it is open.
-    pub fn owner_info(&self, pid: i32) -> Option<Arc<OwnerInfo>> {
-        self.owners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&pid)
-            .map(|(info, _)| info.clone())
     }
 
     /// Whether `pid` is being fenced right now.

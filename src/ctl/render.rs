@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::fscheck::{Reach, Report};
 use crate::lockspace::lease::Storage;
-use crate::protocol::inspect::{ClientView, LeaseView, OwnerView, StatusView};
+use crate::protocol::inspect::{ClientView, LeaseStatus, LeaseView, OwnerView, StatusView};
 use crate::session::uuid_string;
 
 fn text(b: &[u8]) -> String {
@@ -96,8 +96,18 @@ pub fn lease_json(l: &LeaseView) -> Value {
         "autocreate": l.autocreate,
         "acquired_at": (l.acquired_at > 0).then_some(l.acquired_at),
         "status": l.status.name(),
+        "status_reason": l.status.detail().map(|(reason, _)| reason),
+        "status_since": l.status.detail().map(|(_, since)| since),
         "owners": l.owners.iter().map(owner_json).collect::<Vec<_>>(),
     })
+}
+
+/// `held`, or e.g. `lost at 2026-11-22 10:00:00 (the filesystem fails ...)`.
+fn lease_status_text(s: &LeaseStatus) -> String {
+    match s.detail() {
+        None => s.name(),
+        Some((reason, since)) => format!("{} at {} ({reason})", s.name(), time(since)),
+    }
 }
 
 pub fn leases_json(leases: &[LeaseView]) -> Value {
@@ -120,7 +130,7 @@ pub fn leases_table(leases: &[LeaseView]) -> String {
                 mode(l).to_owned(),
                 if l.autocreate { "yes" } else { "no" }.to_owned(),
                 time(l.acquired_at),
-                l.status.name(),
+                lease_status_text(&l.status),
                 l.owners
                     .iter()
                     .map(owner_short)
@@ -276,7 +286,7 @@ pub fn who_text(path: &str, leases: &[LeaseView]) -> String {
             "{path}: {place}, {} since {}, {}\n",
             mode(l),
             time(l.acquired_at),
-            l.status.name()
+            lease_status_text(&l.status)
         ));
         for o in &l.owners {
             out.push_str(&format!("  owner: {}\n", owner_short(o)));

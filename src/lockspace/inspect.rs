@@ -2,7 +2,7 @@
 //! mode, acquisition time and owners (with what they registered, where known).
 
 use std::os::unix::ffi::OsStrExt;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::LockSpace;
 use crate::protocol::inspect::{LeaseStatus, LeaseView, OwnerDetails, OwnerView};
@@ -19,13 +19,14 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
             path: r.path.as_os_str().as_bytes().to_vec(),
             shared: r.shared(),
             autocreate: r.autocreate(),
-            acquired_at: r
-                .acquired_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-            // Every resource in the table holds its fcntl lock; a check that
-            // finds one broken would report it here.
-            status: LeaseStatus::Held,
+            acquired_at: epoch_seconds(r.acquired_at),
+            status: match &r.status {
+                super::LeaseStatus::Held => LeaseStatus::Held,
+                super::LeaseStatus::Lost { cause, since } => LeaseStatus::Lost {
+                    reason: cause.to_string(),
+                    since: epoch_seconds(*since),
+                },
+            },
             owners: r
                 .owners
                 .iter()
@@ -40,4 +41,9 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
                 .collect(),
         })
         .collect()
+}
+
+fn epoch_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

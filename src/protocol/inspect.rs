@@ -41,34 +41,74 @@ pub struct OwnerView {
     pub details: Option<OwnerDetails>,
 }
 
-/// Whether the lease is intact. Only [`LeaseStatus::Held`] exists today; the
-/// field is on the wire so that a lease found broken can be reported as such.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether the lease still protects anything. Every status travels with a
+/// reason and a time (empty and 0 for a held lease), so that a client meeting a
+/// status it does not know can still show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseStatus {
     Held,
+    /// The filesystem dropped the lock (see lease revalidation); the entry stays
+    /// until its owners release it.
+    Lost {
+        reason: String,
+        /// Seconds since the epoch.
+        since: i64,
+    },
     /// A value this client does not know (a newer daemon).
-    Other(u32),
+    Other {
+        code: u32,
+        reason: String,
+        since: i64,
+    },
 }
 
 impl LeaseStatus {
-    fn wire(self) -> u32 {
-        match self {
-            LeaseStatus::Held => 0,
-            LeaseStatus::Other(v) => v,
-        }
+    fn encode(&self, out: &mut BytesMut) {
+        let (code, reason, since) = match self {
+            LeaseStatus::Held => (0, "", 0),
+            LeaseStatus::Lost { reason, since } => (1, reason.as_str(), *since),
+            LeaseStatus::Other {
+                code,
+                reason,
+                since,
+            } => (*code, reason.as_str(), *since),
+        };
+        out.put_xdr_u32(code);
+        out.put_xdr_string(reason.as_bytes());
+        out.put_xdr_u64(since as u64);
     }
 
-    fn from_wire(v: u32) -> Self {
-        match v {
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        let code = r.u32()?;
+        let reason = String::from_utf8_lossy(&get_bytes(r)?).into_owned();
+        let since = r.i64()?;
+        Ok(match code {
             0 => LeaseStatus::Held,
-            v => LeaseStatus::Other(v),
-        }
+            1 => LeaseStatus::Lost { reason, since },
+            code => LeaseStatus::Other {
+                code,
+                reason,
+                since,
+            },
+        })
     }
 
-    pub fn name(self) -> String {
+    /// `held`, `lost`, or `status-N` for a status this build does not know.
+    pub fn name(&self) -> String {
         match self {
             LeaseStatus::Held => "held".into(),
-            LeaseStatus::Other(v) => format!("status-{v}"),
+            LeaseStatus::Lost { .. } => "lost".into(),
+            LeaseStatus::Other { code, .. } => format!("status-{code}"),
+        }
+    }
+
+    /// Why the lease is not held, and since when (None for a held lease).
+    pub fn detail(&self) -> Option<(&str, i64)> {
+        match self {
+            LeaseStatus::Held => None,
+            LeaseStatus::Lost { reason, since } | LeaseStatus::Other { reason, since, .. } => {
+                Some((reason, *since))
+            }
         }
     }
 }
@@ -190,7 +230,7 @@ impl LeaseView {
         put_bool(out, self.shared);
         put_bool(out, self.autocreate);
         out.put_xdr_u64(self.acquired_at as u64);
-        out.put_xdr_u32(self.status.wire());
+        self.status.encode(out);
         out.put_xdr_u32(self.owners.len() as u32);
         for o in &self.owners {
             o.encode(out);
@@ -208,7 +248,7 @@ impl LeaseView {
         let shared = get_bool(r)?;
         let autocreate = get_bool(r)?;
         let acquired_at = r.i64()?;
-        let status = LeaseStatus::from_wire(r.u32()?);
+        let status = LeaseStatus::decode(r)?;
         let n = get_len(r)?;
         let owners = (0..n)
             .map(|_| OwnerView::decode(r))
@@ -360,7 +400,10 @@ mod tests {
                 shared: true,
                 autocreate: true,
                 acquired_at: 0,
-                status: LeaseStatus::Other(2),
+                status: LeaseStatus::Lost {
+                    reason: "the filesystem fails the lease file: ENOTCONN".into(),
+                    since: 1_700_000_100,
+                },
                 owners: vec![
                     owner(12),
                     OwnerView {
@@ -368,6 +411,20 @@ mod tests {
                         details: None,
                     },
                 ],
+            },
+            LeaseView {
+                lockspace: Some(b"/ls".to_vec()),
+                name: b"future".to_vec(),
+                path: b"/ls/future".to_vec(),
+                shared: false,
+                autocreate: false,
+                acquired_at: 5,
+                status: LeaseStatus::Other {
+                    code: 9,
+                    reason: "a status of a newer daemon".into(),
+                    since: 6,
+                },
+                owners: vec![],
             },
         ];
         assert_eq!(decode_leases(&encode_leases(&leases)).unwrap(), leases);

@@ -560,6 +560,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
     })
     .await;
     let seen = killed.elapsed();
+    assert_lost_in_virtlockctl(&dd, "Transport endpoint is not connected");
     b.acquire(lb, b"vm-d-disk", ACQUIRE_AUTOCREATE)
         .await
         .unwrap();
@@ -580,6 +581,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         other.acquire(&ld, b"vm-d-disk", ACQUIRE_AUTOCREATE).await,
         "lost lease after the upgrade",
     );
+    assert_lost_in_virtlockctl(&dd, "already lost before a live upgrade");
     vm.release(&ld, b"vm-d-disk").await.unwrap();
     assert!(dd.log().contains("lost lease released"), "{}", dd.log());
     // `log`: the owner was left running.
@@ -590,5 +592,22 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
     eprintln!(
         "loss with log: logged {seen:?} after the client died; {:?} in all",
         t.elapsed()
+    );
+}
+
+/// `virtlockctl locks` lists the lost lease as lost, with the reason.
+#[track_caller]
+fn assert_lost_in_virtlockctl(d: &Daemon, reason: &str) {
+    let all = crate::virtlockctl::ctl_json(d, &["locks"]);
+    let lease = all["leases"]
+        .as_array()
+        .and_then(|v| v.iter().find(|l| l["name"] == "vm-d-disk"))
+        .unwrap_or_else(|| panic!("lost lease not listed: {all}"));
+    assert_eq!(lease["status"], "lost", "{lease}");
+    let why = lease["status_reason"].as_str().unwrap_or_default();
+    assert!(why.contains(reason), "reason `{why}` lacks `{reason}`");
+    assert!(
+        lease["status_since"].as_i64().is_some_and(|t| t > 0),
+        "{lease}"
     );
 }

@@ -29,7 +29,7 @@ fn ctl(d: &Daemon, args: &[&str]) -> (i32, String, String) {
 }
 
 #[track_caller]
-fn ctl_json(d: &Daemon, args: &[&str]) -> Value {
+pub(crate) fn ctl_json(d: &Daemon, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     let (code, out, err) = ctl(d, &all);
