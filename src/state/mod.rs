@@ -14,8 +14,14 @@ use thiserror::Error;
 
 /// Identifies our snapshot files.
 pub const FORMAT: &str = "virtlockd-rs";
-/// Bumped on any incompatible change to the types below.
+/// Bumped on every change to the types below. Fields are only ever appended,
+/// each with `#[serde(default)]`, so this build still reads the snapshots of
+/// builds back to [`MIN_VERSION`] (a positional MessagePack array that ends
+/// early leaves the new fields at their defaults), while an older build
+/// refuses a newer snapshot and adopts the libvirt JSON written beside it.
 pub const VERSION: u32 = 2;
+/// The oldest snapshot version this build restores.
+pub const MIN_VERSION: u32 = 1;
 
 /// Name of the lock server (libvirt's `virtlockd`).
 pub const LOCK_SERVER: &str = "virtlockd";
@@ -26,7 +32,7 @@ pub const ADMIN_SERVER: &str = "admin";
 pub enum StateError {
     #[error("cannot read state file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("state file is not {FORMAT} version {VERSION}: {0}")]
+    #[error("state file is not {FORMAT} version {MIN_VERSION} to {VERSION}: {0}")]
     Format(String),
     #[error("invalid state: {0}")]
     Invalid(String),
@@ -139,9 +145,9 @@ pub struct ResourceState {
 
 impl Snapshot {
     /// Encodes as compact MessagePack (fields by position: smallest and fastest,
-    /// and a live upgrade waits for it). Any change to these types bumps
-    /// [`VERSION`]; an image that cannot read a snapshot falls back to the
-    /// libvirt JSON written beside it, which keeps every lock and client.
+    /// and a live upgrade waits for it). See [`VERSION`] for how the types
+    /// evolve; an image that cannot read a snapshot falls back to the libvirt
+    /// JSON written beside it, which keeps every lock and client.
     pub fn to_msgpack(&self) -> Result<Vec<u8>, StateError> {
         rmp_serde::to_vec(self).map_err(|e| StateError::Format(e.to_string()))
     }
@@ -149,7 +155,7 @@ impl Snapshot {
     pub fn from_msgpack(bytes: &[u8]) -> Result<Self, StateError> {
         let s: Snapshot =
             rmp_serde::from_slice(bytes).map_err(|e| StateError::Format(e.to_string()))?;
-        if s.format != FORMAT || s.version != VERSION {
+        if s.format != FORMAT || !(MIN_VERSION..=VERSION).contains(&s.version) {
             return Err(StateError::Format(format!(
                 "{} version {}",
                 s.format, s.version
@@ -262,9 +268,43 @@ mod tests {
     }
 
     #[test]
+    fn older_versions_are_read_with_defaults_for_appended_fields() {
+        let mut s = sample();
+        s.version = MIN_VERSION;
+        assert_eq!(Snapshot::from_msgpack(&s.to_msgpack().unwrap()).unwrap(), s);
+
+        // The rule VERSION relies on: a struct that gained a trailing
+        // defaulted field reads the shorter array of the older build.
+        #[derive(Serialize)]
+        struct Before {
+            a: u32,
+            b: Vec<i32>,
+        }
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct After {
+            a: u32,
+            b: Vec<i32>,
+            #[serde(default)]
+            c: Vec<i64>,
+        }
+        let old = rmp_serde::to_vec(&vec![Before { a: 7, b: vec![1] }]).unwrap();
+        let new: Vec<After> = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(
+            new,
+            vec![After {
+                a: 7,
+                b: vec![1],
+                c: vec![]
+            }]
+        );
+    }
+
+    #[test]
     fn foreign_or_corrupt_snapshots_are_refused() {
         let mut s = sample();
         s.version = VERSION + 1;
+        assert!(Snapshot::from_msgpack(&s.to_msgpack().unwrap()).is_err());
+        s.version = MIN_VERSION - 1;
         assert!(Snapshot::from_msgpack(&s.to_msgpack().unwrap()).is_err());
         assert!(Snapshot::from_msgpack(b"{}").is_err());
     }
