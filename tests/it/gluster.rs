@@ -466,6 +466,13 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
     fake.acquire(&bytes(&lc), b"fake-disk", ACQUIRE_AUTOCREATE)
         .await
         .unwrap();
+    // The owner's connection is vouched for after a live upgrade as before it.
+    kill(Pid::from_raw(dc.pid() as i32), Signal::SIGUSR1).unwrap();
+    wait_for("upgrade", Duration::from_secs(20), || {
+        let log = dc.log();
+        log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
+    })
+    .await;
     busy(
         b.acquire(lb, b"vm-disk", ACQUIRE_AUTOCREATE).await,
         "held through host C",
