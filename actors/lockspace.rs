@@ -9,7 +9,8 @@
 //!
 //! Those lockspaces also revalidate their leases every `lease_check_interval`
 //! seconds, on their own thread: a lease found lost is logged at error level and,
-//! with `lease_loss_action = "fence"`, its owners are fenced as on a disconnect.
+//! with `lease_loss_action = "fence"`, its owners are fenced as on a disconnect:
+//! each owner only if a connection of its own vouches for its pid.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
