@@ -22,7 +22,7 @@ use super::clients::ClientEntry;
 use super::fence;
 use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
-use super::registry::Registry;
+use super::registry::{Registry, Vouched};
 use super::supervisor::{Disconnected, OpenError, OpenLockspace, Server, Supervisor};
 use super::wire::Wire;
 use crate::lockspace::error::show;
@@ -30,7 +30,7 @@ use crate::lockspace::OwnerPid;
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{self, LockCall, Owner, Procedure};
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
-use crate::session::{uuid_string, Session};
+use crate::session::{owner_label, Session};
 use crate::state::{ClientState, OwnerState, SessionState};
 
 /// Peer credentials read with SO_PEERCRED at accept time.
@@ -92,6 +92,9 @@ pub struct Connection {
     wire: Wire,
     /// Set once the disconnect semantics have been started (by [`Close`]).
     closed: bool,
+    /// Held while the registered owner is this connection's own peer: only
+    /// such owners are fenced when a lease of theirs is lost.
+    vouched: Option<Vouched>,
     _slot: Slot,
 }
 
@@ -114,9 +117,12 @@ impl Connection {
                 supervisor: init.supervisor,
                 wire,
                 closed: false,
+                vouched: None,
                 _slot: init.slot,
             };
             conn.label = conn.owner_label();
+            // A session restored after a live upgrade vouches as before.
+            conn.vouch();
             conn
         })
     }
@@ -152,15 +158,22 @@ impl Connection {
     /// not per request.
     fn owner_label(&self) -> Rc<str> {
         match self.session.owner() {
-            Some(o) => format!(
-                "{} uuid={} pid={}",
-                show(&o.name),
-                uuid_string(&o.uuid),
-                o.pid as OwnerPid
-            )
-            .into(),
+            Some(o) => owner_label(o.pid as OwnerPid, Some(o)).into(),
             None => "unregistered".into(),
         }
+    }
+
+    /// The registered owner if the kernel vouches for it: the connection's
+    /// SO_PEERCRED pid is the owner pid (libvirt's test before it kills).
+    fn own_owner(&self) -> Option<OwnerPid> {
+        self.session
+            .owner_pid()
+            .filter(|&owner| self.peer.pid > 0 && owner == self.peer.pid)
+    }
+
+    /// Holds a [`Vouched`] guard exactly while this connection is its owner's own.
+    fn vouch(&mut self) {
+        self.vouched = self.own_owner().map(|pid| self.registry.vouch(pid));
     }
 
     fn dispatch(&mut self, call: Header, args: LockCall, ctx: &mut Context<Self>) {
@@ -174,6 +187,7 @@ impl Connection {
                 let r = self.session.register(owner);
                 if r.is_ok() {
                     self.label = self.owner_label();
+                    self.vouch();
                     self.owner_details = self.session.owner().cloned().map(Arc::new);
                     let details = self.owner_details.clone();
                     self.entry.update(|e| e.owner = details);
@@ -385,10 +399,10 @@ impl Connection {
     /// the QEMU pid too and must not. If the owner held anything, it is fenced.
     fn disconnect_semantics(&mut self) -> impl Future<Output = ()> + 'static {
         self.closed = true;
-        let owner = self
-            .session
-            .owner_pid()
-            .filter(|&owner| owner == self.peer.pid);
+        let owner = self.own_owner();
+        // Still vouched for until its fencing has started: a lease loss seen
+        // meanwhile finds the fencing instead of an unverified owner.
+        let vouched = self.vouched.take();
         let label = self.label.to_string();
         let registry = self.registry.clone();
         // Counted from now, not from when the task first runs: a live upgrade
@@ -418,10 +432,15 @@ impl Connection {
                     Err(_) => failed = true,
                 }
             }
-            if released > 0 || failed {
-                let _fencing = registry.fencing(owner, &label);
-                drop(releasing);
-                fence::fence(owner, &label).await;
+            // The mark is set before `releasing` ends, so a live upgrade
+            // waiting for releases sees it and carries the fencing over.
+            let fencing = (released > 0 || failed)
+                .then(|| registry.start_fencing(owner, &label))
+                .flatten();
+            drop(releasing);
+            drop(vouched);
+            if let Some(fencing) = fencing {
+                fence::run(fencing).await;
             }
         }
     }

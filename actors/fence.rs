@@ -10,6 +10,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
+use super::registry::Fencing;
+
 const PROBES: u32 = 15;
 const KILL_AT: u32 = 8;
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -23,8 +25,23 @@ pub enum Outcome {
     StillThere,
 }
 
+/// Fences the owner `fencing` was started for; the mark (carried over by a
+/// live upgrade) ends when this does. Every fencing runs through here.
+pub async fn run(fencing: Fencing) -> Outcome {
+    fence(fencing.pid(), fencing.label()).await
+}
+
+/// Runs [`run`] on the system arbiter (the main event thread), not on the
+/// caller's: a lockspace thread may hang in a syscall on a dead mount, and the
+/// SIGKILL escalation must not wait for it.
+pub fn spawn(fencing: Fencing) {
+    actix::System::current().arbiter().spawn(async move {
+        run(fencing).await;
+    });
+}
+
 /// Terminates `pid`, escalating to SIGKILL. PIDs <= 1 are never signalled.
-pub async fn fence(pid: i32, who: &str) -> Outcome {
+async fn fence(pid: i32, who: &str) -> Outcome {
     if pid <= 1 {
         return Outcome::Gone { signals: 0 };
     }

@@ -9,7 +9,8 @@
 //!
 //! Those lockspaces also revalidate their leases every `lease_check_interval`
 //! seconds, on their own thread: a lease found lost is logged at error level and,
-//! with `lease_loss_action = "fence"`, its owners are fenced as on a disconnect.
+//! with `lease_loss_action = "fence"`, its owners are fenced as on a disconnect:
+//! each owner only if a connection of its own vouches for its pid.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +28,7 @@ use crate::lockspace::error::show;
 use crate::lockspace::lease::Storage;
 use crate::lockspace::{LockError, LockSpace, Loss, OwnerPid};
 use crate::protocol::inspect::LeaseView;
-use crate::session::uuid_string;
+use crate::session::{owner_label, uuid_string};
 use crate::state::LockspaceState;
 
 /// How often a lockspace on network storage looks whether a check is due: a
@@ -64,11 +65,14 @@ impl Lockspace {
         let Some(interval) = self.registry.lease_check().interval() else {
             return;
         };
-        if self.space.is_empty() || self.last_check.elapsed() < interval {
+        // Half a tick of slack: ticks drift by a few ms, and a check due "just
+        // after" this tick would otherwise wait a whole tick more, which with
+        // two failing checks needed for a loss doubles the time to fence.
+        if self.space.is_empty() || self.last_check.elapsed() + CHECK_TICK / 2 < interval {
             return;
         }
-        let losses = self.space.revalidate();
         self.last_check = Instant::now();
+        let losses = self.space.revalidate();
         if !losses.is_empty() {
             self.lost(losses);
         }
@@ -83,12 +87,10 @@ impl Lockspace {
             let resource = show(&loss.name);
             for &pid in loss.owners.iter().collect::<BTreeSet<_>>() {
                 // What the owner registered when it acquired here.
-                let (name, uuid) = self
-                    .space
-                    .owner_details(pid)
-                    .map_or(("unknown".into(), "unknown".into()), |o| {
-                        (show(&o.name), uuid_string(&o.uuid))
-                    });
+                let details = self.space.owner_details(pid);
+                let (name, uuid) = details.map_or(("unknown".into(), "unknown".into()), |o| {
+                    (show(&o.name), uuid_string(&o.uuid))
+                });
                 tracing::error!(
                     lockspace = %lockspace,
                     resource = %resource,
@@ -100,7 +102,7 @@ impl Lockspace {
                     action = action.name(),
                     "lease lost"
                 );
-                owners.insert((pid, format!("{name} uuid={uuid} pid={pid}")));
+                owners.insert((pid, owner_label(pid, details.map(|o| &**o))));
             }
         }
         if action != LossAction::Fence {
@@ -108,16 +110,25 @@ impl Lockspace {
         }
         let me = std::process::id() as OwnerPid;
         for (pid, label) in owners {
-            // Already being fenced (its connection closed): once is enough.
-            if pid == me || self.registry.is_fencing(pid) {
+            if pid == me {
                 continue;
             }
-            let registry = self.registry.clone();
-            actix::spawn(async move {
-                // Registered, so a live upgrade carries the fencing over.
-                let _fencing = registry.fencing(pid, &label);
-                fence::fence(pid, &label).await;
-            });
+            // The owner pid is only what a client sent in REGISTER. Like
+            // libvirt, kill only a process the kernel vouched for: one with an
+            // open connection of its own (SO_PEERCRED pid == owner pid).
+            if !self.registry.is_vouched(pid) {
+                tracing::error!(
+                    lockspace = %lockspace,
+                    pid,
+                    owner = %label,
+                    "owner not verified (no connection of its own); not fenced"
+                );
+                continue;
+            }
+            // None: already being fenced (its connection closed); once is enough.
+            if let Some(fencing) = self.registry.start_fencing(pid, &label) {
+                fence::spawn(fencing);
+            }
         }
     }
 

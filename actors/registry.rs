@@ -23,6 +23,11 @@ pub struct Registry {
     /// A shutdown asked for while a live upgrade had the daemon paused.
     shutdown_requested: Arc<AtomicBool>,
     lease_check: Arc<LeaseCheck>,
+    /// Owner pids the kernel vouches for: pid -> number of open lock connections
+    /// whose SO_PEERCRED pid equals the owner pid they registered. Only those
+    /// owners are ever fenced for a lost lease (a registered pid alone is just
+    /// what a client claimed).
+    vouched: Arc<Mutex<HashMap<i32, usize>>>,
 }
 
 /// Revalidation settings of leases on network storage (virtlockd.conf,
@@ -86,16 +91,50 @@ impl Drop for Releasing {
     }
 }
 
-/// Held while an owner is being fenced.
-pub struct Fencing(Arc<Disconnects>, i32);
+/// Held while an owner is being fenced; only [`Registry::start_fencing`] makes
+/// one, so exactly one guard exists per pid in the table, and its drop removes
+/// its own mark only.
+pub struct Fencing {
+    disconnects: Arc<Disconnects>,
+    pid: i32,
+    label: String,
+}
+
+impl Fencing {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
 
 impl Drop for Fencing {
     fn drop(&mut self) {
-        self.0
+        self.disconnects
             .fencing
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.1);
+            .remove(&self.pid);
+    }
+}
+
+/// Held by a lock connection whose peer (SO_PEERCRED) is the owner it registered.
+pub struct Vouched {
+    table: Arc<Mutex<HashMap<i32, usize>>>,
+    pid: i32,
+}
+
+impl Drop for Vouched {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = table.get_mut(&self.pid) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.pid);
+            }
+        }
     }
 }
 
@@ -104,10 +143,24 @@ impl Registry {
         &self.lease_check
     }
 
-    /// Whether `pid` is being fenced right now.
-    pub fn is_fencing(&self, pid: i32) -> bool {
-        self.disconnects
-            .fencing
+    /// Marks `pid` as vouched for by a connection of its own (peer pid ==
+    /// registered owner pid) while the guard lives.
+    pub fn vouch(&self, pid: i32) -> Vouched {
+        *self
+            .vouched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(pid)
+            .or_default() += 1;
+        Vouched {
+            table: self.vouched.clone(),
+            pid,
+        }
+    }
+
+    /// Whether an open lock connection of `pid` itself registered it as owner.
+    pub fn is_vouched(&self, pid: i32) -> bool {
+        self.vouched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(&pid)
@@ -137,13 +190,25 @@ impl Registry {
         }
     }
 
-    pub fn fencing(&self, pid: i32, label: &str) -> Fencing {
-        self.disconnects
+    /// Marks `pid` as being fenced, checked and inserted under one lock: `None`
+    /// if it already is (a disconnect and a lease loss, or a carried-over
+    /// fencing, must not fence one process twice). The mark is what a live
+    /// upgrade carries over; it ends with the guard.
+    pub fn start_fencing(&self, pid: i32, label: &str) -> Option<Fencing> {
+        let mut fencing = self
+            .disconnects
             .fencing
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(pid, label.to_owned());
-        Fencing(self.disconnects.clone(), pid)
+            .unwrap_or_else(PoisonError::into_inner);
+        if fencing.contains_key(&pid) {
+            return None;
+        }
+        fencing.insert(pid, label.to_owned());
+        Some(Fencing {
+            disconnects: self.disconnects.clone(),
+            pid,
+            label: label.to_owned(),
+        })
     }
 
     /// Owners being fenced right now: (pid, label).
@@ -200,5 +265,35 @@ impl Registry {
         }
         map.insert(path, addr);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_fencing_per_pid_and_each_guard_clears_only_its_own_mark() {
+        let r = Registry::default();
+        let first = r.start_fencing(42, "vm a").expect("first fencing");
+        assert!(r.start_fencing(42, "vm a again").is_none());
+        let other = r.start_fencing(43, "vm b").expect("other pid");
+        drop(other);
+        assert_eq!(r.fencing_now(), [(42, "vm a".to_owned())]);
+        drop(first);
+        assert!(r.fencing_now().is_empty());
+        assert!(r.start_fencing(42, "vm a").is_some());
+    }
+
+    #[test]
+    fn an_owner_is_vouched_while_any_connection_of_its_own_is_open() {
+        let r = Registry::default();
+        assert!(!r.is_vouched(7));
+        let a = r.vouch(7);
+        let b = r.vouch(7);
+        drop(a);
+        assert!(r.is_vouched(7));
+        drop(b);
+        assert!(!r.is_vouched(7));
     }
 }

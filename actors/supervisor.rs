@@ -307,11 +307,9 @@ impl Supervisor {
             Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
         }
         for f in snapshot.fencing {
-            let registry = self.registry.clone();
-            actix::spawn(async move {
-                let _fencing = registry.fencing(f.pid, &f.label);
-                fence::fence(f.pid, &f.label).await;
-            });
+            if let Some(fencing) = self.registry.start_fencing(f.pid, &f.label) {
+                fence::spawn(fencing);
+            }
         }
     }
 

@@ -78,6 +78,20 @@ impl Session {
     }
 }
 
+/// How log lines name a lease owner: `NAME uuid=UUID pid=PID`, from what it
+/// registered (`unknown` where that is not known, e.g. a lease restored from
+/// libvirt's state). One format for disconnects, fencing and lease losses.
+pub fn owner_label(pid: OwnerPid, owner: Option<&Owner>) -> String {
+    match owner {
+        Some(o) => format!(
+            "{} uuid={} pid={pid}",
+            crate::lockspace::error::show(&o.name),
+            uuid_string(&o.uuid)
+        ),
+        None => format!("unknown uuid=unknown pid={pid}"),
+    }
+}
+
 /// Canonical lowercase UUID text, as libvirt logs and stores it.
 pub fn uuid_string(uuid: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -155,5 +169,23 @@ mod tests {
             *b = (i * 0x11) as u8;
         }
         assert_eq!(uuid_string(&u), "00112233-4455-6677-8899-aabbccddeeff");
+    }
+
+    #[test]
+    fn owner_labels() {
+        let o = Owner {
+            uuid: [0xab; 16],
+            name: b"vm\x01".to_vec(),
+            id: 3,
+            pid: 4321,
+        };
+        assert_eq!(
+            owner_label(4321, Some(&o)),
+            format!(
+                "{} uuid=abababab-abab-abab-abab-abababababab pid=4321",
+                crate::lockspace::error::show(b"vm\x01")
+            )
+        );
+        assert_eq!(owner_label(9, None), "unknown uuid=unknown pid=9");
     }
 }

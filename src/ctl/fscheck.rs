@@ -9,6 +9,30 @@ use std::path::{Path, PathBuf};
 
 use crate::lockspace::lease::{storage_of, Storage};
 
+/// Mount types (as /proc/self/mountinfo names them) of filesystems served by
+/// another machine or by the host, with the kind the daemon's statfs table
+/// (`lease::NETWORK_FILESYSTEMS`) gives their magic: the daemon must treat every
+/// one of them as storage whose calls can hang. The tests hold [`assess`], this
+/// table and the daemon's table together.
+pub const NETWORK_TYPES: &[(&str, &str)] = &[
+    ("nfs", "nfs"),
+    ("nfs4", "nfs"),
+    ("cifs", "cifs"),
+    ("smb3", "cifs"),
+    ("ceph", "ceph"),
+    ("fuse.ceph-fuse", "fuse"),
+    ("fuse.glusterfs", "fuse"),
+    ("gfs2", "gfs2"),
+    ("ocfs2", "ocfs2"),
+    ("gpfs", "gpfs"),
+    ("lustre", "lustre"),
+    ("9p", "9p"),
+    // The kernel's virtiofs answers statfs with the FUSE magic; Docker
+    // Desktop's virtiofs share (mount type `fakeowner`) with its own.
+    ("virtiofs", "fuse"),
+    ("fakeowner", "virtiofs"),
+];
+
 /// Whether fcntl locks under a directory reach other hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
@@ -179,7 +203,7 @@ pub fn assess(fstype: &str, options: &[String], ocfs2_stack: Option<&str>) -> As
             ThisHostOnly,
             "a FUSE filesystem not known to pass fcntl locks to other hosts: the kernel keeps them on this host",
         ),
-        "9p" | "virtiofs" => r(ThisHostOnly, "a guest share: locks stay on this host"),
+        "9p" | "virtiofs" | "fakeowner" => r(ThisHostOnly, "a guest share: locks stay on this host"),
         _ => r(ThisHostOnly, "a local filesystem: locks protect against other processes of this host only"),
     }
 }
@@ -301,5 +325,21 @@ mod tests {
             assert_eq!(r.assessment.reach, Reach::ThisHostOnly);
         }
         assert!(check(&d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn every_network_type_is_known_here_and_to_the_daemon() {
+        use crate::lockspace::lease::NETWORK_FILESYSTEMS;
+        for (fstype, kind) in NETWORK_TYPES {
+            assert!(
+                NETWORK_FILESYSTEMS.iter().any(|(_, k)| k == kind),
+                "{fstype}: the daemon has no statfs magic of kind {kind}"
+            );
+            let a = assess(fstype, &[], Some("o2cb"));
+            assert!(
+                !a.reason.starts_with("a local filesystem"),
+                "{fstype} is taken for a local filesystem"
+            );
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! mode, acquisition time and owners (with what they registered, where known).
 
 use std::os::unix::ffi::OsStrExt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::LockSpace;
 use crate::protocol::inspect::{LeaseStatus, LeaseView, OwnerDetails, OwnerView};
@@ -19,12 +18,12 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
             path: r.path.as_os_str().as_bytes().to_vec(),
             shared: r.shared(),
             autocreate: r.autocreate(),
-            acquired_at: epoch_seconds(r.acquired_at),
+            acquired_at: super::epoch_seconds(r.acquired_at),
             status: match &r.status {
                 super::LeaseStatus::Held => LeaseStatus::Held,
                 super::LeaseStatus::Lost { cause, since } => LeaseStatus::Lost {
                     reason: cause.to_string(),
-                    since: epoch_seconds(*since),
+                    since: super::epoch_seconds(*since),
                 },
             },
             owners: r
@@ -41,9 +40,4 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
                 .collect(),
         })
         .collect()
-}
-
-fn epoch_seconds(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

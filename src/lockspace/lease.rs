@@ -183,9 +183,11 @@ impl Lease {
         Ok(storage_from_magic(fs.filesystem_type().0 as u64))
     }
 
-    /// Inode number of the open file.
-    pub fn inode(&self) -> u64 {
-        self.id.1
+    /// Whether `path` still names the file this lease holds (same device and
+    /// inode), by `stat`: never opened, since closing a second fd of the file
+    /// would drop our locks on it.
+    pub fn is_at(&self, path: &Path) -> Result<bool, Errno> {
+        stat(path).map(|st| (st.st_dev, st.st_ino) == self.id)
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -231,12 +233,6 @@ pub fn parked_fds() -> Vec<RawFd> {
 /// Whether a lock error means "somebody else holds it".
 pub fn is_conflict(e: Errno) -> bool {
     matches!(e, Errno::EAGAIN | Errno::EACCES)
-}
-
-/// Inode of a path, without opening it (opening and closing a locked file would
-/// drop our own lock on it).
-pub fn path_inode(path: &Path) -> Result<u64, Errno> {
-    stat(path).map(|st| st.st_ino)
 }
 
 /// Creates `path` (mode 0600) if missing, leaving an existing file untouched.
@@ -330,25 +326,38 @@ pub fn storage_of(path: &Path) -> Result<Storage, Errno> {
     Ok(storage_from_magic(fs.filesystem_type().0 as u64))
 }
 
+/// Filesystems whose syscalls can hang, by statfs `f_type`, with the kind name
+/// the daemon logs. `virtlockctl check` (src/ctl/fscheck.rs) names mount types
+/// by this table too; its tests check that the two agree.
+pub const NETWORK_FILESYSTEMS: &[(u64, &str)] = &[
+    (0x6969, "nfs"),
+    (0xff53_4d42, "cifs"),
+    (0xfe53_4d42, "smb2"),
+    (0x517b, "smb"),
+    (0x00c3_6400, "ceph"),
+    (0x0116_1970, "gfs2"),
+    (0x7461_636f, "ocfs2"),
+    // Every FUSE filesystem (GlusterFS, ceph-fuse, sshfs, ...) and the
+    // kernel's virtiofs, which answers statfs with the FUSE magic.
+    (0x6573_5546, "fuse"),
+    // A virtiofs host share whose statfs reports its own magic (Docker
+    // Desktop's, shown by `stat -f` as 0x6a656a63): files of the host,
+    // served over virtio, whose calls hang when the host side does.
+    (0x6a65_6a63, "virtiofs"),
+    (0x0102_1997, "9p"),
+    (0x5346_414f, "afs"),
+    (0x6b41_4653, "kafs"),
+    (0x1304_6203, "lustre"),
+    (0x0bd0_0bd0, "lustre"),
+    (0x4750_4653, "gpfs"),
+];
+
 /// Network filesystems by statfs `f_type`; everything else counts as local.
 pub fn storage_from_magic(magic: u64) -> Storage {
-    match magic {
-        0x6969 => Storage::Network("nfs"),
-        0xff53_4d42 => Storage::Network("cifs"),
-        0xfe53_4d42 => Storage::Network("smb2"),
-        0x517b => Storage::Network("smb"),
-        0x00c3_6400 => Storage::Network("ceph"),
-        0x0116_1970 => Storage::Network("gfs2"),
-        0x7461_636f => Storage::Network("ocfs2"),
-        0x6573_5546 => Storage::Network("fuse"),
-        0x0102_1997 => Storage::Network("9p"),
-        0x5346_414f => Storage::Network("afs"),
-        0x6b41_4653 => Storage::Network("kafs"),
-        0x1304_6203 => Storage::Network("lustre"),
-        0x0bd0_0bd0 => Storage::Network("lustre"),
-        0x4750_4653 => Storage::Network("gpfs"),
-        _ => Storage::Local,
-    }
+    NETWORK_FILESYSTEMS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map_or(Storage::Local, |(_, kind)| Storage::Network(kind))
 }
 
 #[cfg(test)]
@@ -388,5 +397,10 @@ mod tests {
     fn tmp_is_local_and_nfs_is_not() {
         assert_eq!(storage_of(Path::new("/tmp")).unwrap(), Storage::Local);
         assert_eq!(storage_from_magic(0x6969), Storage::Network("nfs"));
+        assert_eq!(
+            storage_from_magic(0x6a65_6a63),
+            Storage::Network("virtiofs")
+        );
+        assert_eq!(storage_from_magic(0xef53), Storage::Local);
     }
 }

@@ -52,6 +52,9 @@ pub struct Resource {
     /// Whether the lease file is on network storage and so is revalidated;
     /// found out (fstatfs) at its first check.
     checked: Option<bool>,
+    /// Consecutive checks that failed with an error of the filesystem (see
+    /// [`revalidate`]); reset by a check that succeeds.
+    failures: u32,
 }
 
 impl Resource {
@@ -248,6 +251,7 @@ impl LockSpace {
                 acquired_at: SystemTime::now(),
                 status: LeaseStatus::Held,
                 checked: None,
+                failures: 0,
             },
         );
         Ok(())
@@ -313,10 +317,15 @@ impl LockSpace {
                     lock_held: !r.status.is_lost(),
                     flags: r.flags,
                     owners: r.owners.clone(),
-                    acquired_at: r
-                        .acquired_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64),
+                    acquired_at: epoch_seconds(r.acquired_at),
+                    lost_reason: match &r.status {
+                        LeaseStatus::Held => None,
+                        LeaseStatus::Lost { cause, .. } => Some(cause.to_string()),
+                    },
+                    lost_since: match &r.status {
+                        LeaseStatus::Held => 0,
+                        LeaseStatus::Lost { since, .. } => epoch_seconds(*since),
+                    },
                 })
                 .collect(),
             owners: self
@@ -386,9 +395,10 @@ impl LockSpace {
                     status: if r.lock_held {
                         LeaseStatus::Held
                     } else {
-                        LeaseStatus::lost_before_upgrade()
+                        LeaseStatus::restored_lost(r.lost_reason, r.lost_since)
                     },
                     checked: None,
+                    failures: 0,
                 },
             );
         }
@@ -474,6 +484,12 @@ impl LockSpace {
     }
 }
 
+/// Seconds since the epoch (0 before it), as states and inspection carry times.
+fn epoch_seconds(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn lock(lease: &Lease, path: &Path, name: &[u8], mode: LockMode) -> Result<(), LockError> {
     lease.lock(mode).map_err(|errno| {
         if is_conflict(errno) {
@@ -499,10 +515,9 @@ fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease,
             },
             OpenError::HeldElsewhere => LockError::Busy(show(name)),
         })?;
-        let ino = lease.inode();
         lock(&lease, path, name, mode)?;
-        match lease::path_inode(path) {
-            Ok(now) if now == ino => return Ok(lease),
+        match lease.is_at(path) {
+            Ok(true) => return Ok(lease),
             // Unlinked or replaced since we opened it: our lock protects nothing.
             _ => continue,
         }

@@ -3,26 +3,41 @@
 //! the lock manager) and let another host take them; libvirt's daemon never
 //! notices. Re-asserting each lock on the fd that already holds it finds out:
 //!
-//! * success: we still hold it (or it had vanished and nobody took it in between:
-//!   then we hold it again; that window cannot be seen from here);
-//! * EAGAIN/EACCES: someone else holds it now;
-//! * any other error (ENOTCONN from a dead FUSE client, ESTALE, EIO, ...): the
-//!   filesystem no longer answers for our lock.
+//! * success: we hold a lock on our fd's file. Our lock may have vanished and the
+//!   path been unlinked and recreated in between (another host's AUTOCREATE
+//!   release and re-create, an NFS silly-rename): F_SETLK then succeeds on the
+//!   orphaned inode while the file everybody else locks is another one. So the
+//!   path is `stat`ed and must still name our fd's file (device and inode);
+//!   otherwise the lease is lost ([`LossCause::Replaced`]). A lock that vanished
+//!   while the file stayed is simply held again; that window cannot be seen;
+//! * EAGAIN/EACCES: someone else holds it now: lost at once ([`LossCause::Taken`]);
+//! * any other error (ENOTCONN from a dead FUSE client, ESTALE, EIO, ENOLCK,
+//!   ...): the filesystem does not answer for our lock. A lost lease fences its
+//!   VM, and a single EIO or ENOLCK is what an NFS server failover or lock
+//!   recovery looks like while the lock itself survives, so this counts as lost
+//!   only when [`FAILED_CHECKS_FOR_LOSS`] checks in a row fail; a check that
+//!   succeeds in between starts the count again.
 //!
 //! The check never drops a lock: F_SETLK with the mode we hold, on the fd we hold
 //! it with, only replaces our lock by the same one. It never opens a second fd on
 //! a held file (closing that fd would drop all our locks on the file).
 
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
+use tracing::warn;
 
 use super::lease::{is_conflict, Lease, LockMode, Storage};
 use super::{LockSpace, OwnerPid};
 
+/// Consecutive failing checks (errors other than a conflict) that make a lease
+/// lost. Two: one check-interval of grace for a transient error, no more.
+pub const FAILED_CHECKS_FOR_LOSS: u32 = 2;
+
 /// Whether a resource still has its kernel lock, as far as we can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseStatus {
     Held,
     /// The lock is gone. The entry stays (owners may still RELEASE it) but
@@ -38,24 +53,35 @@ impl LeaseStatus {
         matches!(self, Self::Lost { .. })
     }
 
-    /// A lease a live-upgrade state marks as not held (`lockHeld: false`).
-    pub fn lost_before_upgrade() -> Self {
+    /// A lease a live-upgrade state marks as not held (`lockHeld: false`), with
+    /// the reason and time (seconds since the epoch) the state kept, if any
+    /// (libvirt's state keeps neither).
+    pub fn restored_lost(reason: Option<String>, since: i64) -> Self {
         Self::Lost {
-            cause: LossCause::BeforeUpgrade,
-            since: SystemTime::now(),
+            cause: reason.map_or(LossCause::BeforeUpgrade, |r| LossCause::Earlier(r.into())),
+            since: match since {
+                1.. => UNIX_EPOCH + Duration::from_secs(since as u64),
+                _ => SystemTime::now(),
+            },
         }
     }
 }
 
 /// Why a lease was found lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LossCause {
     #[error("another host or process holds the lock now")]
     Taken,
+    #[error("the lease file was replaced or removed")]
+    Replaced,
     #[error("the filesystem fails the lease file: {0}")]
     Failed(Errno),
+    /// Lost before a live upgrade whose state did not say why (libvirt's).
     #[error("already lost before a live upgrade")]
     BeforeUpgrade,
+    /// Lost before a live upgrade, for the reason given then.
+    #[error("{0}")]
+    Earlier(Arc<str>),
 }
 
 /// A lease found lost by [`LockSpace::revalidate`].
@@ -95,18 +121,33 @@ impl LockSpace {
             } else {
                 LockMode::Exclusive
             };
-            if let Err(cause) = reassert(&res.lease, mode) {
-                res.status = LeaseStatus::Lost {
-                    cause,
-                    since: SystemTime::now(),
-                };
-                losses.push(Loss {
-                    name: name.clone(),
-                    path: res.path.clone(),
-                    owners: res.owners.clone(),
-                    cause,
-                });
-            }
+            let cause = match check(&res.lease, &res.path, mode) {
+                Ok(()) => {
+                    res.failures = 0;
+                    continue;
+                }
+                Err(LossCause::Failed(errno)) if res.failures + 1 < FAILED_CHECKS_FOR_LOSS => {
+                    res.failures += 1;
+                    warn!(
+                        resource = %super::error::show(name),
+                        path = %res.path.display(),
+                        error = %errno,
+                        "lease check failed; lost if the next check fails too"
+                    );
+                    continue;
+                }
+                Err(cause) => cause,
+            };
+            res.status = LeaseStatus::Lost {
+                cause: cause.clone(),
+                since: SystemTime::now(),
+            };
+            losses.push(Loss {
+                name: name.clone(),
+                path: res.path.clone(),
+                owners: res.owners.clone(),
+                cause,
+            });
         }
         losses
     }
@@ -117,6 +158,17 @@ impl LockSpace {
             .iter()
             .filter(|(_, r)| r.status.is_lost())
             .map(|(n, r)| (n.as_slice(), r))
+    }
+}
+
+/// Re-asserts the lock, then makes sure the path still names the locked file.
+fn check(lease: &Lease, path: &Path, mode: LockMode) -> Result<(), LossCause> {
+    reassert(lease, mode)?;
+    match lease.is_at(path) {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(Errno::ENOENT | Errno::ENOTDIR) => Err(LossCause::Replaced),
+        Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(LossCause::Failed(e)),
     }
 }
 
@@ -263,32 +315,123 @@ mod tests {
         assert_eq!(mine.len(), 1, "{mine:?}");
     }
 
+    /// Drops our POSIX lock on `name` behind our back, as a filesystem that
+    /// lost it would.
+    fn drop_our_lock(ls: &LockSpace, name: &[u8]) {
+        let unlock = libc::flock {
+            l_type: libc::F_UNLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: plain fcntl on an fd the resource keeps open.
+        let r = unsafe { libc::fcntl(ls.resources[name].fd(), libc::F_SETLK, &unlock) };
+        assert_eq!(r, 0);
+    }
+
     #[test]
-    fn a_failing_filesystem_is_a_loss_with_its_errno() {
-        // A lease whose fd cannot take a write lock (opened read-only) fails the
-        // check the way a dead mount does: with an error that is not a conflict.
+    fn a_lease_file_replaced_under_a_vanished_lock_is_lost() {
+        // Our lock vanished, the file was unlinked and recreated, and another
+        // host locks the new one: re-asserting on our fd succeeds (on the
+        // orphaned inode), so only the path tells.
         let (_t, dir, mut ls) = space();
-        ls.acquire(b"a", 3, ACQUIRE_AUTOCREATE).unwrap();
-        let ro = nix::fcntl::open(
-            &dir.join("a"),
-            nix::fcntl::OFlag::O_RDONLY,
-            nix::sys::stat::Mode::empty(),
-        )
-        .unwrap();
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(ro);
-        let res = ls.resources.get_mut(&b"a"[..]).unwrap();
-        // The held lease's fd is swapped for the read-only one (the old one is
-        // parked: closing it would drop the lock the test file still has).
-        let old = std::mem::replace(&mut res.lease, Lease::adopt_unidentified(raw).unwrap());
-        std::mem::forget(old);
-        res.checked = Some(true);
+        ls.acquire(b"a", 5, ACQUIRE_AUTOCREATE).unwrap();
+        as_if_on_network(&mut ls);
+        assert!(ls.revalidate().is_empty());
+        drop_our_lock(&ls, b"a");
+        std::fs::remove_file(dir.join("a")).unwrap();
+        let other = std::fs::File::create_new(dir.join("a")).unwrap();
+        let ofd = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: fcntl on our own new file.
+        let r = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_SETLK, &ofd) };
+        assert_eq!(r, 0, "{}", Errno::last());
+        let losses = ls.revalidate();
+        assert_eq!(
+            losses.into_iter().map(|l| l.cause).collect::<Vec<_>>(),
+            [LossCause::Replaced]
+        );
+        assert_eq!(
+            LossCause::Replaced.to_string(),
+            "the lease file was replaced or removed"
+        );
+        // Released as lost: the other host's new file stays.
+        ls.release(b"a", 5).unwrap();
+        assert!(dir.join("a").exists());
+    }
+
+    #[test]
+    fn a_lease_file_removed_under_a_vanished_lock_is_lost() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 5, ACQUIRE_AUTOCREATE).unwrap();
+        as_if_on_network(&mut ls);
+        drop_our_lock(&ls, b"a");
+        std::fs::remove_file(dir.join("a")).unwrap();
         assert_eq!(
             ls.revalidate()
                 .into_iter()
                 .map(|l| l.cause)
                 .collect::<Vec<_>>(),
-            [LossCause::Failed(Errno::EBADF)]
+            [LossCause::Replaced]
         );
+    }
+
+    /// Swaps the lease fd of `name` for a read-only fd of its file, on which a
+    /// write lock fails the way a dead mount does: with an error that is not a
+    /// conflict. Returns the held lease, to be put back with [`swap_lease`].
+    fn failing_lease(ls: &mut LockSpace, dir: &Path, name: &str) -> Lease {
+        let ro = nix::fcntl::open(
+            &dir.join(name),
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(ro);
+        swap_lease(ls, name, Lease::adopt_unidentified(raw).unwrap())
+    }
+
+    fn swap_lease(ls: &mut LockSpace, name: &str, lease: Lease) -> Lease {
+        let res = ls.resources.get_mut(name.as_bytes()).unwrap();
+        res.checked = Some(true);
+        std::mem::replace(&mut res.lease, lease)
+    }
+
+    fn causes(ls: &mut LockSpace) -> Vec<LossCause> {
+        ls.revalidate().into_iter().map(|l| l.cause).collect()
+    }
+
+    #[test]
+    fn a_failing_filesystem_is_a_loss_with_its_errno_after_two_checks_in_a_row() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 3, ACQUIRE_AUTOCREATE).unwrap();
+        // The held lease is parked, not dropped: closing it would drop the lock
+        // the test file still has.
+        let held = failing_lease(&mut ls, &dir, "a");
+        assert_eq!(causes(&mut ls), [], "one failing check is not a loss");
+        assert_eq!(causes(&mut ls), [LossCause::Failed(Errno::EBADF)]);
+        assert!(ls.lost().count() == 1);
+        std::mem::forget(held);
+    }
+
+    #[test]
+    fn a_check_that_succeeds_restarts_the_failure_count() {
+        let (_t, dir, mut ls) = space();
+        ls.acquire(b"a", 3, ACQUIRE_AUTOCREATE).unwrap();
+        let held = failing_lease(&mut ls, &dir, "a");
+        assert_eq!(causes(&mut ls), []);
+        // The filesystem answers again (an NFS failover is over).
+        let failing = swap_lease(&mut ls, "a", held);
+        assert_eq!(causes(&mut ls), []);
+        let held = swap_lease(&mut ls, "a", failing);
+        assert_eq!(causes(&mut ls), [], "the count started again");
+        assert_eq!(causes(&mut ls), [LossCause::Failed(Errno::EBADF)]);
+        std::mem::forget(held);
     }
 
     #[test]
@@ -299,7 +442,15 @@ mod tests {
         as_if_on_network(&mut ls);
         let _other = taken_by_another_host(&ls, b"a");
         assert_eq!(ls.revalidate().len(), 1);
-        let state = ls.state();
+        let lost_at = match &ls.resources[&b"a"[..]].status {
+            LeaseStatus::Lost { since, .. } => *since,
+            LeaseStatus::Held => panic!("not lost"),
+        };
+        // Found lost a while ago: the restore must keep that time, not "now".
+        std::thread::sleep(Duration::from_millis(1100));
+        // Through the snapshot's encoding, as a live upgrade carries it.
+        let bytes = rmp_serde::to_vec(&ls.state()).unwrap();
+        let state: crate::state::LockspaceState = rmp_serde::from_slice(&bytes).unwrap();
         let held: Vec<_> = {
             let mut v: Vec<_> = state
                 .resources
@@ -313,16 +464,34 @@ mod tests {
         // The restored table adopts the same fds: the old one must not close them.
         std::mem::forget(ls);
         let mut back = LockSpace::restore(state);
-        let lost: Vec<_> = back.lost().map(|(n, r)| (n.to_vec(), r.status)).collect();
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].0, b"a");
-        assert!(matches!(
-            lost[0].1,
-            LeaseStatus::Lost {
-                cause: LossCause::BeforeUpgrade,
-                ..
+        let lost: Vec<_> = back
+            .lost()
+            .map(|(n, r)| (n.to_vec(), r.status.clone()))
+            .collect();
+        // The real cause and time, not "lost before a live upgrade".
+        let since = lost_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| UNIX_EPOCH + Duration::from_secs(d.as_secs()))
+            .unwrap();
+        assert_eq!(
+            lost,
+            [(
+                b"a".to_vec(),
+                LeaseStatus::Lost {
+                    cause: LossCause::Earlier(LossCause::Taken.to_string().into()),
+                    since,
+                }
+            )]
+        );
+        let view = crate::lockspace::inspect::leases(&back);
+        let a = view.iter().find(|l| l.name == b"a").unwrap();
+        assert_eq!(
+            a.status,
+            crate::protocol::inspect::LeaseStatus::Lost {
+                reason: "another host or process holds the lock now".into(),
+                since: since.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64,
             }
-        ));
+        );
         back.release(b"a", 7).unwrap();
         assert!(dir.join("a").exists());
         back.release(b"b", 7).unwrap();

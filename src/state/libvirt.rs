@@ -9,8 +9,9 @@
 //!
 //! What libvirt's schema cannot carry: partly received requests
 //! ([`ClientState::pending`]), [`Snapshot::upgrades`], [`Snapshot::started_at`],
-//! [`Snapshot::fencing`], [`Snapshot::token`] and [`ResourceState::acquired_at`]
-//! are dropped on write and zero/empty on read (the token is added beside the
+//! [`Snapshot::fencing`], [`Snapshot::token`], [`ResourceState::acquired_at`] and
+//! the loss details of a lost lease ([`ResourceState::lost_reason`],
+//! [`ResourceState::lost_since`]; it stays `lockHeld: false`) are dropped on write and zero/empty on read (the token is added beside the
 //! schema by the hand-over code, which also reads it back itself).
 //! Names, paths and owner names are JSON strings: bytes that are not UTF-8 are
 //! written with U+FFFD replacement characters (libvirt could not use them anyway).
@@ -580,6 +581,8 @@ fn read_resource(v: &Value, at: &str) -> Result<ResourceState, StateError> {
         flags,
         owners,
         acquired_at: 0,
+        lost_reason: None,
+        lost_since: 0,
     })
 }
 
@@ -1224,6 +1227,8 @@ mod tests {
                         flags: 2,
                         owners: vec![12345],
                         acquired_at: 0,
+                        lost_reason: None,
+                        lost_since: 0,
                     }],
                 },
             ],
@@ -1797,6 +1802,8 @@ mod tests {
                         flags: 3,
                         owners: vec![-1, 4000, 4000],
                         acquired_at: 1_700_000_001,
+                        lost_reason: None,
+                        lost_since: 0,
                     }],
                 },
                 LockspaceState {
@@ -1811,6 +1818,8 @@ mod tests {
                             flags: 2,
                             owners: vec![i32::MIN],
                             acquired_at: 7,
+                            lost_reason: None,
+                            lost_since: 0,
                         },
                         ResourceState {
                             name: b"quote\"back\\slash\ttab".to_vec(),
@@ -1820,6 +1829,8 @@ mod tests {
                             flags: 0,
                             owners: vec![],
                             acquired_at: 0,
+                            lost_reason: Some("another host or process holds the lock now".into()),
+                            lost_since: 1_700_000_002,
                         },
                     ],
                 },
@@ -1853,6 +1864,8 @@ mod tests {
         for ls in &mut s.lockspaces {
             for r in &mut ls.resources {
                 r.acquired_at = 0;
+                r.lost_reason = None;
+                r.lost_since = 0;
             }
         }
         s
@@ -2069,6 +2082,8 @@ mod tests {
                     flags: 2,
                     owners: vec![-1],
                     acquired_at: 1,
+                    lost_reason: None,
+                    lost_since: 0,
                 }],
             }],
             upgrades: 0,

@@ -141,6 +141,14 @@ pub struct ResourceState {
     pub owners: Vec<i32>,
     /// Seconds since the epoch (0 = unknown, e.g. adopted from libvirt).
     pub acquired_at: i64,
+    /// Why a lost lease (`lock_held == false`) was lost, as then reported
+    /// (`None`: not lost, or unknown, e.g. adopted from libvirt). Trailing and
+    /// defaulted: snapshots written before it still decode.
+    #[serde(default)]
+    pub lost_reason: Option<String>,
+    /// When it was found lost, seconds since the epoch (0 = unknown).
+    #[serde(default)]
+    pub lost_since: i64,
 }
 
 impl Snapshot {
@@ -240,6 +248,8 @@ mod tests {
                         flags: 2,
                         owners: vec![12345],
                         acquired_at: 1_700_000_001,
+                        lost_reason: None,
+                        lost_since: 0,
                     }],
                     owners: vec![OwnerState {
                         uuid: [0x11; 16],
@@ -307,5 +317,46 @@ mod tests {
         s.version = MIN_VERSION - 1;
         assert!(Snapshot::from_msgpack(&s.to_msgpack().unwrap()).is_err());
         assert!(Snapshot::from_msgpack(b"{}").is_err());
+    }
+
+    #[test]
+    fn resources_of_snapshots_without_loss_details_still_decode() {
+        // A resource as snapshots of this version wrote it before the loss
+        // details were added: the same fields by position, minus the last two.
+        #[derive(Serialize)]
+        struct Before {
+            name: Vec<u8>,
+            path: Vec<u8>,
+            fd: i32,
+            lock_held: bool,
+            flags: u32,
+            owners: Vec<i32>,
+            acquired_at: i64,
+        }
+        let bytes = rmp_serde::to_vec(&vec![Before {
+            name: b"r".to_vec(),
+            path: b"/ls/r".to_vec(),
+            fd: 9,
+            lock_held: false,
+            flags: 2,
+            owners: vec![7],
+            acquired_at: 5,
+        }])
+        .unwrap();
+        let back: Vec<ResourceState> = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            back,
+            [ResourceState {
+                name: b"r".to_vec(),
+                path: b"/ls/r".to_vec(),
+                fd: 9,
+                lock_held: false,
+                flags: 2,
+                owners: vec![7],
+                acquired_at: 5,
+                lost_reason: None,
+                lost_since: 0,
+            }]
+        );
     }
 }

@@ -449,6 +449,30 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
     let lc = g.mount("hostC").join("lockspace");
     let mut vm = Holder::start(&dc, &lc, "vm-disk", &["--linger", "60000"]).await;
     let vm_pid = vm.child.id().expect("holder pid");
+    // Owners no connection of their own vouches for: a real process (this
+    // one's child, so that a wrong fencing shows) and a made-up pid, both
+    // registered by connections of this test process.
+    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let mut by_proxy = Client::connect(dc.socket()).await.unwrap();
+    by_proxy
+        .register(&owner("proxied", 7, sleeper.id()))
+        .await
+        .unwrap();
+    by_proxy
+        .acquire(&bytes(&lc), b"proxied-disk", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    let mut fake = registered(&dc.socket(), "fake", 8).await;
+    fake.acquire(&bytes(&lc), b"fake-disk", ACQUIRE_AUTOCREATE)
+        .await
+        .unwrap();
+    // The owner's connection is vouched for after a live upgrade as before it.
+    kill(Pid::from_raw(dc.pid() as i32), Signal::SIGUSR1).unwrap();
+    wait_for("upgrade", Duration::from_secs(20), || {
+        let log = dc.log();
+        log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
+    })
+    .await;
     busy(
         b.acquire(lb, b"vm-disk", ACQUIRE_AUTOCREATE).await,
         "held through host C",
@@ -493,7 +517,7 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
             break s;
         }
         assert!(
-            killed.elapsed() < Duration::from_secs(4),
+            killed.elapsed() < Duration::from_secs(5),
             "owner not fenced:\n{}",
             dc.log()
         );
@@ -507,12 +531,13 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
         "{status:?}\n{}",
         dc.log()
     );
-    // Two check intervals, plus the slack of a 1 s tick.
-    assert!(fenced < Duration::from_secs(3), "fenced after {fenced:?}");
+    // A filesystem error is a loss at its second check in a row: two or
+    // three check intervals (1 s each).
+    assert!(fenced < Duration::from_secs(4), "fenced after {fenced:?}");
     let log = dc.log();
     let line = log
         .lines()
-        .find(|l| l.contains("lease lost"))
+        .find(|l| l.contains("lease lost") && l.contains("vm-disk"))
         .unwrap_or_else(|| panic!("no loss logged:\n{log}"));
     for want in [
         "lockspace".to_owned(),
@@ -526,6 +551,36 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
         assert!(line.contains(&want), "`{want}` missing in: {line}");
     }
     assert!(line.contains("error") || line.contains("ERROR"), "{line}");
+    // The first failing check was only a warning.
+    assert!(log.contains("lease check failed"), "{log}");
+    // The unverified owners' losses are logged, and they are left alone.
+    for (disk, pid) in [("proxied-disk", sleeper.id()), ("fake-disk", 4_000_008)] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("lease lost") && l.contains(disk)),
+            "loss of {disk} not logged:\n{log}"
+        );
+        let refused = log
+            .lines()
+            .find(|l| l.contains("owner not verified") && l.contains(&format!("pid={pid}")))
+            .unwrap_or_else(|| panic!("pid {pid} not refused:\n{log}"));
+        assert!(
+            refused.contains("error") || refused.contains("ERROR"),
+            "{refused}"
+        );
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("fencing lease owner") && l.contains(&format!("pid={pid}"))),
+            "pid {pid} fenced:\n{log}"
+        );
+    }
+    assert!(
+        matches!(sleeper.try_wait(), Ok(None)),
+        "unverified owner fenced"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    drop((by_proxy, fake));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (n, worst) = served.await.unwrap();
     assert!(n > 20, "only {n} round trips on the local lockspace");
@@ -581,7 +636,8 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         other.acquire(&ld, b"vm-d-disk", ACQUIRE_AUTOCREATE).await,
         "lost lease after the upgrade",
     );
-    assert_lost_in_virtlockctl(&dd, "already lost before a live upgrade");
+    // With its real cause, not just "lost before a live upgrade".
+    assert_lost_in_virtlockctl(&dd, "Transport endpoint is not connected");
     vm.release(&ld, b"vm-d-disk").await.unwrap();
     assert!(dd.log().contains("lost lease released"), "{}", dd.log());
     // `log`: the owner was left running.
