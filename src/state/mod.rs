@@ -19,7 +19,7 @@ pub const FORMAT: &str = "virtlockd-rs";
 /// builds back to [`MIN_VERSION`] (a positional MessagePack array that ends
 /// early leaves the new fields at their defaults), while an older build
 /// refuses a newer snapshot and adopts the libvirt JSON written beside it.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest snapshot version this build restores.
 pub const MIN_VERSION: u32 = 1;
 
@@ -143,7 +143,7 @@ pub struct ResourceState {
     pub acquired_at: i64,
     /// Why a lost lease (`lock_held == false`) was lost, as then reported
     /// (`None`: not lost, or unknown, e.g. adopted from libvirt). Trailing and
-    /// defaulted: snapshots written before it still decode.
+    /// defaulted (version 3): snapshots written before it still decode.
     #[serde(default)]
     pub lost_reason: Option<String>,
     /// When it was found lost, seconds since the epoch (0 = unknown).
