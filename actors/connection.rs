@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::net::UnixStream;
@@ -32,6 +32,10 @@ use crate::protocol::lock::{self, LockCall, Owner, Procedure};
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
 use crate::session::{owner_label, Session};
 use crate::state::{ClientState, OwnerState, SessionState};
+
+/// How long a closed owner connection waits for each lockspace to release the
+/// owner's leases before it fences the owner anyway.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Peer credentials read with SO_PEERCRED at accept time.
 #[derive(Debug, Clone, Copy)]
@@ -413,23 +417,33 @@ impl Connection {
             let mut released = 0;
             let mut failed = false;
             // All lockspaces at once: one on a hung mount must not hold up the
-            // releases in the others.
-            let replies = futures_util::future::join_all(
-                registry
-                    .all()
-                    .into_iter()
-                    .map(|ls| async move { ls.send(ReleaseOwner { owner }).await }),
-            )
+            // releases in the others. Nor may it hold up the fencing: a
+            // lockspace that has not answered in time may still hold this
+            // owner's lease (its release stays queued and runs when the mount
+            // recovers), so it counts as a failed release, which fences, as
+            // libvirt does when a release fails.
+            let replies = futures_util::future::join_all(registry.all().into_iter().map(|ls| {
+                let release = ls.send(ReleaseOwner { owner });
+                tokio::time::timeout(RELEASE_PATIENCE, release)
+            }))
             .await;
             for reply in replies {
                 match reply {
-                    Ok(names) => {
+                    Ok(Ok(names)) => {
                         for n in &names {
                             info!(owner = %label, resource = %show(n), "lease released on disconnect");
                         }
                         released += names.len();
                     }
-                    Err(_) => failed = true,
+                    Ok(Err(_)) => failed = true,
+                    Err(_) => {
+                        warn!(
+                            owner = %label,
+                            "a lockspace did not answer the release within {RELEASE_PATIENCE:?} \
+                             (hung filesystem?); fencing the owner, the release runs when it answers"
+                        );
+                        failed = true;
+                    }
                 }
             }
             // The mark is set before `releasing` ends, so a live upgrade

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, Daemon};
+use crate::harness::{bytes, Daemon, Holder};
 
 /// A FUSE mount nobody serves. Dropping it aborts the connection (every blocked
 /// call fails with ENOTCONN) and detaches the mount.
@@ -189,6 +189,58 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
     c.ping().await.unwrap();
     assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
     d.client().await.ping().await.unwrap();
+    mnt.abort();
+    let r = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("stuck acquire never answered")
+        .unwrap();
+    assert!(r.is_err());
+}
+
+#[tokio::test]
+async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() {
+    let d = Daemon::start();
+    let mut mnt = match HungMount::new(&d.base().join("hung")) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release: {why}"
+            );
+            return;
+        }
+    };
+    // A VM holding a lease on healthy storage, through its own connection.
+    let ls = d.base().join("local");
+    let mut vm = Holder::start(&d, &ls, "vmdisk", &[]).await;
+    // Meanwhile the default lockspace is stuck in open() on the dead mount.
+    let mut stuck = d.client().await;
+    stuck.register(&owner("vm2", 2, 4_000_002)).await.unwrap();
+    let disk = bytes(&mnt.dir.join("disk.img"));
+    let pending = tokio::spawn(async move { stuck.acquire(b"", &disk, 0).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The VM's connection closes: its healthy lease is freed at once, and the
+    // lockspace that cannot answer does not keep the owner from being fenced.
+    let closed = Instant::now();
+    vm.close_connection().await;
+    let status = vm.wait(Duration::from_secs(15)).await;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "{status:?}\n{}",
+        d.log()
+    );
+    let fenced = closed.elapsed();
+    assert!(fenced < Duration::from_secs(8), "fenced after {fenced:?}");
+    assert!(d.kernel_locks_on(&ls.join("vmdisk")).is_empty());
+    assert!(!ls.join("vmdisk").exists());
+    assert!(
+        d.log().contains("did not answer the release"),
+        "{}",
+        d.log()
+    );
+
     mnt.abort();
     let r = tokio::time::timeout(Duration::from_secs(10), pending)
         .await
