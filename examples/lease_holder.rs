@@ -2,11 +2,17 @@
 //! lock owner, takes one lease, and then closes the connection on request while it
 //! keeps running. The daemon must then release the lease and fence this process.
 //!
-//! Usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--restrict] [--ignore-term] [--linger MS]
+//! Usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--restrict] [--ignore-term]
+//!        [--linger MS] [--report-after MS]
 //!
 //! Prints "held" once the lease is taken (or registration done with --no-lease),
-//! waits for a line on stdin, closes the connection, prints "closed" and sleeps
-//! MS milliseconds (default 30000) before exiting 0.
+//! waits for a line on stdin, prints "closing", closes the connection, prints
+//! "closed" and sleeps MS milliseconds (default 30000) before exiting 0.
+//!
+//! The daemon may fence this process as soon as the connection is closed, before
+//! "closed" is written: "closing" is what tells the test that the close was asked
+//! for and taken up. `--report-after MS` waits that long between the close and
+//! "closed", so that a test can make the fence win that race every time.
 
 use std::io::{BufRead, Write};
 
@@ -18,7 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
         eprintln!(
-            "usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--ignore-term] [--linger MS]"
+            "usage: lease_holder SOCKET LOCKSPACE NAME [--no-lease] [--restrict] [--ignore-term] \
+             [--linger MS] [--report-after MS]"
         );
         std::process::exit(2);
     }
@@ -30,6 +37,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(30_000);
+    let report_after_ms: u64 = args
+        .iter()
+        .position(|a| a == "--report-after")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(0);
     if flag("--ignore-term") {
         // SAFETY: installs SIG_IGN, no handler code runs.
         unsafe {
@@ -56,7 +70,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
+    println!("closing");
+    std::io::stdout().flush()?;
     drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(report_after_ms));
     println!("closed");
     std::io::stdout().flush()?;
     std::thread::sleep(std::time::Duration::from_millis(linger_ms));

@@ -73,6 +73,25 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     assert!(d.log().contains("lease released on disconnect"));
 }
 
+/// The fence does not wait for the owner to finish what it does after its
+/// close: here it is still to report the close when SIGTERM lands (as happens
+/// now and then on a loaded machine), and the harness must take that as closed.
+#[tokio::test]
+async fn owner_fenced_before_it_reports_the_close_counts_as_closed() {
+    let d = Daemon::start();
+    let ls = d.base().join("ls");
+    let mut holder = Holder::start(&d, &ls, "lease", &["--report-after", "2000"]).await;
+    holder.close_connection().await;
+    let status = holder.wait(Duration::from_secs(5)).await;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "status {status:?}; daemon log:\n{}",
+        d.log()
+    );
+    assert!(!ls.join("lease").exists());
+}
+
 #[tokio::test]
 async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
     let d = Daemon::start();

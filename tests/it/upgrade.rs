@@ -205,7 +205,9 @@ async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     let status = holder.wait(Duration::from_secs(5)).await;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGTERM)
+        Some(libc::SIGTERM),
+        "holder status {status:?}; daemon log:\n{}",
+        d.log()
     );
     assert!(!ls.join("vmdisk").exists());
 }
