@@ -158,7 +158,14 @@ impl AdminConnection {
                 errors::check_flags(flags, 0, "adminServerLookupClient")?;
                 Ok(reply::client(&client_ref(s, id, &r)))
             }),
-            C::ClientInfo { client, flags } => client_info(&st, &client, flags),
+            C::ClientInfo { client, flags } => match client_identity(&st, &client, flags) {
+                // Names come from NSS (files, LDAP, sssd...), which may block:
+                // looked up on the blocking pool, answered in call order.
+                Ok(peer) => {
+                    return self.answer_when(call, off_thread(move || client_info(peer)), ctx)
+                }
+                Err(e) => Err(e),
+            },
             C::ClientClose { client, flags } => {
                 return self.close_client(call, client, flags, ctx);
             }
@@ -199,9 +206,21 @@ impl AdminConnection {
                 })
             }
             C::SetLogOutputs { outputs, flags } => {
-                errors::check_flags(flags, 0, "adminConnectSetLoggingOutputs")
-                    .and_then(|()| set_outputs(&st, outputs.as_deref()))
-                    .map(|()| Bytes::new())
+                match (
+                    errors::check_flags(flags, 0, "adminConnectSetLoggingOutputs"),
+                    &st.info.log,
+                ) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), None) => Ok(Bytes::new()),
+                    // Opening a file output (mkdir, open) may block on a network
+                    // filesystem or a FIFO: done on the blocking pool.
+                    (Ok(()), Some(log)) => {
+                        let log = log.clone();
+                        let set =
+                            move || set_outputs(&log, outputs.as_deref()).map(|()| Bytes::new());
+                        return self.answer_when(call, off_thread(set), ctx);
+                    }
+                }
             }
             C::SetLogFilters { filters, flags } => {
                 errors::check_flags(flags, 0, "adminConnectSetLoggingFilters")
@@ -486,8 +505,9 @@ fn client_limits(st: &AdminState, server: Server) -> Vec<TypedParam> {
     .collect()
 }
 
-/// CLIENT_GET_INFO, with its dispatcher's own texts for unknown names.
-fn client_info(st: &AdminState, client: &ClientRef, flags: u32) -> Answer {
+/// CLIENT_GET_INFO's checks, with its dispatcher's own texts for unknown
+/// names: the peer whose identity is to be reported.
+fn client_identity(st: &AdminState, client: &ClientRef, flags: u32) -> Result<Peer, RemoteError> {
     let server =
         server_named(&client.server).ok_or_else(|| errors::no_server_admin(&client.server))?;
     let r = st
@@ -502,22 +522,41 @@ fn client_info(st: &AdminState, client: &ClientRef, flags: u32) -> Answer {
             "No identity information available for client",
         ));
     }
-    let user = nix::unistd::User::from_uid(r.peer.uid.into())
+    Ok(r.peer)
+}
+
+/// CLIENT_GET_INFO's reply. Resolves user and group names through NSS, which
+/// may block: call it off the event thread.
+fn client_info(peer: Peer) -> Answer {
+    let user = nix::unistd::User::from_uid(peer.uid.into())
         .ok()
         .flatten()
-        .map_or_else(|| r.peer.uid.to_string(), |u| u.name);
-    let group = nix::unistd::Group::from_gid(r.peer.gid.into())
+        .map_or_else(|| peer.uid.to_string(), |u| u.name);
+    let group = nix::unistd::Group::from_gid(peer.gid.into())
         .ok()
         .flatten()
-        .map_or_else(|| r.peer.gid.to_string(), |g| g.name);
+        .map_or_else(|| peer.gid.to_string(), |g| g.name);
     Ok(reply::params(&[
         TypedParam::new("readonly", Value::Boolean(false)),
-        TypedParam::new("unix_user_id", Value::Int(r.peer.uid as i32)),
+        TypedParam::new("unix_user_id", Value::Int(peer.uid as i32)),
         TypedParam::new("unix_user_name", Value::String(user)),
-        TypedParam::new("unix_group_id", Value::Int(r.peer.gid as i32)),
+        TypedParam::new("unix_group_id", Value::Int(peer.gid as i32)),
         TypedParam::new("unix_group_name", Value::String(group)),
-        TypedParam::new("unix_process_id", Value::Int(r.peer.pid)),
+        TypedParam::new("unix_process_id", Value::Int(peer.pid)),
     ]))
+}
+
+/// Runs `f` on the blocking pool, so that a hung NSS server or file system
+/// stalls only the admin connection that asked, not the event thread every
+/// lock client is served on.
+async fn off_thread(f: impl FnOnce() -> Answer + Send + 'static) -> Answer {
+    actix_rt::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(RemoteError::new(
+            code::INTERNAL_ERROR,
+            domain::ADMIN,
+            format!("admin task failed: {e}"),
+        ))
+    })
 }
 
 fn log_error(e: logging::LogError) -> RemoteError {
@@ -530,10 +569,7 @@ fn log_error(e: logging::LogError) -> RemoteError {
 }
 
 /// `virLogSetOutputs`: absent or empty selects the default outputs.
-fn set_outputs(st: &AdminState, outputs: Option<&str>) -> Result<(), RemoteError> {
-    let Some(log) = &st.info.log else {
-        return Ok(());
-    };
+fn set_outputs(log: &logging::LogHandle, outputs: Option<&str>) -> Result<(), RemoteError> {
     let parsed = match outputs {
         Some(s) if !s.trim().is_empty() => logging::parse_outputs(s).map_err(log_error)?,
         _ => Vec::new(),
