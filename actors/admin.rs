@@ -23,7 +23,7 @@ use crate::protocol::admin::{
     self, errors, reply, AdminCall, ClientRef, TypedParam, Value, TRANSPORT_UNIX,
 };
 use crate::protocol::error::{code, domain};
-use crate::protocol::typed_params::{get_uint, validate};
+use crate::protocol::typed_params::{check_field_lengths, get_uint, validate};
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
 use crate::state::ClientState;
 
@@ -135,7 +135,10 @@ impl AdminConnection {
                 flags,
             } => server_named(&server)
                 .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| set_threadpool(&st, s, &params, flags))
+                .and_then(|s| {
+                    check_field_lengths(&params)?;
+                    set_threadpool(&st, s, &params, flags)
+                })
                 .map(|()| Bytes::new()),
             C::ListClients {
                 server,
@@ -179,7 +182,10 @@ impl AdminConnection {
                 flags,
             } => server_named(&server)
                 .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| self.set_client_limits(s, &params, flags))
+                .and_then(|s| {
+                    check_field_lengths(&params)?;
+                    self.set_client_limits(s, &params, flags)
+                })
                 .map(|()| Bytes::new()),
             C::GetLogOutputs { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingOutputs").map(|()| {

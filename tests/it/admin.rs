@@ -701,7 +701,7 @@ async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
 }
 
 /// Waits until a namespaced daemon's admin socket accepts connections.
-async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
+pub async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
     let socket = ns.inside("/run/libvirt/virtlockd-admin-sock");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {

@@ -1,15 +1,19 @@
-//! Admin calls that must neither hurt a lease nor stall the lock server: a held
-//! lease offered as a log file, and a log output whose open blocks.
+//! Admin calls that must neither hurt a lease nor stall the lock server (a held
+//! lease offered as a log file, a log output whose open blocks), and libvirt's
+//! limits on what admin calls carry.
 
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use virtlockd::protocol::admin::procedure as p;
+use virtlockd::protocol::admin::{procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
-use crate::admin::{admin_client, args, call, expect_err, start};
+use virtlockd::client::Client;
+
+use crate::admin::{admin_client, admin_ready, args, call, expect_err, params_args, start};
 use crate::harness::Holder;
+use crate::namespaced::{prerequisites, Impl, Namespaced};
 
 fn outputs_args(outputs: &str) -> BytesMut {
     args(|b| {
@@ -104,4 +108,93 @@ async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
         .await
         .unwrap();
     drop(reader);
+}
+
+#[tokio::test]
+async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
+    let d = start().await;
+    let mut admin = admin_client(&d).await;
+    let long = "x".repeat(80);
+    let param = |field: &str| [TypedParam::new(field, Value::UInt(0))];
+    let too_big = format!("internal error: parameter {long} too big for destination");
+    for proc_ in [
+        p::SERVER_SET_THREADPOOL_PARAMETERS,
+        p::SERVER_SET_CLIENT_LIMITS,
+    ] {
+        // Checked after the server lookup...
+        expect_err(
+            call(&mut admin, proc_, params_args("nosuch", &param(&long), 0)).await,
+            95,
+            62,
+            "Server not found: no server with matching name 'nosuch' found",
+        );
+        // ...and before the flags and the names.
+        expect_err(
+            call(
+                &mut admin,
+                proc_,
+                params_args("virtlockd", &param(&long), 1),
+            )
+            .await,
+            1,
+            0,
+            &too_big,
+        );
+        // 79 bytes fit: that name is then merely unknown.
+        let fits = "y".repeat(79);
+        let r = call(
+            &mut admin,
+            proc_,
+            params_args("virtlockd", &param(&fits), 0),
+        )
+        .await;
+        expect_err(
+            r,
+            74,
+            0,
+            &format!("argument unsupported: parameter '{fits}' not supported"),
+        );
+    }
+}
+
+/// The same over-long names sent to libvirt's virtlockd and to ours: the same
+/// replies, field by field.
+#[tokio::test]
+async fn long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours() {
+    let test = "long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours";
+    if !prerequisites(test) {
+        return;
+    }
+    let long = "x".repeat(80);
+    let fits = "y".repeat(79);
+    let mut replies = Vec::new();
+    for which in [Impl::Libvirt, Impl::Ours] {
+        let mut ns = Namespaced::start(which);
+        let socket = admin_ready(&mut ns).await;
+        let mut c = Client::connect(&socket).await.expect("connect");
+        let mut seen = Vec::new();
+        for proc_ in [
+            p::SERVER_SET_THREADPOOL_PARAMETERS,
+            p::SERVER_SET_CLIENT_LIMITS,
+        ] {
+            for (server, field, flags) in [
+                ("virtlockd", &long, 0),
+                ("virtlockd", &long, 1),
+                ("virtlockd", &fits, 0),
+                ("nosuch", &long, 0),
+            ] {
+                let params = [TypedParam::new(field, Value::UInt(0))];
+                let r = call(&mut c, proc_, params_args(server, &params, flags)).await;
+                seen.push(match r {
+                    Ok(b) => format!("ok {b:?}"),
+                    Err(e) => match e.remote() {
+                        Some(e) => format!("{} {} {}", e.code, e.domain, e.message),
+                        None => format!("not a remote error: {e}"),
+                    },
+                });
+            }
+        }
+        replies.push(seen);
+    }
+    assert_eq!(replies[1], replies[0]);
 }
