@@ -79,6 +79,11 @@ impl AdminConnection {
 
     fn answer(&mut self, call: &Header, r: Answer, ctx: &mut Context<Self>) {
         let frame = match r {
+            // The last guard against a frame no client could read (libvirt's
+            // virNetMessageEncodePayload fails the call the same way).
+            Ok(payload) if payload.len() > crate::protocol::inspect::MAX_PAYLOAD => {
+                proto::error_reply(call, &RemoteError::rpc("Unable to encode message payload"))
+            }
             Ok(payload) if payload.is_empty() => proto::void_reply(call),
             Ok(payload) => proto::data_reply(call, payload),
             Err(e) => proto::error_reply(call, &e),
@@ -152,9 +157,7 @@ impl AdminConnection {
                     .into_iter()
                     .map(|(id, r)| client_ref(s, id, &r))
                     .collect();
-                let count = all.len() as u32;
-                let shown = if need_results == 0 { &[][..] } else { &all };
-                Ok(reply::clients(shown, count))
+                reply::listed_clients(&all, need_results != 0)
             }),
             C::LookupClient { server, id, flags } => lookup(&server).and_then(|s| {
                 let r = st.clients.get(s, id).ok_or_else(|| errors::no_client(id))?;
@@ -355,7 +358,7 @@ impl AdminConnection {
                     call,
                     async move {
                         let leases = inspect::leases(&registry).await;
-                        Ok(crate::protocol::inspect::encode_leases(&leases))
+                        crate::protocol::inspect::leases_reply(&leases).map_err(too_large)
                     },
                     ctx,
                 );
@@ -367,9 +370,8 @@ impl AdminConnection {
                     call,
                     async move {
                         let leases = inspect::leases(&registry).await;
-                        Ok(crate::protocol::inspect::encode_clients(&inspect::clients(
-                            clients, &leases,
-                        )))
+                        let rows = inspect::clients(clients, &leases);
+                        crate::protocol::inspect::clients_reply(&rows).map_err(too_large)
                     },
                     ctx,
                 );
@@ -563,6 +565,11 @@ async fn off_thread(f: impl FnOnce() -> Answer + Send + 'static) -> Answer {
             format!("admin task failed: {e}"),
         ))
     })
+}
+
+/// An inspection reply too large to send: the call fails with a plain error.
+fn too_large(e: crate::protocol::inspect::TooLarge) -> RemoteError {
+    RemoteError::rpc(e.to_string())
 }
 
 fn log_error(e: logging::LogError) -> RemoteError {
