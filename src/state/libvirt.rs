@@ -63,6 +63,7 @@ pub fn from_json(text: &str) -> Result<Snapshot, StateError> {
         started_at: 0,
         fencing: Vec::new(),
         token: 0,
+        timeout: None,
     })
 }
 
@@ -378,6 +379,8 @@ fn read_server(name: &str, obj: &Obj, at: &str) -> Result<ServerState, StateErro
         next_client_id,
         listeners,
         clients,
+        max_unauth_clients: None,
+        prio_workers: None,
     })
 }
 
@@ -1188,6 +1191,8 @@ mod tests {
                         pending: vec![],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
                 ServerState {
                     name: ADMIN_SERVER.into(),
@@ -1205,6 +1210,8 @@ mod tests {
                         pending: vec![],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
             ],
             lockspaces: vec![
@@ -1231,6 +1238,7 @@ mod tests {
             started_at: 0,
             fencing: vec![],
             token: 0,
+            timeout: None,
         };
         assert_eq!(s, expected);
         assert_eq!(s.fds(), vec![3, 7, 4, 9, 8]);
@@ -1766,6 +1774,8 @@ mod tests {
                             peer_pid: None,
                         },
                     ],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
                 ServerState {
                     name: ADMIN_SERVER.into(),
@@ -1783,6 +1793,8 @@ mod tests {
                         pending: vec![9],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
             ],
             lockspaces: vec![
@@ -1836,6 +1848,7 @@ mod tests {
                 label: "vmé".into(),
             }],
             token: 77,
+            timeout: None,
         }
     }
 
@@ -1845,7 +1858,10 @@ mod tests {
         s.started_at = 0;
         s.fencing.clear();
         s.token = 0;
+        s.timeout = None;
         for server in &mut s.servers {
+            server.max_unauth_clients = None;
+            server.prio_workers = None;
             for c in &mut server.clients {
                 c.pending.clear();
             }
@@ -2057,6 +2073,8 @@ mod tests {
                     pending: vec![],
                     peer_pid: None,
                 }],
+                max_unauth_clients: None,
+                prio_workers: None,
             }],
             lockspaces: vec![LockspaceState {
                 directory: Some(b"/d".to_vec()),
@@ -2075,6 +2093,7 @@ mod tests {
             started_at: 0,
             fencing: vec![],
             token: 0,
+            timeout: None,
         };
         let expected = r#"{
   "daemon": {

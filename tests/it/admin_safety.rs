@@ -1,17 +1,24 @@
 //! Admin calls that must neither hurt a lease nor stall the lock server (a held
-//! lease offered as a log file, a log output whose open blocks), and libvirt's
-//! limits on what admin calls carry.
+//! lease offered as a log file, a log output whose open blocks), libvirt's
+//! limits on what admin calls carry, and admin settings across a live upgrade
+//! and a reload.
 
 use std::os::unix::ffi::OsStrExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use bytes::BytesMut;
-use virtlockd::protocol::admin::{procedure as p, TypedParam, Value};
+use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
 use virtlockd::client::Client;
 
-use crate::admin::{admin_client, admin_ready, args, call, expect_err, params_args, start};
+use crate::admin::{
+    admin_client, admin_ready, args, call, expect_err, params_args, server_args, start,
+};
+use crate::harness::Daemon;
 use crate::harness::Holder;
 use crate::namespaced::{prerequisites, Impl, Namespaced};
 
@@ -197,4 +204,146 @@ async fn long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours(
         replies.push(seen);
     }
     assert_eq!(replies[1], replies[0]);
+}
+
+/// SERVER_GET_CLIENT_LIMITS / SERVER_GET_THREADPOOL_PARAMETERS as (field, value).
+async fn uint_params(admin: &mut Client, proc_: i32) -> Vec<(String, u32)> {
+    let reply = call(admin, proc_, server_args("virtlockd", 0))
+        .await
+        .unwrap();
+    admin::decode_params(&reply, 64)
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| match p.value {
+            Value::UInt(v) => Some((p.field, v)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn uint_param(admin: &mut Client, proc_: i32, field: &str) -> u32 {
+    let all = uint_params(admin, proc_).await;
+    all.iter()
+        .find(|(f, _)| f == field)
+        .unwrap_or_else(|| panic!("no {field} in {all:?}"))
+        .1
+}
+
+/// Waits until `d` has logged `text` `n` times.
+async fn wait_logged(d: &Daemon, text: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log().matches(text).count() < n {
+        assert!(Instant::now() < deadline, "no {n}x `{text}`:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_settings_survive_a_live_upgrade() {
+    let mut d = start().await;
+    let mut admin = admin_client(&d).await;
+    let limits = [
+        TypedParam::new("nclients_max", Value::UInt(50)),
+        TypedParam::new("nclients_unauth_max", Value::UInt(7)),
+    ];
+    call(
+        &mut admin,
+        p::SERVER_SET_CLIENT_LIMITS,
+        params_args("virtlockd", &limits, 0),
+    )
+    .await
+    .unwrap();
+    let prio = [TypedParam::new("prioWorkers", Value::UInt(3))];
+    call(
+        &mut admin,
+        p::SERVER_SET_THREADPOOL_PARAMETERS,
+        params_args("virtlockd", &prio, 0),
+    )
+    .await
+    .unwrap();
+    // One second idle, once this connection (carried over the upgrade) closes.
+    call(
+        &mut admin,
+        p::CONNECT_SET_DAEMON_TIMEOUT,
+        args(|b| {
+            b.put_xdr_u32(1);
+            b.put_xdr_u32(0);
+        }),
+    )
+    .await
+    .unwrap();
+    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
+    wait_logged(&d, "restoring after live upgrade", 1).await;
+    wait_logged(&d, "virtlockd ready", 2).await;
+    let limits = uint_params(&mut admin, p::SERVER_GET_CLIENT_LIMITS).await;
+    assert!(limits.contains(&("nclients_max".into(), 50)), "{limits:?}");
+    assert!(
+        limits.contains(&("nclients_unauth_max".into(), 7)),
+        "{limits:?}"
+    );
+    assert_eq!(
+        uint_param(
+            &mut admin,
+            p::SERVER_GET_THREADPOOL_PARAMETERS,
+            "prioWorkers"
+        )
+        .await,
+        3
+    );
+    // The timeout too: with the last client gone, the new image exits.
+    drop(admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "idle timeout lost in the upgrade:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (nclients_max, nclients_unauth_max) of the lock server.
+async fn client_limits(admin: &mut Client) -> (u32, u32) {
+    (
+        uint_param(admin, p::SERVER_GET_CLIENT_LIMITS, "nclients_max").await,
+        uint_param(admin, p::SERVER_GET_CLIENT_LIMITS, "nclients_unauth_max").await,
+    )
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("virtlockd.conf");
+    std::fs::write(&cfg, "max_clients = 20\n").unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start_in(dir, &["-f", &cfg_s]);
+    let mut admin = admin_client(&d).await;
+    let mut reloads = 0;
+    let mut reload = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        kill(Pid::from_raw(d.pid() as i32), Signal::SIGHUP).unwrap();
+        reloads += 1;
+        reloads
+    };
+    assert_eq!(client_limits(&mut admin).await, (20, 20));
+    // Never set apart: the unauth limit follows max_clients, as at startup.
+    let n = reload("max_clients = 40\n");
+    wait_logged(&d, "configuration reloaded", n).await;
+    assert_eq!(client_limits(&mut admin).await, (40, 40));
+    // Lowered by the admin API: kept, but never above max_clients.
+    let unauth = [TypedParam::new("nclients_unauth_max", Value::UInt(10))];
+    call(
+        &mut admin,
+        p::SERVER_SET_CLIENT_LIMITS,
+        params_args("virtlockd", &unauth, 0),
+    )
+    .await
+    .unwrap();
+    let n = reload("max_clients = 60\n");
+    wait_logged(&d, "configuration reloaded", n).await;
+    assert_eq!(client_limits(&mut admin).await, (60, 10));
+    let n = reload("max_clients = 4\n");
+    wait_logged(&d, "configuration reloaded", n).await;
+    assert_eq!(client_limits(&mut admin).await, (4, 4));
 }
