@@ -118,7 +118,7 @@ pub fn server_args(name: &str, flags: u32) -> BytesMut {
     })
 }
 
-fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
+pub fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
     args(|b| {
         b.put_xdr_string(server.as_bytes());
         b.put_xdr_u64(id);
@@ -140,7 +140,7 @@ pub fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut 
 }
 
 /// The lock clients' ids in connection order (srv-clients-list over the wire).
-async fn lock_client_ids(admin: &mut Client) -> Vec<u64> {
+pub async fn lock_client_ids(admin: &mut Client) -> Vec<u64> {
     let mut a = BytesMut::new();
     a.put_xdr_string(b"virtlockd");
     a.put_xdr_u32(1);

@@ -4,6 +4,9 @@
 //! and a reload.
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -16,7 +19,8 @@ use virtlockd::protocol::xdr::XdrWrite;
 use virtlockd::client::Client;
 
 use crate::admin::{
-    admin_client, admin_ready, args, call, expect_err, params_args, server_args, start,
+    admin_client, admin_ready, args, call, client_args, expect_err, lock_client_ids, params_args,
+    server_args, start,
 };
 use crate::harness::Daemon;
 use crate::harness::Holder;
@@ -346,4 +350,88 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     let n = reload("max_clients = 4\n");
     wait_logged(&d, "configuration reloaded", n).await;
     assert_eq!(client_limits(&mut admin).await, (4, 4));
+}
+
+/// Whether a daemon can be started in a private mount namespace; prints the
+/// skip note if not.
+fn can_unshare_mounts(test: &str) -> bool {
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("needs root for a mount namespace")
+    } else if Path::new("/run/nscd/socket").exists() || Path::new("/var/run/nscd/socket").exists() {
+        Some("nscd would answer name lookups without reading /etc/group")
+    } else if !Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        Some("cannot unshare a mount namespace")
+    } else {
+        None
+    };
+    if let Some(r) = reason {
+        eprintln!("SKIPPED: {test}: {r}");
+    }
+    reason.is_none()
+}
+
+#[tokio::test]
+async fn client_info_waiting_on_nss_stalls_no_lock_client() {
+    let test = "client_info_waiting_on_nss_stalls_no_lock_client";
+    if !can_unshare_mounts(test) {
+        return;
+    }
+    // The daemon sees a FIFO as /etc/group: a group lookup blocks until the
+    // test writes the file, like a lookup waiting on a dead LDAP server.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("group.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"f=$1; bin=$2; shift 2; mount --bind "$f" /etc/group && exec "$bin" "$@""#)
+        .arg("sh")
+        .arg(&fifo)
+        .arg(env!("CARGO_BIN_EXE_virtlockd"));
+    let d = Daemon::start_command(cmd, dir, &[]);
+    let mut c = d.client().await;
+    c.create_lockspace(b"").await.unwrap();
+    let mut admin = admin_client(&d).await;
+    let id = lock_client_ids(&mut admin).await[0];
+    let info = tokio::spawn(async move {
+        call(
+            &mut admin,
+            p::CLIENT_GET_INFO,
+            client_args("virtlockd", id, 0),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !info.is_finished(),
+        "the group lookup was expected to block"
+    );
+    tokio::time::timeout(Duration::from_secs(3), c.create_lockspace(b""))
+        .await
+        .expect("lock client stalled by client-info")
+        .unwrap();
+    // Writing the group file lets the lookup finish.
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.dir.path().join("group.fifo"))
+        .expect("the daemon is not reading /etc/group");
+    std::io::Write::write_all(&mut writer, b"root:x:0:\n").unwrap();
+    drop(writer);
+    let reply = tokio::time::timeout(Duration::from_secs(5), info)
+        .await
+        .expect("client-info did not finish")
+        .unwrap()
+        .unwrap();
+    let params = admin::decode_params(&reply, 64).unwrap();
+    let group = params.iter().find(|p| p.field == "unix_group_name");
+    assert_eq!(
+        group.map(|p| &p.value),
+        Some(&Value::String("root".into())),
+        "{params:?}"
+    );
 }
