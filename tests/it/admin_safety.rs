@@ -435,3 +435,31 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
         "{params:?}"
     );
 }
+
+/// DAEMON_SHUTDOWN is SIGTERM's shutdown: every client is closed, so every
+/// lease owner still running is fenced, PRESERVE flag or not.
+#[tokio::test]
+async fn daemon_shutdown_fences_every_lease_owner() {
+    let mut d = start().await;
+    let ls = d.base().join("ls");
+    let mut holder = Holder::start(&d, &ls, "held", &[]).await;
+    let mut admin = admin_client(&d).await;
+    call(
+        &mut admin,
+        p::CONNECT_DAEMON_SHUTDOWN,
+        args(|b| b.put_xdr_u32(admin::DAEMON_SHUTDOWN_PRESERVE)),
+    )
+    .await
+    .unwrap();
+    let status = holder.wait(Duration::from_secs(10)).await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.alive() {
+        assert!(Instant::now() < deadline, "daemon still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(d.log().contains("fencing lease owner"), "{}", d.log());
+}
