@@ -23,7 +23,7 @@ use crate::protocol::admin::{
     self, errors, reply, AdminCall, ClientRef, TypedParam, Value, TRANSPORT_UNIX,
 };
 use crate::protocol::error::{code, domain};
-use crate::protocol::typed_params::{get_uint, validate};
+use crate::protocol::typed_params::{check_field_lengths, get_uint, validate};
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
 use crate::state::ClientState;
 
@@ -79,6 +79,11 @@ impl AdminConnection {
 
     fn answer(&mut self, call: &Header, r: Answer, ctx: &mut Context<Self>) {
         let frame = match r {
+            // The last guard against a frame no client could read (libvirt's
+            // virNetMessageEncodePayload fails the call the same way).
+            Ok(payload) if payload.len() > crate::protocol::inspect::MAX_PAYLOAD => {
+                proto::error_reply(call, &RemoteError::rpc("Unable to encode message payload"))
+            }
             Ok(payload) if payload.is_empty() => proto::void_reply(call),
             Ok(payload) => proto::data_reply(call, payload),
             Err(e) => proto::error_reply(call, &e),
@@ -135,7 +140,10 @@ impl AdminConnection {
                 flags,
             } => server_named(&server)
                 .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| set_threadpool(&st, s, &params, flags))
+                .and_then(|s| {
+                    check_field_lengths(&params)?;
+                    set_threadpool(&st, s, &params, flags)
+                })
                 .map(|()| Bytes::new()),
             C::ListClients {
                 server,
@@ -149,16 +157,21 @@ impl AdminConnection {
                     .into_iter()
                     .map(|(id, r)| client_ref(s, id, &r))
                     .collect();
-                let count = all.len() as u32;
-                let shown = if need_results == 0 { &[][..] } else { &all };
-                Ok(reply::clients(shown, count))
+                reply::listed_clients(&all, need_results != 0)
             }),
             C::LookupClient { server, id, flags } => lookup(&server).and_then(|s| {
                 let r = st.clients.get(s, id).ok_or_else(|| errors::no_client(id))?;
                 errors::check_flags(flags, 0, "adminServerLookupClient")?;
                 Ok(reply::client(&client_ref(s, id, &r)))
             }),
-            C::ClientInfo { client, flags } => client_info(&st, &client, flags),
+            C::ClientInfo { client, flags } => match client_identity(&st, &client, flags) {
+                // Names come from NSS (files, LDAP, sssd...), which may block:
+                // looked up on the blocking pool, answered in call order.
+                Ok(peer) => {
+                    return self.answer_when(call, off_thread(move || client_info(peer)), ctx)
+                }
+                Err(e) => Err(e),
+            },
             C::ClientClose { client, flags } => {
                 return self.close_client(call, client, flags, ctx);
             }
@@ -172,7 +185,10 @@ impl AdminConnection {
                 flags,
             } => server_named(&server)
                 .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| self.set_client_limits(s, &params, flags))
+                .and_then(|s| {
+                    check_field_lengths(&params)?;
+                    self.set_client_limits(s, &params, flags)
+                })
                 .map(|()| Bytes::new()),
             C::GetLogOutputs { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingOutputs").map(|()| {
@@ -199,9 +215,21 @@ impl AdminConnection {
                 })
             }
             C::SetLogOutputs { outputs, flags } => {
-                errors::check_flags(flags, 0, "adminConnectSetLoggingOutputs")
-                    .and_then(|()| set_outputs(&st, outputs.as_deref()))
-                    .map(|()| Bytes::new())
+                match (
+                    errors::check_flags(flags, 0, "adminConnectSetLoggingOutputs"),
+                    &st.info.log,
+                ) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), None) => Ok(Bytes::new()),
+                    // Opening a file output (mkdir, open) may block on a network
+                    // filesystem or a FIFO: done on the blocking pool.
+                    (Ok(()), Some(log)) => {
+                        let log = log.clone();
+                        let set =
+                            move || set_outputs(&log, outputs.as_deref()).map(|()| Bytes::new());
+                        return self.answer_when(call, off_thread(set), ctx);
+                    }
+                }
             }
             C::SetLogFilters { filters, flags } => {
                 errors::check_flags(flags, 0, "adminConnectSetLoggingFilters")
@@ -330,7 +358,7 @@ impl AdminConnection {
                     call,
                     async move {
                         let leases = inspect::leases(&registry).await;
-                        Ok(crate::protocol::inspect::encode_leases(&leases))
+                        crate::protocol::inspect::leases_reply(&leases).map_err(too_large)
                     },
                     ctx,
                 );
@@ -342,9 +370,8 @@ impl AdminConnection {
                     call,
                     async move {
                         let leases = inspect::leases(&registry).await;
-                        Ok(crate::protocol::inspect::encode_clients(&inspect::clients(
-                            clients, &leases,
-                        )))
+                        let rows = inspect::clients(clients, &leases);
+                        crate::protocol::inspect::clients_reply(&rows).map_err(too_large)
                     },
                     ctx,
                 );
@@ -486,8 +513,9 @@ fn client_limits(st: &AdminState, server: Server) -> Vec<TypedParam> {
     .collect()
 }
 
-/// CLIENT_GET_INFO, with its dispatcher's own texts for unknown names.
-fn client_info(st: &AdminState, client: &ClientRef, flags: u32) -> Answer {
+/// CLIENT_GET_INFO's checks, with its dispatcher's own texts for unknown
+/// names: the peer whose identity is to be reported.
+fn client_identity(st: &AdminState, client: &ClientRef, flags: u32) -> Result<Peer, RemoteError> {
     let server =
         server_named(&client.server).ok_or_else(|| errors::no_server_admin(&client.server))?;
     let r = st
@@ -502,22 +530,46 @@ fn client_info(st: &AdminState, client: &ClientRef, flags: u32) -> Answer {
             "No identity information available for client",
         ));
     }
-    let user = nix::unistd::User::from_uid(r.peer.uid.into())
+    Ok(r.peer)
+}
+
+/// CLIENT_GET_INFO's reply. Resolves user and group names through NSS, which
+/// may block: call it off the event thread.
+fn client_info(peer: Peer) -> Answer {
+    let user = nix::unistd::User::from_uid(peer.uid.into())
         .ok()
         .flatten()
-        .map_or_else(|| r.peer.uid.to_string(), |u| u.name);
-    let group = nix::unistd::Group::from_gid(r.peer.gid.into())
+        .map_or_else(|| peer.uid.to_string(), |u| u.name);
+    let group = nix::unistd::Group::from_gid(peer.gid.into())
         .ok()
         .flatten()
-        .map_or_else(|| r.peer.gid.to_string(), |g| g.name);
+        .map_or_else(|| peer.gid.to_string(), |g| g.name);
     Ok(reply::params(&[
         TypedParam::new("readonly", Value::Boolean(false)),
-        TypedParam::new("unix_user_id", Value::Int(r.peer.uid as i32)),
+        TypedParam::new("unix_user_id", Value::Int(peer.uid as i32)),
         TypedParam::new("unix_user_name", Value::String(user)),
-        TypedParam::new("unix_group_id", Value::Int(r.peer.gid as i32)),
+        TypedParam::new("unix_group_id", Value::Int(peer.gid as i32)),
         TypedParam::new("unix_group_name", Value::String(group)),
-        TypedParam::new("unix_process_id", Value::Int(r.peer.pid)),
+        TypedParam::new("unix_process_id", Value::Int(peer.pid)),
     ]))
+}
+
+/// Runs `f` on the blocking pool, so that a hung NSS server or file system
+/// stalls only the admin connection that asked, not the event thread every
+/// lock client is served on.
+async fn off_thread(f: impl FnOnce() -> Answer + Send + 'static) -> Answer {
+    actix_rt::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(RemoteError::new(
+            code::INTERNAL_ERROR,
+            domain::ADMIN,
+            format!("admin task failed: {e}"),
+        ))
+    })
+}
+
+/// An inspection reply too large to send: the call fails with a plain error.
+fn too_large(e: crate::protocol::inspect::TooLarge) -> RemoteError {
+    RemoteError::rpc(e.to_string())
 }
 
 fn log_error(e: logging::LogError) -> RemoteError {
@@ -530,10 +582,7 @@ fn log_error(e: logging::LogError) -> RemoteError {
 }
 
 /// `virLogSetOutputs`: absent or empty selects the default outputs.
-fn set_outputs(st: &AdminState, outputs: Option<&str>) -> Result<(), RemoteError> {
-    let Some(log) = &st.info.log else {
-        return Ok(());
-    };
+fn set_outputs(log: &logging::LogHandle, outputs: Option<&str>) -> Result<(), RemoteError> {
     let parsed = match outputs {
         Some(s) if !s.trim().is_empty() => logging::parse_outputs(s).map_err(log_error)?,
         _ => Vec::new(),

@@ -259,6 +259,7 @@ async fn upgrade(
         // No libvirt twin when we exec our very own binary again (token 0):
         // libvirt's JSON is only for a hand-over to another binary.
         token: if plan.execs_itself() { 0 } else { token() },
+        timeout: Some(paused.timeout),
     };
     let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
     let leases: usize = snapshot.lockspaces.iter().map(|l| l.resources.len()).sum();

@@ -247,6 +247,18 @@ impl Supervisor {
             };
             self.next_client_id
                 .insert(server, srv.next_client_id.max(1));
+            // Limits as the old image left them (admin API, reload), not as
+            // this image's config says: libvirt's restart does the same.
+            let max = usize::try_from(srv.max_clients).unwrap_or(usize::MAX);
+            let settings = self.admin_state.server(server);
+            settings.gate.set_max(max);
+            settings.unauth_max.set(
+                srv.max_unauth_clients
+                    .map_or(max, |u| usize::try_from(u).unwrap_or(usize::MAX).min(max)),
+            );
+            if let Some(prio) = srv.prio_workers {
+                settings.prio_workers.set(prio);
+            }
             for l in srv.listeners {
                 match adopt_listener(&l) {
                     Ok(listener) => self.listeners.push(Listening {
@@ -305,6 +317,9 @@ impl Supervisor {
                 }
             }
             Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
+        }
+        if let Some(secs) = snapshot.timeout {
+            self.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
         }
         for f in snapshot.fencing {
             if let Some(fencing) = self.registry.start_fencing(f.pid, &f.label) {
@@ -551,6 +566,8 @@ pub struct Pause;
 pub struct Paused {
     /// Both servers, without their clients.
     pub servers: Vec<ServerState>,
+    /// The idle timeout in effect, seconds (0 = none).
+    pub timeout: u32,
     pub lock_clients: Vec<Addr<Connection>>,
     pub admin_clients: Vec<Addr<AdminConnection>>,
 }
@@ -581,9 +598,14 @@ impl Handler<Pause> for Supervisor {
                     })
                     .collect(),
                 clients: Vec::new(),
+                max_unauth_clients: Some(self.admin_state.server(server).unauth_max.get() as u64),
+                prio_workers: Some(self.admin_state.server(server).prio_workers.get()),
             })
             .collect();
         MessageResult(Some(Paused {
+            timeout: self
+                .timeout
+                .map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX)),
             servers,
             lock_clients: self.connections.values().cloned().collect(),
             admin_clients: self.admin_connections.values().cloned().collect(),
@@ -688,6 +710,23 @@ pub struct SetLimits {
 impl Handler<SetLimits> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetLimits, _: &mut Self::Context) {
+        // libvirt's virtlockd does not re-read limits on SIGHUP at all; ours
+        // does, so srv-clients-info must stay consistent with it: the unauth
+        // maximum follows max_clients as at startup (where both are equal),
+        // except that a lower value set by the admin API is kept, clamped to
+        // the new max_clients (never above it, which srv-clients-set refuses).
+        for (server, max) in [
+            (Server::Lock, m.max_clients),
+            (Server::Admin, m.admin_max_clients),
+        ] {
+            let s = self.admin_state.server(server);
+            let unauth = s.unauth_max.get();
+            s.unauth_max.set(if unauth == s.gate.max() {
+                max
+            } else {
+                unauth.min(max)
+            });
+        }
         self.lock_gate.set_max(m.max_clients);
         self.admin_gate.set_max(m.admin_max_clients);
         info!(

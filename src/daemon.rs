@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -463,6 +464,7 @@ async fn handle_signals(
     handoff: Addr<Handoff>,
     reload: Reload,
 ) {
+    let reload = Arc::new(reload);
     loop {
         let waits = signals.iter_mut().map(|(kind, s)| {
             let kind = *kind;
@@ -482,7 +484,13 @@ async fn handle_signals(
             info!(signal = kind.as_raw_value(), "shutdown requested");
             supervisor.do_send(Shutdown);
         } else if kind == SignalKind::hangup() {
-            reload.apply(&supervisor);
+            // Reading the config and opening log files (maybe on NFS) may block:
+            // not on the event thread that serves every client.
+            let (reload, supervisor) = (Arc::clone(&reload), supervisor.clone());
+            if let Err(e) = actix_rt::task::spawn_blocking(move || reload.apply(&supervisor)).await
+            {
+                error!("reload failed: {e}");
+            }
         } else if kind == SignalKind::user_defined1() {
             info!("live upgrade requested");
             handoff.do_send(Upgrade);

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::lockspace::lease;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
@@ -73,6 +74,11 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    /// A file output names a file this daemon holds as a lease: the log would
+    /// close it one day, and closing any fd of a file drops all of this
+    /// process's POSIX locks on it.
+    #[error("cannot log to {}: the file is held as a lease", path.display())]
+    HeldLease { path: PathBuf },
     /// The socket of a journald or syslog output could not be created.
     #[error("failed to create a socket for the {what} log output: {source}")]
     Socket {
@@ -94,7 +100,7 @@ impl LogError {
     /// True for a malformed specification (as opposed to an I/O failure).
     pub fn is_invalid_argument(&self) -> bool {
         match self {
-            LogError::Invalid(_) => true,
+            LogError::Invalid(_) | LogError::HeldLease { .. } => true,
             LogError::In { inner, .. } => inner.is_invalid_argument(),
             _ => false,
         }
@@ -632,7 +638,7 @@ pub fn resolve(
 /// An opened output.
 enum Sink {
     Stderr,
-    File(std::fs::File),
+    File(LogFile),
     Journald {
         socket: UnixDatagram,
         address: PathBuf,
@@ -672,14 +678,35 @@ fn datagram_socket(what: &'static str) -> Result<UnixDatagram, LogError> {
     Ok(socket)
 }
 
+/// An open log file. It is never closed while its file is held as a lease (see
+/// [`lease::close_unless_held`]): a lease may be taken on the file after the log
+/// opened it, or adopted in a live upgrade after the log was opened.
+struct LogFile(std::mem::ManuallyDrop<std::fs::File>);
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        // SAFETY: taken exactly once, here; the field is never used again.
+        let file = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        lease::close_unless_held(file.into());
+    }
+}
+
 /// Opens a log file like libvirt (`O_CREAT|O_APPEND|O_WRONLY`, mode 0600), close-on-exec
 /// so that a re-exec does not leak it. A missing directory is created (mode 0700),
 /// as libvirt does for the user's cache directory.
-fn open_log_file(path: &Path) -> Result<std::fs::File, LogError> {
+fn open_log_file(path: &Path) -> Result<LogFile, LogError> {
     let open_error = |source| LogError::Open {
         path: path.to_path_buf(),
         source,
     };
+    let held = || LogError::HeldLease {
+        path: path.to_path_buf(),
+    };
+    // Checked before opening so that a refused file costs no fd; checked again
+    // on the opened fd, since a lease may be taken on it in between.
+    if lease::is_path_held(path) {
+        return Err(held());
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             std::fs::DirBuilder::new()
@@ -689,13 +716,15 @@ fn open_log_file(path: &Path) -> Result<std::fs::File, LogError> {
                 .map_err(open_error)?;
         }
     }
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(open_error)
+        .map_err(open_error)?;
+    let fd = lease::unless_held(file.into()).map_err(|_| held())?;
+    Ok(LogFile(std::mem::ManuallyDrop::new(fd.into())))
 }
 
 struct State {
@@ -803,7 +832,7 @@ impl Shared {
                 Sink::File(file) => {
                     let line = text_line.get_or_insert_with(|| record.text_line());
                     // One write per line: O_APPEND keeps concurrent lines whole.
-                    let mut writer: &std::fs::File = file;
+                    let mut writer: &std::fs::File = &file.0;
                     writer.write_all(line.as_bytes())
                 }
                 Sink::Journald { socket, address } => socket
@@ -1827,6 +1856,64 @@ mod tests {
         assert!(!fd_open_for(&second), "dropping the layer closes the file");
         assert_eq!(read_lines(&first).len(), 1);
         assert_eq!(read_lines(&second).len(), 1);
+    }
+
+    /// This process's kernel locks on `path` ("WRITE", "READ").
+    fn my_locks(path: &Path) -> Vec<String> {
+        crate::proclocks::of_pid_on(std::process::id(), path)
+            .map(|locks| locks.into_iter().map(|l| l.mode).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_held_lease_is_refused_as_a_log_file() {
+        use crate::lockspace::lease::{Lease, LockMode};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = temp_log(&dir, "lease");
+        let lease = Lease::open_or_create(&held).expect("lease");
+        lease.lock(LockMode::Exclusive).expect("lock");
+        let other = temp_log(&dir, "v.log");
+        let settings = settings_with(3, &format!("3:file:{}", other.display()));
+        with_layer(settings, |handle| {
+            let before = handle.settings();
+            let err = handle
+                .set_outputs(parse_outputs(&format!("3:file:{}", held.display())).expect("o"))
+                .expect_err("a held lease must be refused");
+            assert!(matches!(err, LogError::HeldLease { .. }), "{err:?}");
+            assert!(err.is_invalid_argument());
+            assert_eq!(handle.settings(), before);
+            // Replacing outputs again closes whatever the refused change opened.
+            handle.set_outputs(Vec::new()).expect("default outputs");
+        });
+        assert_eq!(my_locks(&held), ["WRITE"]);
+        drop(lease);
+        assert!(my_locks(&held).is_empty());
+    }
+
+    #[test]
+    fn a_log_file_leased_later_is_not_closed_under_the_lease() {
+        use crate::lockspace::lease::{Lease, LockMode};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = temp_log(&dir, "v.log");
+        let settings = settings_with(3, &format!("3:file:{}", path.display()));
+        let handle = with_layer(settings, |handle| {
+            // A lease taken on the open log file (as a lease adopted in a live
+            // upgrade would be), then the log moves elsewhere.
+            let lease = Lease::open_existing(&path).expect("lease");
+            lease.lock(LockMode::Exclusive).expect("lock");
+            handle.set_outputs(Vec::new()).expect("default outputs");
+            assert_eq!(
+                my_locks(&path),
+                ["WRITE"],
+                "closing the log dropped the lock"
+            );
+            assert!(fd_open_for(&path));
+            drop(lease);
+            // The log's fd was kept with the lease and closed with it.
+            assert!(my_locks(&path).is_empty());
+            assert!(!fd_open_for(&path));
+        });
+        drop(handle);
     }
 
     #[test]

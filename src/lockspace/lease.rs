@@ -230,6 +230,64 @@ pub fn parked_fds() -> Vec<RawFd> {
         .collect()
 }
 
+/// Whether `file` is one this process holds a lease on (by fstat: no open).
+pub fn is_held(file: &impl AsFd) -> bool {
+    let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    fstat(file.as_fd()).is_ok_and(|st| held.contains_key(&(st.st_dev, st.st_ino)))
+}
+
+/// Whether `path` names a file this process holds a lease on (by stat: no open).
+pub fn is_path_held(path: &Path) -> bool {
+    let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    stat(path).is_ok_and(|st| held.contains_key(&(st.st_dev, st.st_ino)))
+}
+
+/// For an fd opened for something other than a lease (a log file): hands it
+/// back unless its file is held as a lease. A held file's fd is parked beside
+/// the lease instead, because closing it would drop the lease's lock; it closes
+/// with the file's last lease.
+pub fn unless_held(fd: OwnedFd) -> Result<OwnedFd, HeldFile> {
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    park_if_held(&mut held, fd)
+}
+
+/// Closes an fd opened for something other than a lease (a log file), unless
+/// its file became a held lease meanwhile: then it is parked (see
+/// [`unless_held`]). The check and the close happen with [`HELD`] locked, so a
+/// lease claimed on the file by another thread cannot slip in between.
+pub fn close_unless_held(fd: OwnedFd) {
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Ok(fd) = park_if_held(&mut held, fd) {
+        drop(fd);
+    }
+}
+
+fn park_if_held(
+    held: &mut HashMap<FileId, Held, BuildIdHasher>,
+    fd: OwnedFd,
+) -> Result<OwnedFd, HeldFile> {
+    match fstat(fd.as_fd()) {
+        Ok(st) => match held.get_mut(&(st.st_dev, st.st_ino)) {
+            Some(entry) => {
+                entry.parked.push(fd);
+                Err(HeldFile)
+            }
+            None => Ok(fd),
+        },
+        Err(_) => {
+            // Which file it is cannot be told: keeping it open is the only way
+            // not to risk a lease's lock.
+            std::mem::forget(fd);
+            Err(HeldFile)
+        }
+    }
+}
+
+/// The file is held as a lease by this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("file is held as a lease")]
+pub struct HeldFile;
+
 /// Whether a lock error means "somebody else holds it".
 pub fn is_conflict(e: Errno) -> bool {
     matches!(e, Errno::EAGAIN | Errno::EACCES)

@@ -371,6 +371,7 @@ impl AdminCall {
 /// Return values, encoded as the generated XDR code does.
 pub mod reply {
     use super::*;
+    use crate::protocol::RemoteError;
 
     /// `unsigned hyper libVer`.
     pub fn lib_version(v: u64) -> Bytes {
@@ -395,6 +396,18 @@ pub mod reply {
         let mut b = BytesMut::new();
         b.put_xdr_string(name.as_bytes());
         b.freeze()
+    }
+
+    /// SERVER_LIST_CLIENTS' reply: the clients when asked for them, and their
+    /// count. Like libvirt's generated dispatcher, more than
+    /// [`CLIENT_LIST_MAX`](super::CLIENT_LIST_MAX) clients is an error,
+    /// whether or not their ids were asked for.
+    pub fn listed_clients(all: &[ClientRef], need_results: bool) -> Result<Bytes, RemoteError> {
+        if all.len() > super::CLIENT_LIST_MAX {
+            return Err(super::errors::too_many_clients(all.len()));
+        }
+        let shown = if need_results { all } else { &[][..] };
+        Ok(clients(shown, all.len() as u32))
     }
 
     /// `admin_nonnull_client clients<>; unsigned int ret`.
@@ -496,6 +509,18 @@ pub mod errors {
         Err(e)
     }
 
+    /// The generated SERVER_LIST_CLIENTS dispatcher, past `ADMIN_CLIENT_LIST_MAX`.
+    pub fn too_many_clients(n: usize) -> RemoteError {
+        RemoteError::new(
+            code::INTERNAL_ERROR,
+            domain::ADMIN,
+            format!(
+                "Too many clients '{n}' for limit '{}'",
+                super::CLIENT_LIST_MAX
+            ),
+        )
+    }
+
     pub fn invalid_arg(domain: i32, detail: &str) -> RemoteError {
         RemoteError::new(code::INVALID_ARG, domain, detail)
     }
@@ -519,6 +544,37 @@ pub fn decode_clients(payload: &[u8]) -> Result<(Vec<ClientRef>, u32), XdrError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_clients_than_libvirts_list_limit_is_its_error() {
+        let refs: Vec<ClientRef> = (1..=CLIENT_LIST_MAX as u64 + 1)
+            .map(|id| ClientRef {
+                server: "virtlockd".into(),
+                id,
+                timestamp: 0,
+                transport: TRANSPORT_UNIX,
+            })
+            .collect();
+        let (at_limit, over) = (&refs[..CLIENT_LIST_MAX], &refs[..]);
+        let (decoded, n) = decode_clients(&reply::listed_clients(at_limit, true).unwrap()).unwrap();
+        assert_eq!(
+            (decoded.len(), n),
+            (CLIENT_LIST_MAX, CLIENT_LIST_MAX as u32)
+        );
+        let counted = reply::listed_clients(at_limit, false).unwrap();
+        assert_eq!(decode_clients(&counted).unwrap().1, CLIENT_LIST_MAX as u32);
+        for need_results in [true, false] {
+            let e = reply::listed_clients(over, need_results).unwrap_err();
+            assert_eq!(
+                (e.code, e.domain, e.message.as_str()),
+                (
+                    1,
+                    62,
+                    "internal error: Too many clients '16385' for limit '16384'"
+                )
+            );
+        }
+    }
 
     #[test]
     fn typed_params_round_trip() {

@@ -335,6 +335,43 @@ impl StatusView {
     }
 }
 
+/// A reply that could not be sent: more entries, or more bytes, than a client
+/// accepts. The call fails with this rather than sending a frame that the
+/// client would have to drop with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "reply too large: {entries} entries in {bytes} bytes, over the limit of {LIST_MAX} entries \
+     or {MAX_PAYLOAD} bytes in one message"
+)]
+pub struct TooLarge {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+/// The largest payload of one message (`VIR_NET_MESSAGE_MAX` less the header).
+pub const MAX_PAYLOAD: usize = super::codec::MAX_MESSAGE - super::header::HEADER_LEN;
+
+/// `payload` (encoding `entries` list entries) if a client can receive it.
+fn fits(payload: Bytes, entries: usize) -> Result<Bytes, TooLarge> {
+    if entries > LIST_MAX || payload.len() > MAX_PAYLOAD {
+        return Err(TooLarge {
+            entries,
+            bytes: payload.len(),
+        });
+    }
+    Ok(payload)
+}
+
+/// LIST_LOCKS' reply; fails rather than build one no client could read.
+pub fn leases_reply(leases: &[LeaseView]) -> Result<Bytes, TooLarge> {
+    fits(encode_leases(leases), leases.len())
+}
+
+/// LIST_CLIENTS' reply; fails rather than build one no client could read.
+pub fn clients_reply(clients: &[ClientView]) -> Result<Bytes, TooLarge> {
+    fits(encode_clients(clients), clients.len())
+}
+
 pub fn encode_leases(leases: &[LeaseView]) -> Bytes {
     let mut out = BytesMut::new();
     out.put_xdr_u32(leases.len() as u32);
@@ -378,6 +415,36 @@ mod tests {
                 id: 3,
             }),
         }
+    }
+
+    #[test]
+    fn replies_over_one_message_are_refused_not_sent() {
+        let big = vec![b'a'; STRING_MAX];
+        let lease = LeaseView {
+            lockspace: None,
+            name: big.clone(),
+            path: big,
+            shared: false,
+            autocreate: false,
+            acquired_at: 0,
+            status: LeaseStatus::Held,
+            owners: vec![owner(12)],
+        };
+        // Three leases of two 4 MiB strings fit in one message; four do not.
+        let three = vec![lease.clone(), lease.clone(), lease];
+        let ok = leases_reply(&three).expect("fits");
+        assert_eq!(decode_leases(&ok).unwrap().len(), 3);
+        let mut four = three;
+        four.push(four[0].clone());
+        let e = leases_reply(&four).unwrap_err();
+        assert_eq!(e.entries, 4);
+        assert!(e.bytes > MAX_PAYLOAD, "{e:?}");
+        assert!(
+            e.to_string().starts_with("reply too large: 4 entries in "),
+            "{e}"
+        );
+        // A frame of that size is one the codec refuses on the client side.
+        assert!(e.bytes + super::super::header::HEADER_LEN > super::super::codec::MAX_MESSAGE);
     }
 
     #[test]

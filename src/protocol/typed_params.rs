@@ -5,6 +5,24 @@ use super::admin::{TypedParam, Value};
 use super::error::{code, domain};
 use super::RemoteError;
 
+/// `VIR_TYPED_PARAM_FIELD_LENGTH`: a field name must be shorter than this many
+/// bytes (libvirt keeps it in a fixed `char[80]` with its terminating NUL).
+pub const FIELD_LENGTH: usize = 80;
+
+/// `virTypedParamsDeserialize`'s check of received parameters, done right after
+/// the server lookup and before flags or names are checked: the first field name
+/// too long for libvirt's fixed buffer is an internal error (domain 0).
+pub fn check_field_lengths(params: &[TypedParam]) -> Result<(), RemoteError> {
+    match params.iter().find(|p| p.field.len() >= FIELD_LENGTH) {
+        Some(p) => Err(RemoteError::new(
+            code::INTERNAL_ERROR,
+            domain::NONE,
+            format!("parameter {} too big for destination", p.field),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks `params` against the allowed `(field, type name)` keys the way libvirt
 /// does: both sorted by name, walked together; the first duplicate or wrong
 /// type found on the way is reported, then a field left over (not supported).
@@ -79,6 +97,27 @@ mod tests {
         assert!(validate(&ps, KEYS).is_ok());
         assert_eq!(get_uint(&ps, "minWorkers"), Some(0));
         assert_eq!(get_uint(&ps, "prioWorkers"), None);
+    }
+
+    #[test]
+    fn field_names_must_fit_libvirts_buffer() {
+        let fits = "f".repeat(FIELD_LENGTH - 1);
+        let long = "g".repeat(FIELD_LENGTH);
+        assert!(check_field_lengths(&[p(&fits, Value::UInt(1))]).is_ok());
+        let e = check_field_lengths(&[
+            p(&fits, Value::UInt(1)),
+            p(&long, Value::UInt(1)),
+            p(&format!("{long}h"), Value::UInt(1)),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.domain, e.message),
+            (
+                1,
+                0,
+                format!("internal error: parameter {long} too big for destination")
+            )
+        );
     }
 
     #[test]

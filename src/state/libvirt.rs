@@ -64,6 +64,7 @@ pub fn from_json(text: &str) -> Result<Snapshot, StateError> {
         started_at: 0,
         fencing: Vec::new(),
         token: 0,
+        timeout: None,
     })
 }
 
@@ -379,6 +380,8 @@ fn read_server(name: &str, obj: &Obj, at: &str) -> Result<ServerState, StateErro
         next_client_id,
         listeners,
         clients,
+        max_unauth_clients: None,
+        prio_workers: None,
     })
 }
 
@@ -1191,6 +1194,8 @@ mod tests {
                         pending: vec![],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
                 ServerState {
                     name: ADMIN_SERVER.into(),
@@ -1208,6 +1213,8 @@ mod tests {
                         pending: vec![],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
             ],
             lockspaces: vec![
@@ -1236,6 +1243,7 @@ mod tests {
             started_at: 0,
             fencing: vec![],
             token: 0,
+            timeout: None,
         };
         assert_eq!(s, expected);
         assert_eq!(s.fds(), vec![3, 7, 4, 9, 8]);
@@ -1771,6 +1779,8 @@ mod tests {
                             peer_pid: None,
                         },
                     ],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
                 ServerState {
                     name: ADMIN_SERVER.into(),
@@ -1788,6 +1798,8 @@ mod tests {
                         pending: vec![9],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
             ],
             lockspaces: vec![
@@ -1847,6 +1859,7 @@ mod tests {
                 label: "vmé".into(),
             }],
             token: 77,
+            timeout: None,
         }
     }
 
@@ -1856,7 +1869,10 @@ mod tests {
         s.started_at = 0;
         s.fencing.clear();
         s.token = 0;
+        s.timeout = None;
         for server in &mut s.servers {
+            server.max_unauth_clients = None;
+            server.prio_workers = None;
             for c in &mut server.clients {
                 c.pending.clear();
             }
@@ -2070,6 +2086,8 @@ mod tests {
                     pending: vec![],
                     peer_pid: None,
                 }],
+                max_unauth_clients: None,
+                prio_workers: None,
             }],
             lockspaces: vec![LockspaceState {
                 directory: Some(b"/d".to_vec()),
@@ -2090,6 +2108,7 @@ mod tests {
             started_at: 0,
             fencing: vec![],
             token: 0,
+            timeout: None,
         };
         let expected = r#"{
   "daemon": {

@@ -62,6 +62,11 @@ pub struct Snapshot {
     /// twin was consumed by libvirt's daemon is never adopted later.
     #[serde(default)]
     pub token: u64,
+    /// The idle timeout in effect (seconds, 0 = none), which the admin API may
+    /// have changed since `-t` (ours only; `None` in older snapshots and in
+    /// libvirt's JSON: the new image's `-t` then stands).
+    #[serde(default)]
+    pub timeout: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +83,13 @@ pub struct ServerState {
     pub next_client_id: u64,
     pub listeners: Vec<ListenerState>,
     pub clients: Vec<ClientState>,
+    /// `nclients_unauth_max` as the admin API left it (ours only; `None` in
+    /// older snapshots and libvirt's JSON: then it follows `max_clients`).
+    #[serde(default)]
+    pub max_unauth_clients: Option<u64>,
+    /// `prioWorkers` as the admin API left it (ours only; `None`: 0).
+    #[serde(default)]
+    pub prio_workers: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +232,8 @@ mod tests {
                         pending: vec![0, 0, 0, 0x1c],
                         peer_pid: None,
                     }],
+                    max_unauth_clients: Some(3),
+                    prio_workers: Some(2),
                 },
                 ServerState {
                     name: ADMIN_SERVER.into(),
@@ -230,6 +244,8 @@ mod tests {
                         unlink: true,
                     }],
                     clients: vec![],
+                    max_unauth_clients: None,
+                    prio_workers: None,
                 },
             ],
             lockspaces: vec![
@@ -266,6 +282,7 @@ mod tests {
                 label: "vm9".into(),
             }],
             token: 99,
+            timeout: Some(30),
         }
     }
 

@@ -88,13 +88,13 @@ pub async fn start() -> Daemon {
     d
 }
 
-async fn call(c: &mut Client, proc_: i32, args: BytesMut) -> Result<Bytes, ClientError> {
+pub async fn call(c: &mut Client, proc_: i32, args: BytesMut) -> Result<Bytes, ClientError> {
     c.call_program(admin::PROGRAM, admin::VERSION, proc_, args.freeze())
         .await
 }
 
 #[track_caller]
-fn expect_err(r: Result<Bytes, ClientError>, code: i32, domain: i32, message: &str) {
+pub fn expect_err(r: Result<Bytes, ClientError>, code: i32, domain: i32, message: &str) {
     let e = r.expect_err("expected an error");
     let e = e
         .remote()
@@ -105,20 +105,20 @@ fn expect_err(r: Result<Bytes, ClientError>, code: i32, domain: i32, message: &s
     );
 }
 
-fn args(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
+pub fn args(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
     let mut b = BytesMut::new();
     f(&mut b);
     b
 }
 
-fn server_args(name: &str, flags: u32) -> BytesMut {
+pub fn server_args(name: &str, flags: u32) -> BytesMut {
     args(|b| {
         b.put_xdr_string(name.as_bytes());
         b.put_xdr_u32(flags);
     })
 }
 
-fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
+pub fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
     args(|b| {
         b.put_xdr_string(server.as_bytes());
         b.put_xdr_u64(id);
@@ -128,7 +128,7 @@ fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
     })
 }
 
-fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut {
+pub fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut {
     args(|b| {
         b.put_xdr_string(server.as_bytes());
         b.put_xdr_u32(params.len() as u32);
@@ -140,7 +140,7 @@ fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut {
 }
 
 /// The lock clients' ids in connection order (srv-clients-list over the wire).
-async fn lock_client_ids(admin: &mut Client) -> Vec<u64> {
+pub async fn lock_client_ids(admin: &mut Client) -> Vec<u64> {
     let mut a = BytesMut::new();
     a.put_xdr_string(b"virtlockd");
     a.put_xdr_u32(1);
@@ -701,7 +701,7 @@ async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
 }
 
 /// Waits until a namespaced daemon's admin socket accepts connections.
-async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
+pub async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
     let socket = ns.inside("/run/libvirt/virtlockd-admin-sock");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {

@@ -3,6 +3,7 @@
 mod harness;
 
 mod admin;
+mod admin_safety;
 mod blocking;
 mod conformance;
 mod differential;

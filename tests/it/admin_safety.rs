@@ -1,0 +1,465 @@
+//! Admin calls that must neither hurt a lease nor stall the lock server (a held
+//! lease offered as a log file, a log output whose open blocks), libvirt's
+//! limits on what admin calls carry, and admin settings across a live upgrade
+//! and a reload.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use bytes::BytesMut;
+use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
+use virtlockd::protocol::xdr::XdrWrite;
+
+use virtlockd::client::Client;
+
+use crate::admin::{
+    admin_client, admin_ready, args, call, client_args, expect_err, lock_client_ids, params_args,
+    server_args, start,
+};
+use crate::harness::Daemon;
+use crate::harness::Holder;
+use crate::namespaced::{prerequisites, Impl, Namespaced};
+
+fn outputs_args(outputs: &str) -> BytesMut {
+    args(|b| {
+        b.put_xdr_opt_string(Some(outputs.as_bytes()));
+        b.put_xdr_u32(0);
+    })
+}
+
+#[tokio::test]
+async fn a_held_lease_is_refused_as_a_log_output_and_stays_locked() {
+    let d = start().await;
+    let ls = d.base().join("ls");
+    let lease = ls.join("lease");
+    let _holder = Holder::start(&d, &ls, "lease", &[]).await;
+    assert_eq!(d.kernel_locks_on(&lease), ["POSIX WRITE 0-0"]);
+    let mut admin = admin_client(&d).await;
+    expect_err(
+        call(
+            &mut admin,
+            p::CONNECT_SET_LOGGING_OUTPUTS,
+            outputs_args(&format!("1:file:{}", lease.display())),
+        )
+        .await,
+        8,
+        0,
+        &format!(
+            "invalid argument: cannot log to {}: the file is held as a lease",
+            lease.display()
+        ),
+    );
+    // Another change of outputs closes whatever the last one opened: had the
+    // lease file been opened as a log, this close would drop its lock.
+    call(
+        &mut admin,
+        p::CONNECT_SET_LOGGING_OUTPUTS,
+        outputs_args("2:stderr"),
+    )
+    .await
+    .unwrap();
+    call(&mut admin, p::CONNECT_SET_LOGGING_OUTPUTS, outputs_args(""))
+        .await
+        .unwrap();
+    assert_eq!(d.kernel_locks_on(&lease), ["POSIX WRITE 0-0"]);
+}
+
+#[tokio::test]
+async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
+    let d = start().await;
+    // Opening a FIFO for writing blocks until somebody opens it for reading,
+    // like an open on a hung NFS mount.
+    let fifo = d.dir.path().join("log.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut admin = admin_client(&d).await;
+    let outputs = format!("1:file:{}", fifo.display());
+    let setting = tokio::spawn(async move {
+        call(
+            &mut admin,
+            p::CONNECT_SET_LOGGING_OUTPUTS,
+            outputs_args(&outputs),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!setting.is_finished(), "the open was expected to block");
+    // Meanwhile lock clients and other admin clients are served.
+    let mut c = d.client().await;
+    tokio::time::timeout(Duration::from_secs(3), c.create_lockspace(b""))
+        .await
+        .expect("lock client stalled by an admin call")
+        .unwrap();
+    let mut other = admin_client(&d).await;
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        call(&mut other, p::CONNECT_GET_LIB_VERSION, BytesMut::new()),
+    )
+    .await
+    .expect("admin client stalled by another admin call")
+    .unwrap();
+    // A reader lets the open finish; the call then succeeds.
+    let reader = nix::fcntl::open(
+        std::path::Path::new(std::ffi::OsStr::from_bytes(fifo.as_os_str().as_bytes())),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), setting)
+        .await
+        .expect("set outputs did not finish")
+        .unwrap()
+        .unwrap();
+    call(&mut other, p::CONNECT_SET_LOGGING_OUTPUTS, outputs_args(""))
+        .await
+        .unwrap();
+    drop(reader);
+}
+
+#[tokio::test]
+async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
+    let d = start().await;
+    let mut admin = admin_client(&d).await;
+    let long = "x".repeat(80);
+    let param = |field: &str| [TypedParam::new(field, Value::UInt(0))];
+    let too_big = format!("internal error: parameter {long} too big for destination");
+    for proc_ in [
+        p::SERVER_SET_THREADPOOL_PARAMETERS,
+        p::SERVER_SET_CLIENT_LIMITS,
+    ] {
+        // Checked after the server lookup...
+        expect_err(
+            call(&mut admin, proc_, params_args("nosuch", &param(&long), 0)).await,
+            95,
+            62,
+            "Server not found: no server with matching name 'nosuch' found",
+        );
+        // ...and before the flags and the names.
+        expect_err(
+            call(
+                &mut admin,
+                proc_,
+                params_args("virtlockd", &param(&long), 1),
+            )
+            .await,
+            1,
+            0,
+            &too_big,
+        );
+        // 79 bytes fit: that name is then merely unknown.
+        let fits = "y".repeat(79);
+        let r = call(
+            &mut admin,
+            proc_,
+            params_args("virtlockd", &param(&fits), 0),
+        )
+        .await;
+        expect_err(
+            r,
+            74,
+            0,
+            &format!("argument unsupported: parameter '{fits}' not supported"),
+        );
+    }
+}
+
+/// The same over-long names sent to libvirt's virtlockd and to ours: the same
+/// replies, field by field.
+#[tokio::test]
+async fn long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours() {
+    let test = "long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours";
+    if !prerequisites(test) {
+        return;
+    }
+    let long = "x".repeat(80);
+    let fits = "y".repeat(79);
+    let mut replies = Vec::new();
+    for which in [Impl::Libvirt, Impl::Ours] {
+        let mut ns = Namespaced::start(which);
+        let socket = admin_ready(&mut ns).await;
+        let mut c = Client::connect(&socket).await.expect("connect");
+        let mut seen = Vec::new();
+        for proc_ in [
+            p::SERVER_SET_THREADPOOL_PARAMETERS,
+            p::SERVER_SET_CLIENT_LIMITS,
+        ] {
+            for (server, field, flags) in [
+                ("virtlockd", &long, 0),
+                ("virtlockd", &long, 1),
+                ("virtlockd", &fits, 0),
+                ("nosuch", &long, 0),
+            ] {
+                let params = [TypedParam::new(field, Value::UInt(0))];
+                let r = call(&mut c, proc_, params_args(server, &params, flags)).await;
+                seen.push(match r {
+                    Ok(b) => format!("ok {b:?}"),
+                    Err(e) => match e.remote() {
+                        Some(e) => format!("{} {} {}", e.code, e.domain, e.message),
+                        None => format!("not a remote error: {e}"),
+                    },
+                });
+            }
+        }
+        replies.push(seen);
+    }
+    assert_eq!(replies[1], replies[0]);
+}
+
+/// SERVER_GET_CLIENT_LIMITS / SERVER_GET_THREADPOOL_PARAMETERS as (field, value).
+async fn uint_params(admin: &mut Client, proc_: i32) -> Vec<(String, u32)> {
+    let reply = call(admin, proc_, server_args("virtlockd", 0))
+        .await
+        .unwrap();
+    admin::decode_params(&reply, 64)
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| match p.value {
+            Value::UInt(v) => Some((p.field, v)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn uint_param(admin: &mut Client, proc_: i32, field: &str) -> u32 {
+    let all = uint_params(admin, proc_).await;
+    all.iter()
+        .find(|(f, _)| f == field)
+        .unwrap_or_else(|| panic!("no {field} in {all:?}"))
+        .1
+}
+
+/// Waits until `d` has logged `text` `n` times.
+async fn wait_logged(d: &Daemon, text: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log().matches(text).count() < n {
+        assert!(Instant::now() < deadline, "no {n}x `{text}`:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_settings_survive_a_live_upgrade() {
+    let mut d = start().await;
+    let mut admin = admin_client(&d).await;
+    let limits = [
+        TypedParam::new("nclients_max", Value::UInt(50)),
+        TypedParam::new("nclients_unauth_max", Value::UInt(7)),
+    ];
+    call(
+        &mut admin,
+        p::SERVER_SET_CLIENT_LIMITS,
+        params_args("virtlockd", &limits, 0),
+    )
+    .await
+    .unwrap();
+    let prio = [TypedParam::new("prioWorkers", Value::UInt(3))];
+    call(
+        &mut admin,
+        p::SERVER_SET_THREADPOOL_PARAMETERS,
+        params_args("virtlockd", &prio, 0),
+    )
+    .await
+    .unwrap();
+    // One second idle, once this connection (carried over the upgrade) closes.
+    call(
+        &mut admin,
+        p::CONNECT_SET_DAEMON_TIMEOUT,
+        args(|b| {
+            b.put_xdr_u32(1);
+            b.put_xdr_u32(0);
+        }),
+    )
+    .await
+    .unwrap();
+    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
+    wait_logged(&d, "restoring after live upgrade", 1).await;
+    wait_logged(&d, "virtlockd ready", 2).await;
+    let limits = uint_params(&mut admin, p::SERVER_GET_CLIENT_LIMITS).await;
+    assert!(limits.contains(&("nclients_max".into(), 50)), "{limits:?}");
+    assert!(
+        limits.contains(&("nclients_unauth_max".into(), 7)),
+        "{limits:?}"
+    );
+    assert_eq!(
+        uint_param(
+            &mut admin,
+            p::SERVER_GET_THREADPOOL_PARAMETERS,
+            "prioWorkers"
+        )
+        .await,
+        3
+    );
+    // The timeout too: with the last client gone, the new image exits.
+    drop(admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "idle timeout lost in the upgrade:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (nclients_max, nclients_unauth_max) of the lock server.
+async fn client_limits(admin: &mut Client) -> (u32, u32) {
+    (
+        uint_param(admin, p::SERVER_GET_CLIENT_LIMITS, "nclients_max").await,
+        uint_param(admin, p::SERVER_GET_CLIENT_LIMITS, "nclients_unauth_max").await,
+    )
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("virtlockd.conf");
+    std::fs::write(&cfg, "max_clients = 20\n").unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start_in(dir, &["-f", &cfg_s]);
+    let mut admin = admin_client(&d).await;
+    let mut reloads = 0;
+    let mut reload = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        kill(Pid::from_raw(d.pid() as i32), Signal::SIGHUP).unwrap();
+        reloads += 1;
+        reloads
+    };
+    assert_eq!(client_limits(&mut admin).await, (20, 20));
+    // Never set apart: the unauth limit follows max_clients, as at startup.
+    let n = reload("max_clients = 40\n");
+    wait_logged(&d, "configuration reloaded", n).await;
+    assert_eq!(client_limits(&mut admin).await, (40, 40));
+    // Lowered by the admin API: kept, but never above max_clients.
+    let unauth = [TypedParam::new("nclients_unauth_max", Value::UInt(10))];
+    call(
+        &mut admin,
+        p::SERVER_SET_CLIENT_LIMITS,
+        params_args("virtlockd", &unauth, 0),
+    )
+    .await
+    .unwrap();
+    let n = reload("max_clients = 60\n");
+    wait_logged(&d, "configuration reloaded", n).await;
+    assert_eq!(client_limits(&mut admin).await, (60, 10));
+    let n = reload("max_clients = 4\n");
+    wait_logged(&d, "configuration reloaded", n).await;
+    assert_eq!(client_limits(&mut admin).await, (4, 4));
+}
+
+/// Whether a daemon can be started in a private mount namespace; prints the
+/// skip note if not.
+fn can_unshare_mounts(test: &str) -> bool {
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("needs root for a mount namespace")
+    } else if Path::new("/run/nscd/socket").exists() || Path::new("/var/run/nscd/socket").exists() {
+        Some("nscd would answer name lookups without reading /etc/group")
+    } else if !Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        Some("cannot unshare a mount namespace")
+    } else {
+        None
+    };
+    if let Some(r) = reason {
+        eprintln!("SKIPPED: {test}: {r}");
+    }
+    reason.is_none()
+}
+
+#[tokio::test]
+async fn client_info_waiting_on_nss_stalls_no_lock_client() {
+    let test = "client_info_waiting_on_nss_stalls_no_lock_client";
+    if !can_unshare_mounts(test) {
+        return;
+    }
+    // The daemon sees a FIFO as /etc/group: a group lookup blocks until the
+    // test writes the file, like a lookup waiting on a dead LDAP server.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("group.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"f=$1; bin=$2; shift 2; mount --bind "$f" /etc/group && exec "$bin" "$@""#)
+        .arg("sh")
+        .arg(&fifo)
+        .arg(env!("CARGO_BIN_EXE_virtlockd"));
+    let d = Daemon::start_command(cmd, dir, &[]);
+    let mut c = d.client().await;
+    c.create_lockspace(b"").await.unwrap();
+    let mut admin = admin_client(&d).await;
+    let id = lock_client_ids(&mut admin).await[0];
+    let info = tokio::spawn(async move {
+        call(
+            &mut admin,
+            p::CLIENT_GET_INFO,
+            client_args("virtlockd", id, 0),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !info.is_finished(),
+        "the group lookup was expected to block"
+    );
+    tokio::time::timeout(Duration::from_secs(3), c.create_lockspace(b""))
+        .await
+        .expect("lock client stalled by client-info")
+        .unwrap();
+    // Writing the group file lets the lookup finish.
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.dir.path().join("group.fifo"))
+        .expect("the daemon is not reading /etc/group");
+    std::io::Write::write_all(&mut writer, b"root:x:0:\n").unwrap();
+    drop(writer);
+    let reply = tokio::time::timeout(Duration::from_secs(5), info)
+        .await
+        .expect("client-info did not finish")
+        .unwrap()
+        .unwrap();
+    let params = admin::decode_params(&reply, 64).unwrap();
+    let group = params.iter().find(|p| p.field == "unix_group_name");
+    assert_eq!(
+        group.map(|p| &p.value),
+        Some(&Value::String("root".into())),
+        "{params:?}"
+    );
+}
+
+/// DAEMON_SHUTDOWN is SIGTERM's shutdown: every client is closed, so every
+/// lease owner still running is fenced, PRESERVE flag or not.
+#[tokio::test]
+async fn daemon_shutdown_fences_every_lease_owner() {
+    let mut d = start().await;
+    let ls = d.base().join("ls");
+    let mut holder = Holder::start(&d, &ls, "held", &[]).await;
+    let mut admin = admin_client(&d).await;
+    call(
+        &mut admin,
+        p::CONNECT_DAEMON_SHUTDOWN,
+        args(|b| b.put_xdr_u32(admin::DAEMON_SHUTDOWN_PRESERVE)),
+    )
+    .await
+    .unwrap();
+    let status = holder.wait(Duration::from_secs(10)).await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.alive() {
+        assert!(Instant::now() < deadline, "daemon still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(d.log().contains("fencing lease owner"), "{}", d.log());
+}
