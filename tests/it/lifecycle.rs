@@ -457,7 +457,7 @@ async fn clients_of_another_uid_are_disconnected() {
     let bin_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = bin_dir.path().join("lease_holder");
-    std::fs::copy(example("lease_holder"), &bin).unwrap();
+    crate::harness::copy_executable(&example("lease_holder"), &bin);
     let out = Command::new(&bin)
         .arg(d.socket())
         .arg("/tmp")

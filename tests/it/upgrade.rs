@@ -217,7 +217,7 @@ async fn failed_exec_resumes_with_everything() {
     // Run a copy of the binary so that we can make it unexecutable.
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("virtlockd");
-    std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &exe).unwrap();
+    crate::harness::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
     let mut c = d.client().await;
     let ls = d.base().join("ls");
@@ -336,7 +336,7 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
     let sbin = dir.path().join("sbin");
     std::fs::create_dir(&sbin).unwrap();
     let exe = sbin.join("virtlockd");
-    std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &exe).unwrap();
+    crate::harness::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
     let ls = d.base().join("ls");
     let mut c = d.client().await;
@@ -348,7 +348,7 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
     let old_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
 
     let staged = sbin.join(".virtlockd.new");
-    std::fs::copy(env!("CARGO_BIN_EXE_virtlockd"), &staged).unwrap();
+    crate::harness::copy_daemon(&staged);
     std::fs::rename(&staged, &exe).unwrap();
     assert!(std::fs::read_link(format!("/proc/{}/exe", d.pid()))
         .unwrap()
@@ -371,11 +371,7 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
 async fn relative_argv0_still_found_after_daemon_mode_changed_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sbin")).unwrap();
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_virtlockd"),
-        dir.path().join("sbin/virtlockd"),
-    )
-    .unwrap();
+    crate::harness::copy_daemon(&dir.path().join("sbin/virtlockd"));
     // `-d` changes the working directory to /, where ./sbin/virtlockd is not.
     let out = std::process::Command::new("./sbin/virtlockd")
         .current_dir(dir.path())
