@@ -113,7 +113,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         worst = worst.max(t.elapsed());
     }
     assert!(
-        worst < Duration::from_millis(50),
+        worst < crate::harness::UNSTALLED,
         "worst round trip {worst:?}"
     );
     assert!(!direct.is_finished(), "still hung");

@@ -58,7 +58,7 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     assert!(t.elapsed() < Duration::from_secs(2));
     let worst = prober.await.unwrap();
     assert!(
-        worst < Duration::from_millis(50),
+        worst < crate::harness::UNSTALLED,
         "other client waited {worst:?}"
     );
 
@@ -109,7 +109,7 @@ async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
     );
     let worst = prober.await.unwrap();
     assert!(
-        worst < Duration::from_millis(50),
+        worst < crate::harness::UNSTALLED,
         "other client waited {worst:?}"
     );
     assert!(d.log().contains("fencing lease owner"));

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use virtlockd::client::Client;
 use virtlockd::proclocks::{self, KernelLock};
 
+/// The longest round trip a client may see while another client's fencing or
+/// a hung filesystem is under way. What it guards against lasts seconds (the
+/// fencing schedule, or forever); the margin below that absorbs the scheduling
+/// noise of a busy 2-core machine running the whole suite at once.
+pub const UNSTALLED: Duration = Duration::from_millis(500);
+
 pub struct Daemon {
     child: Child,
     pub dir: tempfile::TempDir,
