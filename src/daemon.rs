@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use actix::prelude::*;
-use std::os::unix::ffi::OsStrExt;
 use nix::sys::signal::Signal;
+use std::os::unix::ffi::OsStrExt;
 
 use tracing::{error, info, warn};
 

@@ -168,9 +168,7 @@ fn take_signals(shared: &Shared) {
             continue; // EINTR (a stop and continue)
         }
         let mut st = shared.lock();
-        let guarded = Signal::try_from(sig)
-            .ok()
-            .filter(|s| GUARDED.contains(s));
+        let guarded = Signal::try_from(sig).ok().filter(|s| GUARDED.contains(s));
         if st.mode == Mode::Upgrading {
             if let Some(s) = guarded {
                 // Pending for the process again: the next image takes it.

@@ -79,12 +79,12 @@ fn sockets_are_mode_0700() {
     }
 }
 
+/// Whether the start-up has reached a given point (run directory, daemon pid).
+type Reached = fn(&std::path::Path, u32) -> bool;
+
 /// Spawns the daemon and sends `sig` the moment `ready` says so, polling without
 /// sleeping: the signal lands in the middle of the start-up.
-fn start_and_signal_at_once(
-    sig: Signal,
-    ready: impl Fn(&std::path::Path, u32) -> bool,
-) -> (tempfile::TempDir, Option<i32>) {
+fn start_and_signal_at_once(sig: Signal, ready: Reached) -> (tempfile::TempDir, Option<i32>) {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
@@ -132,7 +132,7 @@ fn socket_accepts(run: &std::path::Path, _: u32) -> bool {
 fn a_shutdown_signal_during_start_up_is_a_clean_shutdown() {
     // Once `main` runs, no signal may kill the daemon with its default action:
     // it is handled once the actors exist, as a clean shutdown.
-    let ready: [(&str, fn(&std::path::Path, u32) -> bool); 2] = [
+    let ready: [(&str, Reached); 2] = [
         ("pid file written", pid_file_written),
         ("socket accepts", socket_accepts),
     ];
@@ -141,7 +141,11 @@ fn a_shutdown_signal_during_start_up_is_a_clean_shutdown() {
         let sig = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT][round % 3];
         let (dir, code) = start_and_signal_at_once(sig, ready);
         let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-        assert_eq!(code, Some(0), "round {round}: {sig} once the {when}:\n{log}");
+        assert_eq!(
+            code,
+            Some(0),
+            "round {round}: {sig} once the {when}:\n{log}"
+        );
         let run = dir.path().join("run");
         for f in ["virtlockd-sock", "virtlockd-admin-sock", "virtlockd.pid"] {
             assert!(
