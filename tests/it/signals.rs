@@ -156,3 +156,60 @@ fn a_shutdown_signal_during_start_up_is_a_clean_shutdown() {
         assert!(log.contains("shutdown requested"), "round {round}:\n{log}");
     }
 }
+
+/// A signal mask field ("SigBlk", "SigCgt") of /proc/<pid>/task/<tid>/status.
+fn mask(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(":"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {field} in:\n{status}"))
+}
+
+#[tokio::test]
+async fn every_thread_blocks_the_daemons_signals_and_none_has_a_handler() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    c.create_lockspace(&bytes(&d.base().join("ls")))
+        .await
+        .unwrap();
+    let guarded: u64 = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ]
+    .iter()
+    .map(|&s| 1u64 << (s as i32 - 1))
+    .sum();
+    for when in ["after start-up", "after a live upgrade"] {
+        let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("status")).ok())
+            .collect();
+        assert!(tasks.len() > 1, "{when}: the daemon has threads");
+        // The one thread that takes them: its mask is lifted inside sigwaitinfo.
+        let waiting = tasks
+            .iter()
+            .filter(|s| s.starts_with("Name:\tsignals\n"))
+            .count();
+        assert_eq!(waiting, 1, "{when}: one signal thread");
+        for status in &tasks {
+            let name = status.lines().next().unwrap_or_default();
+            assert!(
+                name == "Name:\tsignals" || mask(status, "SigBlk") & guarded == guarded,
+                "{when}: {name} may take a signal"
+            );
+            // No handler: none can run on a thread an exec discards.
+            assert_eq!(mask(status, "SigCgt") & guarded, 0, "{when}: {name}");
+        }
+        kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.log().matches("virtlockd ready").count() < 2 {
+            assert!(Instant::now() < deadline, "no upgrade:\n{}", d.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
