@@ -288,34 +288,11 @@ pub fn restore_cloexec_later(fds: Vec<i32>) {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
 }
 
-/// Signals whose default action would kill the process between our exec and
-/// the new image's handlers, dropping every lock. Execing ourselves, they are
-/// blocked (the new image unblocks them once its handlers exist, so none is
-/// lost); execing another binary, they are ignored instead, since libvirt's
-/// daemon would never unblock them.
-const GUARDED: [nix::sys::signal::Signal; 6] = [
-    nix::sys::signal::Signal::SIGTERM,
-    nix::sys::signal::Signal::SIGINT,
-    nix::sys::signal::Signal::SIGQUIT,
-    nix::sys::signal::Signal::SIGHUP,
-    nix::sys::signal::Signal::SIGUSR1,
-    nix::sys::signal::Signal::SIGUSR2,
-];
-
-/// The guarded signals as a set, for blocking and unblocking.
-pub fn guarded_set() -> nix::sys::signal::SigSet {
-    let mut set = nix::sys::signal::SigSet::empty();
-    for sig in GUARDED {
-        set.add(sig);
-    }
-    set
-}
-
 /// Sets the guarded signals to SIG_IGN; returns the previous actions.
 fn ignore_guarded() -> Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    GUARDED
+    crate::signals::GUARDED
         .iter()
         // SAFETY: installs SIG_IGN; no handler code is involved.
         .filter_map(|&sig| {
@@ -354,24 +331,48 @@ fn exec_with(
     // the lease's lock. The new image leaves them open.
     fds.extend(crate::lockspace::lease::parked_fds());
     let mut saved = Vec::new();
+    let mut unblocked = false;
     let here = std::env::current_dir().ok();
+    // Held until the exec: the signal thread takes no signal meanwhile, so every
+    // one stays pending for the process and survives execve. Dropped (the thread
+    // resumes and takes them) only if the exec fails.
+    let mut quiet = None;
     let result: std::io::Result<()> = write_state(plan, snapshot).and_then(|()| {
         set_cloexec(&fds, false)?;
-        if snapshot.token == 0 {
-            // Our own binary unblocks them once its handlers exist: a reload
-            // asked for meanwhile is delayed, not lost.
+        let q = quiet.insert(crate::signals::quiesce()?);
+        // Taken before the thread stopped, but not handled: the event loop is
+        // this very thread, busy here.
+        let queued = q.take_queued();
+        // A shutdown asked for while we quiesced wins over the upgrade.
+        if queued
+            .iter()
+            .any(|s| crate::signals::TERMINATING.contains(s))
+        {
+            q.requeue(&queued);
+            return Err(std::io::Error::other("shutdown requested"));
+        }
+        for sig in queued {
+            // Pending again (blocked in every thread): the next image takes it.
+            nix::sys::signal::kill(nix::unistd::getpid(), sig)?;
+        }
+        if snapshot.token != 0 {
+            // Hand-over to another binary (libvirt's daemon): it would never
+            // unblock them, and its handlers do not exist yet. Ignored, they
+            // cannot kill it meanwhile; the price is that one arriving from now
+            // until its handlers exist is discarded (pending ones too).
+            saved = ignore_guarded();
             nix::sys::signal::pthread_sigmask(
-                nix::sys::signal::SigmaskHow::SIG_BLOCK,
-                Some(&guarded_set()),
+                nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+                Some(&crate::signals::guarded_set()),
                 None,
             )?;
-        } else {
-            saved = ignore_guarded();
+            unblocked = true;
         }
+        // Execing ourselves, they stay blocked: the new image's signal thread
+        // takes them once its event loop is ready.
         if let Some(cwd) = &plan.cwd {
             std::env::set_current_dir(cwd)?;
         }
-        // A shutdown asked for while we quiesced wins over the upgrade.
         if registry.shutdown_requested() {
             return Err(std::io::Error::other("shutdown requested"));
         }
@@ -385,12 +386,15 @@ fn exec_with(
     let err = result
         .err()
         .unwrap_or_else(|| std::io::Error::other("exec returned"));
+    if unblocked {
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&crate::signals::guarded_set()),
+            None,
+        );
+    }
     restore_actions(&saved);
-    let _ = nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
-        Some(&guarded_set()),
-        None,
-    );
+    drop(quiet);
     if let Some(here) = here {
         let _ = std::env::set_current_dir(here);
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use nix::sys::signal::Signal;
 use std::os::unix::ffi::OsStrExt;
-use tokio::signal::unix::{signal, SignalKind};
 
 use tracing::{error, info, warn};
 
@@ -202,23 +202,18 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         .map(|t| Duration::from_secs(t.into()));
     info!(pid = std::process::id(), socket = %paths.lock_socket.display(), "starting");
 
-    let system = System::new();
-    let started = system.block_on(async move {
-        let signals = match install_signals() {
-            Ok(s) => s,
-            Err(e) => {
-                error!(error = %e, "Unable to setup signal handlers");
-                return Err(exit::SIGNALS);
-            }
-        };
-        // A live upgrade of our own binary execs us with these blocked; any
-        // that arrived meanwhile is delivered now, to the handlers above.
-        let _ = nix::sys::signal::pthread_sigmask(
-            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
-            Some(&crate::actors::handoff::guarded_set()),
-            None,
-        );
+    // Blocked since the first line of main: one that arrived meanwhile is
+    // pending, and is handled once the actors below exist.
+    let signals = match crate::signals::start() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "Unable to setup signal handlers");
+            return fail(exit::SIGNALS, ready);
+        }
+    };
 
+    let system = System::new();
+    system.block_on(async move {
         let supervisor = Supervisor::new(SupervisorConfig {
             listeners,
             max_clients: cfg.max_clients,
@@ -237,11 +232,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         let handoff =
             Handoff::new(supervisor.clone(), registry, plan, upgrades, started_at).start();
         actix::spawn(handle_signals(signals, supervisor, handoff, reload));
-        Ok(())
     });
-    if let Err(code) = started {
-        return fail(code, ready);
-    }
     if let Some(r) = ready {
         r.report(0);
     }
@@ -439,51 +430,22 @@ fn classify(snapshot: &Snapshot) -> Vec<Storage> {
         .collect()
 }
 
-type Signals = Vec<(SignalKind, tokio::signal::unix::Signal)>;
-
-fn install_signals() -> std::io::Result<Signals> {
-    [
-        SignalKind::terminate(),
-        SignalKind::interrupt(),
-        SignalKind::quit(),
-        SignalKind::hangup(),
-        SignalKind::user_defined1(),
-        SignalKind::user_defined2(),
-    ]
-    .into_iter()
-    .map(|k| signal(k).map(|s| (k, s)))
-    .collect()
-}
-
-/// SIGTERM/SIGINT/SIGQUIT shut down; SIGHUP reloads; SIGUSR1 (live upgrade, not
-/// available yet) and SIGUSR2 are ignored. None of them ever drops a lock
-/// without the shutdown's release and fencing.
+/// SIGTERM/SIGINT/SIGQUIT shut down; SIGHUP reloads; SIGUSR1 starts a live
+/// upgrade; SIGUSR2 is ignored. None of them ever drops a lock without the
+/// shutdown's release and fencing.
 async fn handle_signals(
-    mut signals: Signals,
+    signals: crate::signals::Receiver,
     supervisor: Addr<Supervisor>,
     handoff: Addr<Handoff>,
     reload: Reload,
 ) {
     let reload = Arc::new(reload);
     loop {
-        let waits = signals.iter_mut().map(|(kind, s)| {
-            let kind = *kind;
-            Box::pin(async move {
-                s.recv().await;
-                kind
-            })
-        });
-        let (kind, _, _) = futures_util::future::select_all(waits).await;
-        if [
-            SignalKind::terminate(),
-            SignalKind::interrupt(),
-            SignalKind::quit(),
-        ]
-        .contains(&kind)
-        {
-            info!(signal = kind.as_raw_value(), "shutdown requested");
+        let sig = signals.recv().await;
+        if crate::signals::TERMINATING.contains(&sig) {
+            info!(signal = sig as i32, "shutdown requested");
             supervisor.do_send(Shutdown);
-        } else if kind == SignalKind::hangup() {
+        } else if sig == Signal::SIGHUP {
             // Reading the config and opening log files (maybe on NFS) may block:
             // not on the event thread that serves every client.
             let (reload, supervisor) = (Arc::clone(&reload), supervisor.clone());
@@ -491,11 +453,11 @@ async fn handle_signals(
             {
                 error!("reload failed: {e}");
             }
-        } else if kind == SignalKind::user_defined1() {
+        } else if sig == Signal::SIGUSR1 {
             info!("live upgrade requested");
             handoff.do_send(Upgrade);
         } else {
-            info!(signal = kind.as_raw_value(), "signal ignored");
+            info!(signal = sig as i32, "signal ignored");
         }
     }
 }

@@ -39,6 +39,13 @@ pub fn daemonize(argv0: &str) -> std::io::Result<ReadyPipe> {
     match unsafe { fork() }? {
         ForkResult::Parent { child } => {
             drop(wr);
+            // The waiting command keeps the default actions (Ctrl-C stops the
+            // wait); only the daemon takes its signals on a thread of its own.
+            let _ = nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+                Some(&crate::signals::guarded_set()),
+                None,
+            );
             let _ = nix::sys::wait::waitpid(child, None);
             let mut status = [0u8; 1];
             let got = std::fs::File::from(rd).read(&mut status).unwrap_or(0);

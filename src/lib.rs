@@ -22,5 +22,6 @@ pub mod pidfile;
 pub mod proclocks;
 pub mod protocol;
 pub mod session;
+pub mod signals;
 pub mod state;
 pub mod systemd;

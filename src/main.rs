@@ -6,6 +6,13 @@ use clap::{CommandFactory, FromArgMatches};
 use virtlockd::cli::{after_help, Cli};
 
 fn main() -> ExitCode {
+    // Before any thread exists, so that every thread inherits it: the daemon's
+    // signals are only ever taken by its signal thread (see `signals`), never
+    // by a default action or a handler on a thread an exec would discard.
+    if let Err(e) = virtlockd::signals::block() {
+        eprintln!("virtlockd: error: Unable to setup signal handlers: {e}");
+        return ExitCode::from(virtlockd::daemon::exit::SIGNALS);
+    }
     let argv0 = std::env::args()
         .next()
         .unwrap_or_else(|| "virtlockd".into());

@@ -176,6 +176,26 @@ async fn hand_over(ns: &mut Namespaced, to: Impl, locks_before: &[String]) -> Cl
         "{what}: /proc/locks changed; {}",
         dump()
     );
+    if to == Impl::Libvirt {
+        // Ours takes its signals on a thread of its own with every thread
+        // blocking them; libvirt's daemon must get them unblocked, or it would
+        // never see a SIGTERM.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+        let guarded = [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+        ]
+        .iter()
+        .fold(0u64, |m, &s| m | 1 << (s - 1));
+        assert_eq!(blocked.map(|b| b & guarded), Some(0), "{what}: {status}");
+    }
     let [json_file, snapshot_file] = ns.state_files();
     assert!(
         !json_file.exists(),

@@ -439,3 +439,74 @@ async fn a_reload_asked_for_during_an_upgrade_is_done_after_it() {
     wait_restored(&d, 2).await;
     c.ping().await.unwrap();
 }
+
+/// Waits until the log holds `line` at least `n` times.
+async fn wait_logged(d: &Daemon, line: &str, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log().matches(line).count() < n {
+        assert!(Instant::now() < deadline, "{what}:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
+    let mut d = Daemon::start();
+    let pid = Pid::from_raw(d.pid() as i32);
+    let mut c = d.client().await;
+    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
+    // Each round: an upgrade, and in its exec window (the old image has written
+    // its last line) a reload, an ignored signal and another upgrade. None may
+    // be lost, whichever thread of the old or the new image is running.
+    let rounds = 4;
+    for round in 1..=rounds {
+        sigusr1(&d);
+        wait_logged(
+            &d,
+            "state written, exec",
+            2 * round - 1,
+            &format!("round {round}: upgrade did not start"),
+        )
+        .await;
+        for sig in [Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGUSR1] {
+            kill(pid, sig).unwrap();
+        }
+        wait_restored(&d, 2 * round).await;
+        wait_logged(
+            &d,
+            "configuration reloaded",
+            round,
+            &format!("round {round}: SIGHUP lost"),
+        )
+        .await;
+        wait_logged(
+            &d,
+            "signal ignored",
+            round,
+            &format!("round {round}: SIGUSR2 lost"),
+        )
+        .await;
+        c.ping().await.unwrap();
+    }
+    // A shutdown asked for in the exec window: done by the new image, cleanly.
+    sigusr1(&d);
+    wait_logged(
+        &d,
+        "state written, exec",
+        2 * rounds + 1,
+        "last upgrade did not start",
+    )
+    .await;
+    let code = d.stop_with(Signal::SIGTERM);
+    let log = d.log();
+    assert_eq!(code, Some(0), "SIGTERM in the exec window:\n{log}");
+    assert_eq!(
+        log.matches("restoring after live upgrade").count(),
+        2 * rounds + 1,
+        "the upgrade under way completes before the shutdown:\n{log}"
+    );
+    let run = d.dir.path().join("run");
+    for f in ["virtlockd-sock", "virtlockd-admin-sock", "virtlockd.pid"] {
+        assert!(!run.join(f).exists(), "{f} left behind:\n{log}");
+    }
+}
