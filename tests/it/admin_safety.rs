@@ -7,6 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -414,19 +416,19 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
         .await
         .expect("lock client stalled by client-info")
         .unwrap();
-    // Writing the group file lets the lookup finish.
-    let mut writer = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(d.dir.path().join("group.fifo"))
-        .expect("the daemon is not reading /etc/group");
-    std::io::Write::write_all(&mut writer, b"root:x:0:\n").unwrap();
-    drop(writer);
-    let reply = tokio::time::timeout(Duration::from_secs(5), info)
-        .await
-        .expect("client-info did not finish")
-        .unwrap()
-        .unwrap();
+    // Writing the group file lets the lookup finish. The FIFO is fed until the
+    // reply arrives: a lookup may open (and close) the file more than once.
+    let fifo = d.dir.path().join("group.fifo");
+    let done = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || feed_fifo(&fifo, b"root:x:0:\n", &done))
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(5), info).await;
+    done.store(true, Ordering::Relaxed);
+    let fed = feeder.join().expect("feeder thread");
+    let reply = reply.expect("client-info did not finish").unwrap().unwrap();
+    assert!(fed > 0, "the daemon never read /etc/group");
     let params = admin::decode_params(&reply, 64).unwrap();
     let group = params.iter().find(|p| p.field == "unix_group_name");
     assert_eq!(
@@ -462,4 +464,31 @@ async fn daemon_shutdown_fences_every_lease_owner() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(d.log().contains("fencing lease owner"), "{}", d.log());
+}
+
+/// Writes `line` to every reader that opens the FIFO until `done`; returns how
+/// many readers got it. Bounded: gives up after 10 s.
+fn feed_fifo(fifo: &Path, line: &[u8], done: &AtomicBool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut fed = 0;
+    while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+        // Non-blocking: fails with ENXIO while no reader has it open.
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo);
+        match opened {
+            // A reader that closed before the write (EPIPE) just tries again.
+            Ok(mut w) => {
+                if std::io::Write::write_all(&mut w, line).is_ok() {
+                    fed += 1;
+                }
+                drop(w);
+                // A repeated line is harmless; a busy loop is not.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    fed
 }
