@@ -66,6 +66,31 @@ impl Drop for HungMount {
     }
 }
 
+/// A direct-lease ACQUIRE under the hung mount: it keeps the default
+/// lockspace's thread stuck in open().
+struct StuckCall(tokio::task::JoinHandle<Result<(), virtlockd::client::ClientError>>);
+
+impl StuckCall {
+    async fn start(d: &Daemon, mnt: &HungMount) -> Self {
+        let mut stuck = d.client().await;
+        stuck.register(&owner("vm2", 2, 4_000_002)).await.unwrap();
+        let disk = bytes(&mnt.dir.join("disk.img"));
+        Self(tokio::spawn(
+            async move { stuck.acquire(b"", &disk, 0).await },
+        ))
+    }
+
+    /// Kills the mount's server: the stuck call must then fail, not hang.
+    async fn fails_when_the_mount_dies(self, mut mnt: HungMount) {
+        mnt.abort();
+        let r = tokio::time::timeout(Duration::from_secs(10), self.0)
+            .await
+            .expect("stuck acquire never answered")
+            .unwrap();
+        assert!(r.is_err());
+    }
+}
+
 #[tokio::test]
 async fn hung_mount_stalls_only_its_own_lockspace() {
     let d = Daemon::start();
@@ -154,7 +179,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
 async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost() {
     let d = Daemon::start();
     let base = d.base();
-    let mut mnt = match HungMount::new(&base.join("hung")) {
+    let mnt = match HungMount::new(&base.join("hung")) {
         Ok(m) => m,
         Err(why) => {
             eprintln!("SKIPPED live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost: {why}");
@@ -169,10 +194,7 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
         .await
         .unwrap();
     // The default lockspace is stuck in open() on the dead mount.
-    let mut stuck = d.client().await;
-    stuck.register(&owner("vm2", 2, 4_000_002)).await.unwrap();
-    let disk = bytes(&mnt.dir.join("disk.img"));
-    let pending = tokio::spawn(async move { stuck.acquire(b"", &disk, 0).await });
+    let stuck = StuckCall::start(&d, &mnt).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
@@ -189,18 +211,13 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
     c.ping().await.unwrap();
     assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
     d.client().await.ping().await.unwrap();
-    mnt.abort();
-    let r = tokio::time::timeout(Duration::from_secs(10), pending)
-        .await
-        .expect("stuck acquire never answered")
-        .unwrap();
-    assert!(r.is_err());
+    stuck.fails_when_the_mount_dies(mnt).await;
 }
 
 #[tokio::test]
 async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() {
     let d = Daemon::start();
-    let mut mnt = match HungMount::new(&d.base().join("hung")) {
+    let mnt = match HungMount::new(&d.base().join("hung")) {
         Ok(m) => m,
         Err(why) => {
             eprintln!(
@@ -213,10 +230,7 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
     let ls = d.base().join("local");
     let mut vm = Holder::start(&d, &ls, "vmdisk", &[]).await;
     // Meanwhile the default lockspace is stuck in open() on the dead mount.
-    let mut stuck = d.client().await;
-    stuck.register(&owner("vm2", 2, 4_000_002)).await.unwrap();
-    let disk = bytes(&mnt.dir.join("disk.img"));
-    let pending = tokio::spawn(async move { stuck.acquire(b"", &disk, 0).await });
+    let stuck = StuckCall::start(&d, &mnt).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The VM's connection closes: its healthy lease is freed at once, and the
@@ -241,10 +255,5 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
         d.log()
     );
 
-    mnt.abort();
-    let r = tokio::time::timeout(Duration::from_secs(10), pending)
-        .await
-        .expect("stuck acquire never answered")
-        .unwrap();
-    assert!(r.is_err());
+    stuck.fails_when_the_mount_dies(mnt).await;
 }
