@@ -78,8 +78,17 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        let octal = |j: usize| {
+            b.get(j)
+                .filter(|c| (b'0'..=b'7').contains(c))
+                .map(|c| c - b'0')
+        };
+        let escaped = match (b[i], octal(i + 1), octal(i + 2), octal(i + 3)) {
+            // At most \377: anything above is not an escape the kernel writes.
+            (b'\\', Some(h @ 0..=3), Some(m), Some(l)) => Some(h * 64 + m * 8 + l),
+            _ => None,
+        };
+        if let Some(v) = escaped {
             out.push(v);
             i += 4;
         } else {
@@ -262,6 +271,16 @@ pub fn check(dir: &Path) -> Result<Report, CheckError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_takes_only_octal_escapes() {
+        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape(r"/mnt/back\134slash"), "/mnt/back\\slash");
+        // Not escapes: digits 8 and 9, values above \377, a short tail.
+        assert_eq!(unescape(r"/x\089"), r"/x\089");
+        assert_eq!(unescape(r"/x\777"), r"/x\777");
+        assert_eq!(unescape(r"/x\04"), r"/x\04");
+    }
 
     fn opts(s: &str) -> Vec<String> {
         s.split(',').map(str::to_owned).collect()
