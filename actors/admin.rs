@@ -663,6 +663,7 @@ impl Handler<Quiesce> for AdminConnection {
             session: None,
             pending: self.wire.pending(),
             peer_pid: Some(self.peer.pid),
+            peer_ids: Some((self.peer.uid, self.peer.gid)),
         };
         let resume: oneshot::Receiver<()> = m.resume;
         ctx.wait(actix::fut::wrap_future(async move {

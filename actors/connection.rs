@@ -476,6 +476,7 @@ impl Connection {
             }),
             pending: self.wire.pending(),
             peer_pid: Some(self.peer.pid),
+            peer_ids: Some((self.peer.uid, self.peer.gid)),
         }
     }
 }

@@ -277,16 +277,22 @@ impl Supervisor {
                         continue;
                     }
                 };
-                // SO_PEERCRED (kept by the kernel) tells the credentials of
-                // connect time again; our snapshot's pid wins where it has one.
-                let mut peer = Peer::of(&stream).unwrap_or(Peer {
-                    pid: -1,
-                    uid: self.euid,
-                    gid: 0,
-                });
-                if let Some(pid) = c.peer_pid {
-                    peer.pid = pid;
-                }
+                // Our snapshot carries the credentials of connect time; for
+                // libvirt's state, SO_PEERCRED (kept by the kernel) tells them.
+                let peer = match (c.peer_pid, c.peer_ids) {
+                    (Some(pid), Some((uid, gid))) => Peer { pid, uid, gid },
+                    (pid, _) => {
+                        let mut peer = Peer::of(&stream).unwrap_or(Peer {
+                            pid: -1,
+                            uid: self.euid,
+                            gid: 0,
+                        });
+                        if let Some(pid) = pid {
+                            peer.pid = pid;
+                        }
+                        peer
+                    }
+                };
                 let slot = self.gate(server).take();
                 self.launch(server, peer, stream, slot, Some(c), ctx);
             }

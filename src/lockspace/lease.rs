@@ -14,6 +14,10 @@ use nix::sys::stat::{fstat, stat, Mode, SFlag};
 /// Identity of a file: (device, inode).
 type FileId = (u64, u64);
 
+/// No device has this number: the id of a lease adopted unidentified, never
+/// in the held-file table.
+const UNIDENTIFIED_DEV: u64 = u64::MAX;
+
 /// Every file this process holds a lease on, whatever lockspace or name reached
 /// it. POSIX locks belong to the process and the inode, so two names for one file
 /// (`""` + full path vs. directory + name, symlinks, `a` vs `./a`) must never both
@@ -114,27 +118,32 @@ impl Lease {
         })
     }
 
-    /// Adopts fds inherited across exec (live upgrade), each after checking that
-    /// it is open. A state written by another daemon may hold one file twice;
+    /// Adopts fds inherited across exec (live upgrade), with the file identity
+    /// the snapshot gives, or else after an fstat (which also checks it is open). A state written by another daemon may hold one file twice;
     /// both are kept. One pass over the held-file table for all of them: a
     /// restore adopts thousands while every client waits.
-    pub fn adopt_all(fds: &[RawFd]) -> Vec<Result<Self, Errno>> {
-        let ids: Vec<Result<FileId, Errno>> = fds
-            .iter()
-            // SAFETY: a borrowed fd used only for fstat, which fails on a closed fd.
-            .map(|&fd| {
-                fstat(unsafe { BorrowedFd::borrow_raw(fd) }).map(|st| (st.st_dev, st.st_ino))
-            })
-            .collect();
+    pub fn adopt_all(fds: &[(RawFd, Option<FileId>)]) -> Vec<Result<Self, Errno>> {
+        let ids: Vec<Result<FileId, Errno>> =
+            fds.iter()
+                .map(|&(fd, known)| match known {
+                    // Our own snapshot: the fd was open at the exec (clearing its
+                    // FD_CLOEXEC succeeded, or there was no exec), and it is the
+                    // same open file, so its identity is known without a syscall.
+                    Some(id) => Ok(id),
+                    // SAFETY: a borrowed fd used only for fstat, which fails on a closed fd.
+                    None => fstat(unsafe { BorrowedFd::borrow_raw(fd) })
+                        .map(|st| (st.st_dev, st.st_ino)),
+                })
+                .collect();
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
         held.reserve(fds.len());
         fds.iter()
             .zip(ids)
-            .map(|(&fd, id)| {
+            .map(|(&(fd, _), id)| {
                 let id = id?;
                 held.entry(id).or_default().leases += 1;
-                // SAFETY: open (fstat succeeded), inherited for this lease and
-                // owned by nothing else in this process.
+                // SAFETY: open (see above), inherited for this lease and owned
+                // by nothing else in this process.
                 let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
                 Ok(Self {
                     fd: std::mem::ManuallyDrop::new(fd),
@@ -142,6 +151,11 @@ impl Lease {
                 })
             })
             .collect()
+    }
+
+    /// The file's (device, inode); `None` for a lease adopted unidentified.
+    pub fn file_id(&self) -> Option<FileId> {
+        (self.id.0 != UNIDENTIFIED_DEV).then_some(self.id)
     }
 
     /// Non-blocking POSIX record lock on byte 0, length 1: what libvirt's
@@ -171,8 +185,7 @@ impl Lease {
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         Ok(Self {
             fd: std::mem::ManuallyDrop::new(owned),
-            // No device has number u64::MAX: this key is never in the table.
-            id: (u64::MAX, fd as u64),
+            id: (UNIDENTIFIED_DEV, fd as u64),
         })
     }
 

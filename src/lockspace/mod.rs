@@ -326,6 +326,7 @@ impl LockSpace {
                         LeaseStatus::Held => 0,
                         LeaseStatus::Lost { since, .. } => epoch_seconds(*since),
                     },
+                    file_id: r.lease.file_id(),
                 })
                 .collect(),
             owners: self
@@ -360,7 +361,7 @@ impl LockSpace {
     /// resource whose fd is not open is dropped (and logged): its lock is gone.
     /// The fds still lack FD_CLOEXEC; the caller restores it off the critical path.
     pub fn restore(state: crate::state::LockspaceState) -> Self {
-        let fds: Vec<_> = state.resources.iter().map(|r| r.fd).collect();
+        let fds: Vec<_> = state.resources.iter().map(|r| (r.fd, r.file_id)).collect();
         let leases = Lease::adopt_all(&fds);
         let mut resources = HashMap::with_capacity(state.resources.len());
         for (r, lease) in state.resources.into_iter().zip(leases) {

@@ -465,6 +465,7 @@ fn read_client(
         session,
         pending: Vec::new(),
         peer_pid: None,
+        peer_ids: None,
     })
 }
 
@@ -586,6 +587,7 @@ fn read_resource(v: &Value, at: &str) -> Result<ResourceState, StateError> {
         acquired_at: 0,
         lost_reason: None,
         lost_since: 0,
+        file_id: None,
     })
 }
 
@@ -1193,6 +1195,7 @@ mod tests {
                         }),
                         pending: vec![],
                         peer_pid: None,
+                        peer_ids: None,
                     }],
                     max_unauth_clients: None,
                     prio_workers: None,
@@ -1212,6 +1215,7 @@ mod tests {
                         session: None,
                         pending: vec![],
                         peer_pid: None,
+                        peer_ids: None,
                     }],
                     max_unauth_clients: None,
                     prio_workers: None,
@@ -1236,6 +1240,7 @@ mod tests {
                         acquired_at: 0,
                         lost_reason: None,
                         lost_since: 0,
+                        file_id: None,
                     }],
                 },
             ],
@@ -1758,6 +1763,7 @@ mod tests {
                             }),
                             pending: vec![0, 0, 0, 0x1c, 1],
                             peer_pid: None,
+                            peer_ids: None,
                         },
                         ClientState {
                             id: 10,
@@ -1766,6 +1772,7 @@ mod tests {
                             session: Some(SessionState::default()),
                             pending: vec![],
                             peer_pid: None,
+                            peer_ids: None,
                         },
                         ClientState {
                             id: 11,
@@ -1777,6 +1784,7 @@ mod tests {
                             }),
                             pending: vec![],
                             peer_pid: None,
+                            peer_ids: None,
                         },
                     ],
                     max_unauth_clients: None,
@@ -1797,6 +1805,7 @@ mod tests {
                         session: None,
                         pending: vec![9],
                         peer_pid: None,
+                        peer_ids: None,
                     }],
                     max_unauth_clients: None,
                     prio_workers: None,
@@ -1816,6 +1825,7 @@ mod tests {
                         acquired_at: 1_700_000_001,
                         lost_reason: None,
                         lost_since: 0,
+                        file_id: None,
                     }],
                 },
                 LockspaceState {
@@ -1832,6 +1842,7 @@ mod tests {
                             acquired_at: 7,
                             lost_reason: None,
                             lost_since: 0,
+                            file_id: None,
                         },
                         ResourceState {
                             name: b"quote\"back\\slash\ttab".to_vec(),
@@ -1843,6 +1854,7 @@ mod tests {
                             acquired_at: 0,
                             lost_reason: Some("another host or process holds the lock now".into()),
                             lost_since: 1_700_000_002,
+                            file_id: None,
                         },
                     ],
                 },
@@ -1882,6 +1894,7 @@ mod tests {
                 r.acquired_at = 0;
                 r.lost_reason = None;
                 r.lost_since = 0;
+                r.file_id = None;
             }
         }
         s
@@ -1929,6 +1942,7 @@ mod tests {
             session: None,
             pending: vec![],
             peer_pid: None,
+            peer_ids: None,
         });
         let text = to_json(&s).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -2085,6 +2099,7 @@ mod tests {
                     }),
                     pending: vec![],
                     peer_pid: None,
+                    peer_ids: None,
                 }],
                 max_unauth_clients: None,
                 prio_workers: None,
@@ -2102,6 +2117,7 @@ mod tests {
                     acquired_at: 1,
                     lost_reason: None,
                     lost_since: 0,
+                    file_id: None,
                 }],
             }],
             upgrades: 0,

@@ -114,6 +114,10 @@ pub struct ClientState {
     /// the socket, which is what the restore does first too).
     #[serde(default)]
     pub peer_pid: Option<i32>,
+    /// Peer uid and gid from SO_PEERCRED at accept (ours only, version 3):
+    /// with the pid they spare the restore a getsockopt per client.
+    #[serde(default)]
+    pub peer_ids: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -161,6 +165,11 @@ pub struct ResourceState {
     /// When it was found lost, seconds since the epoch (0 = unknown).
     #[serde(default)]
     pub lost_since: i64,
+    /// The lease file's (device, inode), as the old image knew it: the new one
+    /// trusts it instead of an fstat per lease (the fd is the same open file).
+    /// `None` for libvirt's state and older snapshots (version 3).
+    #[serde(default)]
+    pub file_id: Option<(u64, u64)>,
 }
 
 impl Snapshot {
@@ -231,6 +240,7 @@ mod tests {
                         }),
                         pending: vec![0, 0, 0, 0x1c],
                         peer_pid: None,
+                        peer_ids: None,
                     }],
                     max_unauth_clients: Some(3),
                     prio_workers: Some(2),
@@ -266,6 +276,7 @@ mod tests {
                         acquired_at: 1_700_000_001,
                         lost_reason: None,
                         lost_since: 0,
+                        file_id: None,
                     }],
                     owners: vec![OwnerState {
                         uuid: [0x11; 16],
@@ -373,6 +384,7 @@ mod tests {
                 acquired_at: 5,
                 lost_reason: None,
                 lost_since: 0,
+                file_id: None,
             }]
         );
     }
