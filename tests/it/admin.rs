@@ -486,73 +486,73 @@ async fn raw_admin_calls_get_libvirts_errors() {
         .await
         .unwrap();
 
-    // Two texts for an unknown server, depending on the procedure.
-    expect_err(
-        call(
-            &mut c,
+    // Two texts for an unknown server or client, depending on the procedure.
+    let lookup_77 = args(|b| {
+        b.put_xdr_string(b"admin");
+        b.put_xdr_u64(77);
+        b.put_xdr_u32(0);
+    });
+    let no_server_rpc = "Server not found: No server named 'x'";
+    let no_server_admin = "Server not found: no server with matching name 'x' found";
+    let rows = [
+        (
             p::SERVER_GET_THREADPOOL_PARAMETERS,
             server_args("x", 0),
-        )
-        .await,
-        95,
-        7,
-        "Server not found: No server named 'x'",
-    );
-    expect_err(
-        call(
-            &mut c,
+            95,
+            7,
+            no_server_rpc,
+        ),
+        (
             p::SERVER_SET_THREADPOOL_PARAMETERS,
             params_args("x", &[], 0),
-        )
-        .await,
-        95,
-        62,
-        "Server not found: no server with matching name 'x' found",
-    );
-    expect_err(
-        call(
-            &mut c,
+            95,
+            62,
+            no_server_admin,
+        ),
+        (
             p::SERVER_SET_CLIENT_LIMITS,
             params_args("x", &[], 0),
-        )
-        .await,
-        95,
-        62,
-        "Server not found: no server with matching name 'x' found",
-    );
-    expect_err(
-        call(&mut c, p::CLIENT_GET_INFO, client_args("x", 1, 0)).await,
-        95,
-        62,
-        "Server not found: no server with matching name 'x' found",
-    );
-    expect_err(
-        call(&mut c, p::CLIENT_GET_INFO, client_args("virtlockd", 9, 0)).await,
-        96,
-        62,
-        "Client not found: no client with matching id '9' found",
-    );
-    expect_err(
-        call(&mut c, p::CLIENT_CLOSE, client_args("virtlockd", 9, 0)).await,
-        96,
-        7,
-        "Client not found: No client with matching ID '9'",
-    );
-    expect_err(
-        call(
-            &mut c,
+            95,
+            62,
+            no_server_admin,
+        ),
+        (
+            p::CLIENT_GET_INFO,
+            client_args("x", 1, 0),
+            95,
+            62,
+            no_server_admin,
+        ),
+        (
+            p::CLIENT_GET_INFO,
+            client_args("virtlockd", 9, 0),
+            96,
+            62,
+            "Client not found: no client with matching id '9' found",
+        ),
+        (
+            p::CLIENT_CLOSE,
+            client_args("virtlockd", 9, 0),
+            96,
+            7,
+            "Client not found: No client with matching ID '9'",
+        ),
+        (
             p::SERVER_LOOKUP_CLIENT,
-            args(|b| {
-                b.put_xdr_string(b"admin");
-                b.put_xdr_u64(77);
-                b.put_xdr_u32(0);
-            }),
-        )
-        .await,
-        96,
-        7,
-        "Client not found: No client with matching ID '77'",
-    );
+            lookup_77,
+            96,
+            7,
+            "Client not found: No client with matching ID '77'",
+        ),
+    ];
+    for (procedure, call_args, code, domain, message) in rows {
+        expect_err(
+            call(&mut c, procedure, call_args).await,
+            code,
+            domain,
+            message,
+        );
+    }
 
     // Typed parameters: libvirt's validation, domain 0.
     let set = |ps: &[TypedParam]| params_args("virtlockd", ps, 0);
