@@ -290,7 +290,8 @@ impl AdminConnection {
             "client disconnected by the admin API"
         );
         if server == Server::Admin && client.id == self.id {
-            self.answer(&call, Ok(Bytes::new()), ctx);
+            // libvirt closes the caller's own connection without answering: the
+            // caller reads EOF (replies to its earlier calls are still written).
             return Self::close_after_reply(ctx);
         }
         let op = self.supervisor.send(CloseClient {

@@ -71,9 +71,10 @@ pub fn route(frame: Frame, program: u32, version: u32) -> Route {
     let is_call = matches!(h.msg_type, msg_type::CALL | msg_type::CALL_WITH_FDS);
     if h.prog != program || h.vers != version {
         return if is_call {
+            // libvirt prints both with `%d`: 0xFFFFFFFF is -1.
             Route::Reject(RemoteError::rpc(format!(
                 "Cannot find program {} version {}",
-                h.prog, h.vers
+                h.prog as i32, h.vers as i32
             )))
         } else {
             Route::Ignore

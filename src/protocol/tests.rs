@@ -198,6 +198,17 @@ fn dispatch_rules() {
         Route::Reject(e) => assert_eq!(e.message, "Cannot find program 245874415 version 2"),
         other => panic!("{other:?}"),
     }
+    // libvirt prints program and version as signed 32-bit integers (`%d`).
+    for (prog, vers, want) in [
+        (p, u32::MAX, "Cannot find program 245874415 version -1"),
+        (u32::MAX, 1, "Cannot find program -1 version 1"),
+        (0x8000_0000, 1, "Cannot find program -2147483648 version 1"),
+    ] {
+        match r(frame(prog, vers, 1, msg_type::CALL, 0, &[])) {
+            Route::Reject(e) => assert_eq!(e.message, want),
+            other => panic!("{other:?}"),
+        }
+    }
     assert_eq!(
         r(frame(0x2000_8086, 1, 1, msg_type::REPLY, 0, &[])),
         Route::Ignore

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
-use virtlockd::client::Client;
+use virtlockd::client::{Client, ClientError};
 
 use crate::admin::{
     admin_client, admin_ready, args, call, client_args, expect_err, lock_client_ids, params_args,
@@ -491,4 +491,38 @@ fn feed_fifo(fifo: &Path, line: &[u8], done: &AtomicBool) -> usize {
         }
     }
     fed
+}
+
+/// Admin CLIENT_CLOSE naming the calling connection itself: libvirt closes it
+/// without a reply, and so do we. The caller's earlier replies still arrive.
+#[tokio::test]
+async fn closing_the_calling_admin_connection_itself_gets_eof_not_a_reply() {
+    async fn close_self(socket: &std::path::Path, probes_before: u64) -> String {
+        let mut c = Client::connect(socket).await.expect("connect");
+        // Ids count from 1 per server: the readiness probes came first.
+        let own = probes_before + 1;
+        call(&mut c, p::CONNECT_OPEN, args(|b| b.put_xdr_u32(0)))
+            .await
+            .expect("open");
+        match call(&mut c, p::CLIENT_CLOSE, client_args("admin", own, 0)).await {
+            Ok(b) => format!("reply {b:?}"),
+            Err(ClientError::Closed) => "closed".to_owned(),
+            Err(e) => format!("error {e}"),
+        }
+    }
+    let d = start().await;
+    assert_eq!(close_self(&d.admin_socket(), 1).await, "closed");
+    // The daemon goes on serving other admin clients.
+    let mut other = admin_client(&d).await;
+    call(&mut other, p::CONNECT_OPEN, args(|b| b.put_xdr_u32(0)))
+        .await
+        .expect("another admin client is served");
+
+    let test = "closing_the_calling_admin_connection_itself_gets_eof_not_a_reply";
+    if !prerequisites(test) {
+        return;
+    }
+    let mut ns = Namespaced::start(Impl::Libvirt);
+    let socket = admin_ready(&mut ns).await;
+    assert_eq!(close_self(&socket, 1).await, "closed", "libvirt's daemon");
 }

@@ -663,7 +663,8 @@ async fn create_lockspace_on_a_file_is_not_a_directory() {
 
 #[tokio::test]
 async fn create_lockspace_mkdir_failure_is_a_system_error() {
-    // spec §2.7: mkdir under a regular file fails with ENOTDIR.
+    // spec §2.7: mkdir under a regular file fails with ENOTDIR. libvirt answers
+    // OK to every NEW it cannot create and stores a NULL lockspace (README fix 1).
     let d = Daemon::start();
     let mut c = d.client().await;
     let file = d.base().join("afile");
@@ -693,11 +694,26 @@ async fn create_lockspace_mkdir_failure_is_a_system_error() {
             ),
         ),
     );
-    c.register(&owner("vm", 1, PID_A)).await.unwrap();
+    // A name component longer than NAME_MAX (255 bytes).
+    let long = d.base().join("n".repeat(256));
     expect(
-        c.acquire(&bytes(&dir), b"r", AUTO).await,
-        no_lockspace(&dir),
+        c.create_lockspace(&bytes(&long)).await,
+        system(
+            51,
+            libc::ENAMETOOLONG,
+            &format!(
+                "Unable to create lockspace {}: File name too long",
+                long.display()
+            ),
+        ),
     );
+    c.register(&owner("vm", 1, PID_A)).await.unwrap();
+    for never_stored in [&dir, &deep, &long] {
+        expect(
+            c.acquire(&bytes(never_stored), b"r", AUTO).await,
+            no_lockspace(never_stored),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -430,6 +430,57 @@ async fn wrong_program_and_wrong_version_are_refused() {
 }
 
 #[tokio::test]
+async fn unknown_program_and_version_are_printed_signed_as_libvirt_does() {
+    // libvirt formats both with `%d`; the first row is the exact frame:
+    // CREATE_LOCKSPACE "" with version 0xFFFFFFFF, a 168-byte reply.
+    let d = Daemon::start();
+    for (socket, prog, vers, text) in [
+        (
+            d.socket(),
+            PROGRAM,
+            u32::MAX,
+            "Cannot find program 245874415 version -1",
+        ),
+        (d.socket(), u32::MAX, 1, "Cannot find program -1 version 1"),
+        (
+            d.socket(),
+            0x8000_0000,
+            1,
+            "Cannot find program -2147483648 version 1",
+        ),
+        (
+            d.admin_socket(),
+            ADMIN_PROGRAM,
+            u32::MAX,
+            "Cannot find program 110102160 version -1",
+        ),
+    ] {
+        let mut s = connect(&socket).await;
+        send(&mut s, &packet(prog, vers, 8, CALL, 1, 0, &path_args(b""))).await;
+        let want = rpc_error_reply(prog, vers, 8, 1, text);
+        expect_packet(&mut s, &want).await;
+        // The connection stays open.
+        send(&mut s, &packet(KEEPALIVE, 1, 1, MESSAGE, 0, 0, &[])).await;
+        expect_packet(&mut s, &hex(EXACT_PONG)).await;
+    }
+    let mut s = connect(&d.socket()).await;
+    send(
+        &mut s,
+        &hex("00000020 0ea7beef ffffffff 00000008 00000000 00000001 00000000 00000000"),
+    )
+    .await;
+    let want = rpc_error_reply(
+        PROGRAM,
+        u32::MAX,
+        8,
+        1,
+        "Cannot find program 245874415 version -1",
+    );
+    assert_eq!(want.len(), 168);
+    expect_packet(&mut s, &want).await;
+}
+
+#[tokio::test]
 async fn non_call_packets_to_unknown_programs_are_dropped() {
     let d = Daemon::start();
     let mut s = connect(&d.socket()).await;

@@ -516,5 +516,11 @@ fn deliberate_fixes(s: &mut Script) {
     s.step("file nf", 1, Act::File("nf"))
         .call("fix1 NEW on a file", 1, new_ls(&p("nf"), 0))
         .call("ACQUIRE in NEW-on-file", 1, acquire(&p("nf"), b"r", 2))
+        .call("fix1 NEW under a file", 1, new_ls(&p("nf/sub"), 0))
+        .call(
+            "fix1 NEW with a 256-byte component",
+            1,
+            new_ls(&p(&"n".repeat(256)), 0),
+        )
         .step("directory for the end", 1, Act::Dir("end"));
 }
