@@ -21,7 +21,7 @@ fn have_virt_admin(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED: virt-admin not installed ({test})");
+        crate::harness::skip(test, "virt-admin not installed (package libvirt-clients)");
     }
     ok
 }

@@ -372,7 +372,7 @@ fn can_unshare_mounts(test: &str) -> bool {
         None
     };
     if let Some(r) = reason {
-        eprintln!("SKIPPED: {test}: {r}");
+        crate::harness::skip(test, r);
     }
     reason.is_none()
 }

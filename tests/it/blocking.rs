@@ -98,7 +98,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
     let mut mnt = match HungMount::new(&base.join("hung")) {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("SKIPPED hung_mount_stalls_only_its_own_lockspace: {why}");
+            crate::harness::skip("hung_mount_stalls_only_its_own_lockspace", &why);
             return;
         }
     };
@@ -182,7 +182,10 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
     let mnt = match HungMount::new(&base.join("hung")) {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("SKIPPED live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost: {why}");
+            crate::harness::skip(
+                "live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost",
+                &why,
+            );
             return;
         }
     };
@@ -220,8 +223,9 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
     let mnt = match HungMount::new(&d.base().join("hung")) {
         Ok(m) => m,
         Err(why) => {
-            eprintln!(
-                "SKIPPED owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release: {why}"
+            crate::harness::skip(
+                "owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release",
+                &why,
             );
             return;
         }

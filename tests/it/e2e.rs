@@ -30,7 +30,7 @@ type Phase = fn(&Sandbox);
 
 fn run(test: &str, mode: Mode) {
     if let Some(reason) = missing_prerequisite() {
-        eprintln!("SKIPPED {test}: {reason}");
+        crate::harness::skip(test, &reason);
         return;
     }
     let started = Instant::now();

@@ -370,7 +370,7 @@ async fn registered(socket: &Path, name: &str, n: u32) -> Client {
 #[tokio::test]
 async fn several_hosts_on_one_glusterfs_volume() {
     if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED several_hosts_on_one_glusterfs_volume: {why}");
+        crate::harness::skip("several_hosts_on_one_glusterfs_volume", &why);
         return;
     }
     let t0 = Instant::now();
@@ -401,9 +401,10 @@ async fn several_hosts_on_one_glusterfs_volume() {
     // 2. libvirt's daemon as host A.
     let t = Instant::now();
     match g.libvirt() {
-        None => {
-            eprintln!("SKIPPED libvirt part: /usr/sbin/virtlockd missing (package libvirt-daemon)")
-        }
+        None => crate::harness::skip(
+            "several_hosts_on_one_glusterfs_volume (libvirt's daemon as host A)",
+            "/usr/sbin/virtlockd missing (package libvirt-daemon)",
+        ),
         Some(lv) => {
             let socket = lv.socket();
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -440,7 +440,10 @@ async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
 #[tokio::test]
 async fn clients_of_another_uid_are_disconnected() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED clients_of_another_uid_are_disconnected: needs root to switch uid");
+        crate::harness::skip(
+            "clients_of_another_uid_are_disconnected",
+            "needs root to switch uid",
+        );
         return;
     }
     use std::os::unix::fs::PermissionsExt;

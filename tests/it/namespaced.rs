@@ -64,7 +64,7 @@ pub fn prerequisites(test: &str) -> bool {
     };
     match reason {
         Some(r) => {
-            eprintln!("SKIPPED {test}: {r}");
+            crate::harness::skip(test, &r);
             false
         }
         None => true,
