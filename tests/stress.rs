@@ -1,9 +1,10 @@
 //! Heavy tests, in their own test binary so that they never run beside the
 //! latency-bounded tests of `tests/it` (test binaries run one after another).
 
-#[path = "it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+/// The integration tests' support module; this binary uses a few of its helpers.
+#[path = "it/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use harness::{assert_err, bytes};
+use support::{assert_err, bytes};
 
 /// libvirt's reader refuses a state over 10 MiB (about 3000 leases with long
 /// paths) and its daemon then exits, dropping every lock. Ours has no limit but

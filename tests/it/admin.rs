@@ -6,13 +6,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use virtlockd::client::{owner, Client, ClientError};
+use bytes::BytesMut;
+use virtlockd::client::owner;
 use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
-use crate::harness::{bytes, Daemon, Holder};
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::admin::{
+    admin_client, admin_ready, args, call, client_args, lock_client_ids, params_args, server_args,
+};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::{assert_err, bytes, Daemon, Holder};
 
 /// Whether virt-admin is installed; prints the skip note if not.
 fn have_virt_admin(test: &str) -> bool {
@@ -21,7 +24,7 @@ fn have_virt_admin(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        crate::harness::skip(test, "virt-admin not installed (package libvirt-clients)");
+        crate::support::skip(test, "virt-admin not installed (package libvirt-clients)");
     }
     ok
 }
@@ -66,97 +69,12 @@ fn va_fails(d: &Daemon, args: &[&str], stderr: &str) {
     );
 }
 
-/// A raw connection to the admin socket. The daemon binds it just after the
-/// lock socket the harness waits for, so it may need a moment.
-pub async fn admin_client(d: &Daemon) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match Client::connect(d.admin_socket()).await {
-            Ok(c) => return c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "admin connect: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// A daemon whose admin socket accepts connections.
-pub async fn start() -> Daemon {
-    let d = Daemon::start();
-    drop(admin_client(&d).await);
-    d
-}
-
-pub async fn call(c: &mut Client, proc_: i32, args: BytesMut) -> Result<Bytes, ClientError> {
-    c.call_program(admin::PROGRAM, admin::VERSION, proc_, args.freeze())
-        .await
-}
-
-#[track_caller]
-pub fn expect_err(r: Result<Bytes, ClientError>, code: i32, domain: i32, message: &str) {
-    let e = r.expect_err("expected an error");
-    let e = e
-        .remote()
-        .unwrap_or_else(|| panic!("not a remote error: {e}"));
-    assert_eq!(
-        (e.code, e.domain, e.message.as_str()),
-        (code, domain, message)
-    );
-}
-
-pub fn args(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
-    let mut b = BytesMut::new();
-    f(&mut b);
-    b
-}
-
-pub fn server_args(name: &str, flags: u32) -> BytesMut {
-    args(|b| {
-        b.put_xdr_string(name.as_bytes());
-        b.put_xdr_u32(flags);
-    })
-}
-
-pub fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
-    args(|b| {
-        b.put_xdr_string(server.as_bytes());
-        b.put_xdr_u64(id);
-        b.put_xdr_u64(0);
-        b.put_xdr_u32(0);
-        b.put_xdr_u32(flags);
-    })
-}
-
-pub fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut {
-    args(|b| {
-        b.put_xdr_string(server.as_bytes());
-        b.put_xdr_u32(params.len() as u32);
-        for p in params {
-            p.encode(b);
-        }
-        b.put_xdr_u32(flags);
-    })
-}
-
-/// The lock clients' ids in connection order (srv-clients-list over the wire).
-pub async fn lock_client_ids(admin: &mut Client) -> Vec<u64> {
-    let mut a = BytesMut::new();
-    a.put_xdr_string(b"virtlockd");
-    a.put_xdr_u32(1);
-    a.put_xdr_u32(0);
-    let reply = call(admin, p::SERVER_LIST_CLIENTS, a).await.unwrap();
-    let (clients, n) = admin::decode_clients(&reply).unwrap();
-    assert_eq!(clients.len(), n as usize);
-    clients.into_iter().map(|c| c.id).collect()
-}
-
 #[tokio::test]
 async fn virt_admin_server_commands_match_libvirt() {
     if !have_virt_admin("virt_admin_server_commands_match_libvirt") {
         return;
     }
-    let d = start().await;
+    let d = Daemon::start();
     assert_eq!(
         va_ok(&d, &["srv-list"]),
         " Id   Name\n-----------------\n 0    admin\n 1    virtlockd\n\n"
@@ -235,7 +153,7 @@ async fn virt_admin_lists_clients_and_their_identity() {
     if !have_virt_admin("virt_admin_lists_clients_and_their_identity") {
         return;
     }
-    let d = start().await;
+    let d = Daemon::start();
     let mut called = d.client().await;
     called.ping().await.unwrap();
     called.create_lockspace(b"").await.unwrap();
@@ -292,7 +210,7 @@ async fn virt_admin_changes_logging_live() {
     if !have_virt_admin("virt_admin_changes_logging_live") {
         return;
     }
-    let d = start().await;
+    let d = Daemon::start();
     assert_eq!(va_ok(&d, &["daemon-log-filters"]), " Logging filters: \n\n");
     va_ok(&d, &["daemon-log-filters", "--filters", "1:rpc 3:util.foo"]);
     assert_eq!(
@@ -349,7 +267,7 @@ async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
     if !have_virt_admin("client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner") {
         return;
     }
-    let d = start().await;
+    let d = Daemon::start();
     let disks = d.base();
     let own = disks.join("own.img");
     let foreign = disks.join("foreign.img");
@@ -409,7 +327,7 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
     if !have_virt_admin("lowering_max_clients_suspends_accept_and_raising_it_resumes") {
         return;
     }
-    let d = start().await;
+    let d = Daemon::start();
     let mut a = d.client().await;
     a.ping().await.unwrap();
     va_ok(
@@ -441,10 +359,10 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
 
 #[tokio::test]
 async fn raw_admin_calls_get_libvirts_errors() {
-    let d = start().await;
+    let d = Daemon::start();
     let mut c = admin_client(&d).await;
     let flags = |f: u32| args(|b| b.put_xdr_u32(f));
-    expect_err(
+    assert_err(
         call(&mut c, p::CONNECT_OPEN, flags(1)).await,
         8,
         62,
@@ -467,7 +385,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
     .await
     .unwrap();
     assert_eq!(&r[..], &[0, 0, 0, 0, 0, 0, 0, 2]);
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::CONNECT_LIST_SERVERS,
@@ -546,7 +464,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         ),
     ];
     for (procedure, call_args, code, domain, message) in rows {
-        expect_err(
+        assert_err(
             call(&mut c, procedure, call_args).await,
             code,
             domain,
@@ -556,7 +474,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
 
     // Typed parameters: libvirt's validation, domain 0.
     let set = |ps: &[TypedParam]| params_args("virtlockd", ps, 0);
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_SET_THREADPOOL_PARAMETERS,
@@ -567,7 +485,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         0,
         "argument unsupported: parameter 'nWorkers' not supported",
     );
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_SET_THREADPOOL_PARAMETERS,
@@ -578,7 +496,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         0,
         "invalid argument: invalid type 'int' for parameter 'maxWorkers', expected 'uint'",
     );
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_SET_CLIENT_LIMITS,
@@ -592,13 +510,13 @@ async fn raw_admin_calls_get_libvirts_errors() {
         0,
         "invalid argument: parameter 'nclients_max' occurs multiple times",
     );
-    expect_err(
+    assert_err(
         call(&mut c, p::SERVER_SET_CLIENT_LIMITS, set(&[TypedParam::new("nclients_max", Value::UInt(9))])).await,
         8,
         7,
         "invalid argument: The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients",
     );
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_UPDATE_TLS_FILES,
@@ -614,7 +532,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         .await
         .unwrap();
     assert_eq!(&r[..], &[0; 8]);
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::CONNECT_SET_DAEMON_TIMEOUT,
@@ -628,13 +546,13 @@ async fn raw_admin_calls_get_libvirts_errors() {
         62,
         "unsupported flags (0x1) in function adminConnectSetDaemonTimeout",
     );
-    expect_err(
+    assert_err(
         call(&mut c, 21, BytesMut::new()).await,
         39,
         7,
         "unknown procedure: 21",
     );
-    expect_err(
+    assert_err(
         call(&mut c, p::CONNECT_OPEN, BytesMut::new()).await,
         39,
         7,
@@ -649,9 +567,9 @@ async fn raw_admin_calls_get_libvirts_errors() {
 
 #[tokio::test]
 async fn daemon_shutdown_over_the_admin_socket_exits_cleanly() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     let mut c = admin_client(&d).await;
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::CONNECT_DAEMON_SHUTDOWN,
@@ -669,17 +587,13 @@ async fn daemon_shutdown_over_the_admin_socket_exits_cleanly() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "daemon still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_exited(Duration::from_secs(10), "daemon still running");
     assert!(!d.admin_socket().exists());
 }
 
 #[tokio::test]
 async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     {
         let mut c = admin_client(&d).await;
         call(
@@ -693,23 +607,7 @@ async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
         .await
         .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "idle daemon did not time out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until a namespaced daemon's admin socket accepts connections.
-pub async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
-    let socket = ns.inside("/run/libvirt/virtlockd-admin-sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        ns.assert_alive("starting");
-        assert!(Instant::now() < deadline, "admin socket never answered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    socket
+    d.wait_exited(Duration::from_secs(10), "idle daemon did not time out");
 }
 
 /// The same virt-admin session against libvirt's virtlockd and ours, both with

@@ -20,13 +20,11 @@ use virtlockd::protocol::xdr::XdrWrite;
 
 use virtlockd::client::{Client, ClientError};
 
-use crate::admin::{
-    admin_client, admin_ready, args, call, client_args, expect_err, lock_client_ids, params_args,
-    server_args, start,
+use crate::support::admin::{
+    admin_client, admin_ready, args, call, client_args, lock_client_ids, params_args, server_args,
 };
-use crate::harness::Daemon;
-use crate::harness::Holder;
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::{assert_err, wait_logged, Daemon, Holder};
 
 fn outputs_args(outputs: &str) -> BytesMut {
     args(|b| {
@@ -37,13 +35,13 @@ fn outputs_args(outputs: &str) -> BytesMut {
 
 #[tokio::test]
 async fn a_held_lease_is_refused_as_a_log_output_and_stays_locked() {
-    let d = start().await;
+    let d = Daemon::start();
     let ls = d.base().join("ls");
     let lease = ls.join("lease");
     let _holder = Holder::start(&d, &ls, "lease", &[]).await;
     assert_eq!(d.kernel_locks_on(&lease), ["POSIX WRITE 0-0"]);
     let mut admin = admin_client(&d).await;
-    expect_err(
+    assert_err(
         call(
             &mut admin,
             p::CONNECT_SET_LOGGING_OUTPUTS,
@@ -74,7 +72,7 @@ async fn a_held_lease_is_refused_as_a_log_output_and_stays_locked() {
 
 #[tokio::test]
 async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
-    let d = start().await;
+    let d = Daemon::start();
     // Opening a FIFO for writing blocks until somebody opens it for reading,
     // like an open on a hung NFS mount.
     let fifo = d.dir.path().join("log.fifo");
@@ -125,7 +123,7 @@ async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
 
 #[tokio::test]
 async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
-    let d = start().await;
+    let d = Daemon::start();
     let mut admin = admin_client(&d).await;
     let long = "x".repeat(80);
     let param = |field: &str| [TypedParam::new(field, Value::UInt(0))];
@@ -135,14 +133,14 @@ async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
         p::SERVER_SET_CLIENT_LIMITS,
     ] {
         // Checked after the server lookup...
-        expect_err(
+        assert_err(
             call(&mut admin, proc_, params_args("nosuch", &param(&long), 0)).await,
             95,
             62,
             "Server not found: no server with matching name 'nosuch' found",
         );
         // ...and before the flags and the names.
-        expect_err(
+        assert_err(
             call(
                 &mut admin,
                 proc_,
@@ -161,7 +159,7 @@ async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
             params_args("virtlockd", &param(&fits), 0),
         )
         .await;
-        expect_err(
+        assert_err(
             r,
             74,
             0,
@@ -235,18 +233,9 @@ async fn uint_param(admin: &mut Client, proc_: i32, field: &str) -> u32 {
         .1
 }
 
-/// Waits until `d` has logged `text` `n` times.
-async fn wait_logged(d: &Daemon, text: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches(text).count() < n {
-        assert!(Instant::now() < deadline, "no {n}x `{text}`:\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn admin_settings_survive_a_live_upgrade() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     let mut admin = admin_client(&d).await;
     let limits = [
         TypedParam::new("nclients_max", Value::UInt(50)),
@@ -279,8 +268,8 @@ async fn admin_settings_survive_a_live_upgrade() {
     .await
     .unwrap();
     kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_logged(&d, "restoring after live upgrade", 1).await;
-    wait_logged(&d, "virtlockd ready", 2).await;
+    wait_logged(&d, "restoring after live upgrade", 1, "upgrade").await;
+    wait_logged(&d, "virtlockd ready", 2, "upgrade").await;
     let limits = uint_params(&mut admin, p::SERVER_GET_CLIENT_LIMITS).await;
     assert!(limits.contains(&("nclients_max".into(), 50)), "{limits:?}");
     assert!(
@@ -335,7 +324,7 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     assert_eq!(client_limits(&mut admin).await, (20, 20));
     // Never set apart: the unauth limit follows max_clients, as at startup.
     let n = reload("max_clients = 40\n");
-    wait_logged(&d, "configuration reloaded", n).await;
+    wait_logged(&d, "configuration reloaded", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (40, 40));
     // Lowered by the admin API: kept, but never above max_clients.
     let unauth = [TypedParam::new("nclients_unauth_max", Value::UInt(10))];
@@ -347,10 +336,10 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     .await
     .unwrap();
     let n = reload("max_clients = 60\n");
-    wait_logged(&d, "configuration reloaded", n).await;
+    wait_logged(&d, "configuration reloaded", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (60, 10));
     let n = reload("max_clients = 4\n");
-    wait_logged(&d, "configuration reloaded", n).await;
+    wait_logged(&d, "configuration reloaded", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (4, 4));
 }
 
@@ -372,7 +361,7 @@ fn can_unshare_mounts(test: &str) -> bool {
         None
     };
     if let Some(r) = reason {
-        crate::harness::skip(test, r);
+        crate::support::skip(test, r);
     }
     reason.is_none()
 }
@@ -442,7 +431,7 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
 /// lease owner still running is fenced, PRESERVE flag or not.
 #[tokio::test]
 async fn daemon_shutdown_fences_every_lease_owner() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "held", &[]).await;
     let mut admin = admin_client(&d).await;
@@ -510,7 +499,7 @@ async fn closing_the_calling_admin_connection_itself_gets_eof_not_a_reply() {
             Err(e) => format!("error {e}"),
         }
     }
-    let d = start().await;
+    let d = Daemon::start();
     assert_eq!(close_self(&d.admin_socket(), 1).await, "closed");
     // The daemon goes on serving other admin clients.
     let mut other = admin_client(&d).await;

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, Daemon, Holder};
+use crate::support::{bytes, holding, Daemon, Holder};
 
 /// A FUSE mount nobody serves. Dropping it aborts the connection (every blocked
 /// call fails with ENOTCONN) and detaches the mount.
@@ -98,7 +98,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
     let mut mnt = match HungMount::new(&base.join("hung")) {
         Ok(m) => m,
         Err(why) => {
-            crate::harness::skip("hung_mount_stalls_only_its_own_lockspace", &why);
+            crate::support::skip("hung_mount_stalls_only_its_own_lockspace", &why);
             return;
         }
     };
@@ -138,7 +138,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         worst = worst.max(t.elapsed());
     }
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "worst round trip {worst:?}"
     );
     assert!(!direct.is_finished(), "still hung");
@@ -182,7 +182,7 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
     let mnt = match HungMount::new(&base.join("hung")) {
         Ok(m) => m,
         Err(why) => {
-            crate::harness::skip(
+            crate::support::skip(
                 "live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost",
                 &why,
             );
@@ -190,12 +190,7 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
         }
     };
     let ls = base.join("local");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     // The default lockspace is stuck in open() on the dead mount.
     let stuck = StuckCall::start(&d, &mnt).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -223,7 +218,7 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
     let mnt = match HungMount::new(&d.base().join("hung")) {
         Ok(m) => m,
         Err(why) => {
-            crate::harness::skip(
+            crate::support::skip(
                 "owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release",
                 &why,
             );

@@ -10,12 +10,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use virtlockd::client::{owner, Client, ClientError};
+use virtlockd::client::{owner, ClientError};
 use virtlockd::proclocks;
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE as AUTO, ACQUIRE_SHARED as SHARED};
 use virtlockd::protocol::RemoteError;
 
-use crate::harness::{bytes, describe, Daemon};
+use crate::support::{bytes, describe, lockspace, registered, Daemon};
 
 /// Fake owner pids: no such processes exist, and none is the test runner's pid.
 const PID_A: u32 = 4_000_001;
@@ -172,19 +172,6 @@ fn expect(r: Result<(), ClientError>, want: RemoteError) {
 
 // ---------------------------------------------------------------------------------
 // Helpers.
-
-async fn registered(d: &Daemon, pid: u32) -> Client {
-    let mut c = d.client().await;
-    c.register(&owner("vm", 1, pid)).await.unwrap();
-    c
-}
-
-/// Creates the directory lockspace `<base>/<name>` and returns its path.
-async fn lockspace(d: &Daemon, c: &mut Client, name: &str) -> PathBuf {
-    let ls = d.base().join(name);
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    ls
-}
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777

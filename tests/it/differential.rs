@@ -21,7 +21,7 @@ use tokio::net::UnixStream;
 use virtlockd::protocol::xdr::XdrReader;
 use virtlockd::protocol::{lock, msg_type, status, Header};
 
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
 use scenario::{Act, Step, ALLOWED, BASE};
 
 /// How long a CALL may take to be answered.

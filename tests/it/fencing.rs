@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{assert_err, bytes, Daemon, Holder};
+use crate::support::{assert_err, bytes, Daemon, Holder};
 
 /// Pings the daemon on its own connection every few ms; returns the worst latency.
 fn probe(d: &Daemon, until: Instant) -> tokio::task::JoinHandle<Duration> {
@@ -58,7 +58,7 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     assert!(t.elapsed() < Duration::from_secs(2));
     let worst = prober.await.unwrap();
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "other client waited {worst:?}"
     );
 
@@ -109,7 +109,7 @@ async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
     );
     let worst = prober.await.unwrap();
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "other client waited {worst:?}"
     );
     assert!(d.log().contains("fencing lease owner"));

@@ -24,8 +24,8 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::error::code;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::harness::{bytes, Daemon, Holder};
-use crate::namespaced::{Impl, Namespaced};
+use crate::support::namespaced::{Impl, Namespaced};
+use crate::support::{bytes, until, Daemon, Holder};
 
 const OURS: &str = env!("CARGO_BIN_EXE_virtlockd");
 /// Bound of every wait for gluster itself.
@@ -272,15 +272,6 @@ impl Drop for Gluster {
     }
 }
 
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
-}
-
 fn busy(r: Result<(), virtlockd::client::ClientError>, what: &str) {
     match r {
         Err(e) if e.remote().is_some_and(|e| e.code == code::RESOURCE_BUSY) => {}
@@ -370,7 +361,7 @@ async fn registered(socket: &Path, name: &str, n: u32) -> Client {
 #[tokio::test]
 async fn several_hosts_on_one_glusterfs_volume() {
     if let Some(why) = missing_prerequisite() {
-        crate::harness::skip("several_hosts_on_one_glusterfs_volume", &why);
+        crate::support::skip("several_hosts_on_one_glusterfs_volume", &why);
         return;
     }
     let t0 = Instant::now();
@@ -401,7 +392,7 @@ async fn several_hosts_on_one_glusterfs_volume() {
     // 2. libvirt's daemon as host A.
     let t = Instant::now();
     match g.libvirt() {
-        None => crate::harness::skip(
+        None => crate::support::skip(
             "several_hosts_on_one_glusterfs_volume (libvirt's daemon as host A)",
             "/usr/sbin/virtlockd missing (package libvirt-daemon)",
         ),
@@ -469,7 +460,7 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
         .unwrap();
     // The owner's connection is vouched for after a live upgrade as before it.
     kill(Pid::from_raw(dc.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_for("upgrade", Duration::from_secs(20), || {
+    until("upgrade", Duration::from_secs(20), || {
         let log = dc.log();
         log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
     })
@@ -586,7 +577,7 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
     let (n, worst) = served.await.unwrap();
     assert!(n > 20, "only {n} round trips on the local lockspace");
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "worst local round trip {worst:?}"
     );
     b.release(lb, b"vm-disk").await.unwrap();
@@ -611,7 +602,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         .unwrap();
     g.kill_client("hostD");
     let killed = Instant::now();
-    wait_for("loss logged", Duration::from_secs(4), || {
+    until("loss logged", Duration::from_secs(4), || {
         dd.log().contains("lease lost")
     })
     .await;
@@ -628,7 +619,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
     );
     // The loss survives a live upgrade.
     kill(Pid::from_raw(dd.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_for("upgrade", Duration::from_secs(20), || {
+    until("upgrade", Duration::from_secs(20), || {
         let log = dd.log();
         log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
     })
@@ -655,7 +646,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
 /// `virtlockctl locks` lists the lost lease as lost, with the reason.
 #[track_caller]
 fn assert_lost_in_virtlockctl(d: &Daemon, reason: &str) {
-    let all = crate::virtlockctl::ctl_json(d, &["locks"]);
+    let all = crate::support::ctl::ctl_json(d, &["locks"]);
     let lease = all["leases"]
         .as_array()
         .and_then(|v| v.iter().find(|l| l["name"] == "vm-d-disk"))

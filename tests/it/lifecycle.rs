@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, example, Daemon, Holder};
+use crate::support::{bytes, example, holding, Daemon, Holder};
 
 fn virtlockd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_virtlockd"));
@@ -231,14 +231,7 @@ async fn daemon_mode_returns_when_ready_and_reports_failure() {
 async fn timeout_exits_when_idle_but_never_while_a_lock_is_held() {
     let mut d = Daemon::start_with(&["--timeout=1"]);
     let ls = d.base().join("ls");
-    {
-        let mut c = d.client().await;
-        c.create_lockspace(&bytes(&ls)).await.unwrap();
-        c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-        c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-            .await
-            .unwrap();
-    }
+    drop(holding(&d, &ls, b"r").await);
     // No client connected, one lease held (its owner lives elsewhere).
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(
@@ -440,7 +433,7 @@ async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
 #[tokio::test]
 async fn clients_of_another_uid_are_disconnected() {
     if !nix::unistd::geteuid().is_root() {
-        crate::harness::skip(
+        crate::support::skip(
             "clients_of_another_uid_are_disconnected",
             "needs root to switch uid",
         );
@@ -460,7 +453,7 @@ async fn clients_of_another_uid_are_disconnected() {
     let bin_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = bin_dir.path().join("lease_holder");
-    crate::harness::copy_executable(&example("lease_holder"), &bin);
+    crate::support::copy_executable(&example("lease_holder"), &bin);
     let out = Command::new(&bin)
         .arg(d.socket())
         .arg("/tmp")

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use virtlockd::client::owner;
-use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, Daemon};
+use crate::support::{bytes, holding, Daemon};
 
 #[tokio::test]
 async fn terminating_signals_exit_cleanly_and_remove_runtime_files() {
@@ -33,12 +31,7 @@ async fn terminating_signals_exit_cleanly_and_remove_runtime_files() {
 async fn hangup_and_user_signals_keep_the_daemon_and_its_locks() {
     let mut d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     for sig in [
         Signal::SIGHUP,
         Signal::SIGUSR1,

@@ -1,20 +1,12 @@
 //! The daemon starts, answers, and holds a real kernel lock.
 
-use virtlockd::client::owner;
-use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
-
-use crate::harness::{bytes, Daemon};
+use crate::support::{bytes, holding, Daemon};
 
 #[tokio::test]
 async fn acquire_shows_in_proc_locks_and_release_removes_the_file() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm1", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r1", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r1").await;
     assert_eq!(d.kernel_locks_on(&ls.join("r1")), ["POSIX WRITE 0-0"]);
     c.release(&bytes(&ls), b"r1").await.unwrap();
     assert!(!ls.join("r1").exists());
@@ -24,7 +16,7 @@ async fn acquire_shows_in_proc_locks_and_release_removes_the_file() {
 #[tokio::test]
 async fn multi_lockspace_example_runs_libvirts_layouts() {
     let d = Daemon::start();
-    let out = tokio::process::Command::new(crate::harness::example("multi_lockspace"))
+    let out = tokio::process::Command::new(crate::support::example("multi_lockspace"))
         .arg(d.socket())
         .arg(d.base())
         .output()
@@ -52,7 +44,7 @@ async fn multi_lockspace_example_runs_libvirts_layouts() {
 #[tokio::test]
 async fn loadgen_reports_rate_latency_and_daemon_cpu() {
     let d = Daemon::start();
-    let out = tokio::process::Command::new(crate::harness::example("loadgen"))
+    let out = tokio::process::Command::new(crate::support::example("loadgen"))
         .arg("--socket")
         .arg(d.socket())
         .arg("--daemon-pid")

@@ -11,11 +11,7 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
 
-use crate::harness::{assert_err, bytes, Daemon, Holder};
-
-fn sigusr1(d: &Daemon) {
-    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-}
+use crate::support::{assert_err, bytes, holding, wait_logged, Daemon, Holder};
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -105,7 +101,7 @@ async fn upgrade_under_load_loses_no_reply_lock_or_session() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     for n in 1..=5 {
-        sigusr1(&d);
+        d.signal(Signal::SIGUSR1);
         wait_restored(&d, n).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -181,7 +177,7 @@ async fn half_sent_request_completes_after_the_upgrade() {
     let (first, rest) = wire.split_at(10);
     c.send_raw(first).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_restored(&d, 1).await;
     c.send_raw(rest).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), c.recv_frame())
@@ -198,7 +194,7 @@ async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "vmdisk", &["--restrict"]).await;
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_restored(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("vmdisk")), ["POSIX WRITE 0-0"]);
     holder.close_connection().await;
@@ -217,17 +213,12 @@ async fn failed_exec_resumes_with_everything() {
     // Run a copy of the binary so that we can make it unexecutable.
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("virtlockd");
-    crate::harness::copy_daemon(&exe);
+    crate::support::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
-    let mut c = d.client().await;
     let ls = d.base().join("ls");
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.log().contains("live upgrade failed") {
         assert!(Instant::now() < deadline, "no failure logged");
@@ -247,7 +238,7 @@ async fn failed_exec_resumes_with_everything() {
     assert!(!run.join("virtlockd-restart-exec.msgpack").exists());
     // Fixed binary: the next upgrade works.
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_restored(&d, 1).await;
     c.release(&bytes(&ls), b"r").await.unwrap();
 }
@@ -255,16 +246,14 @@ async fn failed_exec_resumes_with_everything() {
 #[tokio::test]
 async fn a_hundred_upgrades_leak_no_fd() {
     let d = Daemon::start();
-    let ls = bytes(&d.base().join("ls"));
-    let mut c = d.client().await;
-    c.create_lockspace(&ls).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&ls, b"r", ACQUIRE_AUTOCREATE).await.unwrap();
+    let ls_path = d.base().join("ls");
+    let mut c = holding(&d, &ls_path, b"r").await;
+    let ls = bytes(&ls_path);
     let mut admin = Client::connect(d.admin_socket()).await.unwrap();
     admin.ping().await.unwrap();
     let before = fd_count(d.pid());
     for n in 1..=100 {
-        sigusr1(&d);
+        d.signal(Signal::SIGUSR1);
         wait_restored(&d, n).await;
         c.ping().await.unwrap();
     }
@@ -290,7 +279,7 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
         .await
         .unwrap();
     // The owner dies while the daemon re-execs.
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     holder.child.start_kill().unwrap();
     holder.wait(Duration::from_secs(5)).await;
     wait_restored(&d, 1).await;
@@ -307,12 +296,7 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
 async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"disk", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"disk").await;
     // The same file by its full path in the default lockspace: refused, and the
     // fd the daemon opened to find out stays open beside the lease.
     assert_err(
@@ -324,7 +308,7 @@ async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
             ls.join("disk").display()
         ),
     );
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_restored(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("disk")), ["POSIX WRITE 0-0"]);
 }
@@ -336,25 +320,20 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
     let sbin = dir.path().join("sbin");
     std::fs::create_dir(&sbin).unwrap();
     let exe = sbin.join("virtlockd");
-    crate::harness::copy_daemon(&exe);
+    crate::support::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     let old_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
 
     let staged = sbin.join(".virtlockd.new");
-    crate::harness::copy_daemon(&staged);
+    crate::support::copy_daemon(&staged);
     std::fs::rename(&staged, &exe).unwrap();
     assert!(std::fs::read_link(format!("/proc/{}/exe", d.pid()))
         .unwrap()
         .to_string_lossy()
         .ends_with("(deleted)"));
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_restored(&d, 1).await;
     // The new file runs now, with the lease and the connection.
     let now_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
@@ -371,7 +350,7 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
 async fn relative_argv0_still_found_after_daemon_mode_changed_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sbin")).unwrap();
-    crate::harness::copy_daemon(&dir.path().join("sbin/virtlockd"));
+    crate::support::copy_daemon(&dir.path().join("sbin/virtlockd"));
     // `-d` changes the working directory to /, where ./sbin/virtlockd is not.
     let out = std::process::Command::new("./sbin/virtlockd")
         .current_dir(dir.path())
@@ -429,24 +408,15 @@ async fn a_reload_asked_for_during_an_upgrade_is_done_after_it() {
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     // The second signal arrives between the exec and the new image's handlers
     // (the old image has logged its last line): it must be delayed, not lost.
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.log().contains("state written, exec") {
         assert!(Instant::now() < deadline, "first upgrade did not start");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_restored(&d, 2).await;
     c.ping().await.unwrap();
-}
-
-/// Waits until the log holds `line` at least `n` times.
-async fn wait_logged(d: &Daemon, line: &str, n: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches(line).count() < n {
-        assert!(Instant::now() < deadline, "{what}:\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 #[tokio::test]
@@ -460,7 +430,7 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
     // be lost, whichever thread of the old or the new image is running.
     let rounds = 4;
     for round in 1..=rounds {
-        sigusr1(&d);
+        d.signal(Signal::SIGUSR1);
         wait_logged(
             &d,
             "state written, exec",
@@ -489,7 +459,7 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
         c.ping().await.unwrap();
     }
     // A shutdown asked for in the exec window: done by the new image, cleanly.
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_logged(
         &d,
         "state written, exec",

@@ -11,7 +11,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use virtlockd::client::{owner, Client, ClientError};
 
-use crate::harness::describe;
+use super::daemon::describe;
+use super::skip::skip;
 
 pub const LIBVIRT: &str = "/usr/sbin/virtlockd";
 const OURS: &str = env!("CARGO_BIN_EXE_virtlockd");
@@ -64,7 +65,7 @@ pub fn prerequisites(test: &str) -> bool {
     };
     match reason {
         Some(r) => {
-            crate::harness::skip(test, &r);
+            skip(test, &r);
             false
         }
         None => true,
