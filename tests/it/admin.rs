@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use virtlockd::client::owner;
@@ -15,6 +15,7 @@ use crate::support::admin::{
     admin_client, admin_ready, args, call, client_args, lock_client_ids, params_args, server_args,
 };
 use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::wait::within;
 use crate::support::{assert_err, bytes, Daemon, Holder};
 
 /// Whether virt-admin is installed; prints the skip note if not.
@@ -238,18 +239,13 @@ async fn virt_admin_changes_logging_live() {
     let mut c = d.client().await;
     c.create_lockspace(b"").await.unwrap();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&file)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nothing logged to {}",
-            file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let logged = within(Duration::from_secs(5), || {
+        !std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    assert!(logged, "nothing logged to {}", file.display());
     va_fails(
         &d,
         &["daemon-log-outputs", "--outputs", "9:foo"],
@@ -314,11 +310,11 @@ async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
     // The owner's connection: its lease is released and the owner is fenced.
     let status = holder.wait(Duration::from_secs(10)).await;
     assert!(!status.success(), "owner not fenced: {status:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !d.kernel_locks_on(&own).is_empty() {
-        assert!(Instant::now() < deadline, "lease not released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let released = within(Duration::from_secs(5), || {
+        d.kernel_locks_on(&own).is_empty()
+    })
+    .await;
+    assert!(released, "lease not released");
     assert_eq!(lock_client_ids(&mut admin).await, Vec::<u64>::new());
 }
 
@@ -342,6 +338,7 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
         ],
     );
     let mut queued = d.client().await;
+    // Deliberately a wait for nothing: no answer may come within it.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), queued.ping())
             .await

@@ -24,6 +24,7 @@ use crate::support::admin::{
     admin_client, admin_ready, args, call, client_args, lock_client_ids, params_args, server_args,
 };
 use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::wait::wait_upgraded_on;
 use crate::support::{assert_err, wait_logged, Daemon, Holder};
 
 fn outputs_args(outputs: &str) -> BytesMut {
@@ -87,6 +88,7 @@ async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
         )
         .await
     });
+    // Deliberately let time pass: the call must not finish within it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!setting.is_finished(), "the open was expected to block");
     // Meanwhile lock clients and other admin clients are served.
@@ -267,9 +269,8 @@ async fn admin_settings_survive_a_live_upgrade() {
     )
     .await
     .unwrap();
-    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_logged(&d, "restoring after live upgrade", 1, "upgrade").await;
-    wait_logged(&d, "virtlockd ready", 2, "upgrade").await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded_on(&mut admin, 1, || d.log()).await;
     let limits = uint_params(&mut admin, p::SERVER_GET_CLIENT_LIMITS).await;
     assert!(limits.contains(&("nclients_max".into(), 50)), "{limits:?}");
     assert!(
@@ -287,15 +288,7 @@ async fn admin_settings_survive_a_live_upgrade() {
     );
     // The timeout too: with the last client gone, the new image exits.
     drop(admin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(
-            Instant::now() < deadline,
-            "idle timeout lost in the upgrade:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_exited(Duration::from_secs(10), "idle timeout lost in the upgrade");
 }
 
 /// (nclients_max, nclients_unauth_max) of the lock server.
@@ -324,7 +317,7 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     assert_eq!(client_limits(&mut admin).await, (20, 20));
     // Never set apart: the unauth limit follows max_clients, as at startup.
     let n = reload("max_clients = 40\n");
-    wait_logged(&d, "configuration reloaded", n, "reload").await;
+    wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (40, 40));
     // Lowered by the admin API: kept, but never above max_clients.
     let unauth = [TypedParam::new("nclients_unauth_max", Value::UInt(10))];
@@ -336,10 +329,10 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     .await
     .unwrap();
     let n = reload("max_clients = 60\n");
-    wait_logged(&d, "configuration reloaded", n, "reload").await;
+    wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (60, 10));
     let n = reload("max_clients = 4\n");
-    wait_logged(&d, "configuration reloaded", n, "reload").await;
+    wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (4, 4));
 }
 
@@ -396,6 +389,7 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
         )
         .await
     });
+    // Deliberately let time pass: the call must not finish within it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !info.is_finished(),
@@ -447,11 +441,7 @@ async fn daemon_shutdown_fences_every_lease_owner() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGTERM)
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "daemon still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    d.wait_exited(Duration::from_secs(10), "daemon still running");
     assert!(d.log().contains("fencing lease owner"), "{}", d.log());
 }
 

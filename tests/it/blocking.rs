@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::unistd::Pid;
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::support::{bytes, holding, Daemon, Holder};
+use crate::support::wait::within;
+use crate::support::{bytes, holding, wait_logged, Daemon, Holder};
 
 /// A FUSE mount nobody serves. Dropping it aborts the connection (every blocked
 /// call fails with ENOTCONN) and detaches the mount.
@@ -64,6 +64,24 @@ impl Drop for HungMount {
         self.abort();
         let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
     }
+}
+
+/// How many of the daemon's threads wait on a FUSE mount (before the
+/// mount's INIT is answered, in `fuse_get_req`; after it, for the answer).
+fn threads_waiting_on_fuse(d: &Daemon) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", d.pid())) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .filter(|w| w.starts_with("fuse_") || w == "request_wait_answer")
+        .count()
+}
+
+/// Waits until `n` of the daemon's threads are stuck on the hung mount.
+async fn wait_stuck(d: &Daemon, n: usize) {
+    let stuck = within(Duration::from_secs(10), || threads_waiting_on_fuse(d) >= n).await;
+    assert!(stuck, "not {n} threads stuck on the mount:\n{}", d.log());
 }
 
 /// A direct-lease ACQUIRE under the hung mount: it keeps the default
@@ -116,7 +134,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
     let mut stuck_create = d.client().await;
     let hung_ls = bytes(&mnt.dir.join("ls"));
     let create = tokio::spawn(async move { stuck_create.create_lockspace(&hung_ls).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_stuck(&d, 2).await;
     assert!(
         !direct.is_finished() && !create.is_finished(),
         "the mount should hang"
@@ -193,18 +211,17 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
     let mut c = holding(&d, &ls, b"r").await;
     // The default lockspace is stuck in open() on the dead mount.
     let stuck = StuckCall::start(&d, &mnt).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_stuck(&d, 1).await;
 
-    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !d.log().contains("live upgrade failed") {
-        assert!(
-            Instant::now() < deadline,
-            "upgrade neither done nor abandoned:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.signal(Signal::SIGUSR1);
+    // Only the log tells an abandoned upgrade from one not yet done.
+    wait_logged(
+        &d,
+        "live upgrade failed",
+        1,
+        "upgrade neither done nor abandoned",
+    )
+    .await;
     // Everyone is served again, the lease is intact.
     c.ping().await.unwrap();
     assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
@@ -230,7 +247,7 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
     let mut vm = Holder::start(&d, &ls, "vmdisk", &[]).await;
     // Meanwhile the default lockspace is stuck in open() on the dead mount.
     let stuck = StuckCall::start(&d, &mnt).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_stuck(&d, 1).await;
 
     // The VM's connection closes: its healthy lease is freed at once, and the
     // lockspace that cannot answer does not keep the owner from being fenced.

@@ -15,6 +15,7 @@ use virtlockd::proclocks;
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE as AUTO, ACQUIRE_SHARED as SHARED};
 use virtlockd::protocol::RemoteError;
 
+use crate::support::wait::wait_lock_clients;
 use crate::support::{bytes, describe, lockspace, registered, Daemon};
 
 /// Fake owner pids: no such processes exist, and none is the test runner's pid.
@@ -197,11 +198,6 @@ fn acquire_call(ls: &Path, name: &[u8], flags: u32) -> LockCall {
         name: name.to_vec().into(),
         flags,
     }
-}
-
-/// Lets the daemon process a disconnect before the next check.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -476,7 +472,7 @@ async fn restricted_connection_refuses_everything_but_checks_flags_first() {
     assert!(!ls.join("q").exists());
     // The restricted connection (fake owner pid) closes: its lease stays.
     drop(a);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
     let mut b = registered(&d, PID_B).await;
     expect(b.acquire(&p, b"rr", AUTO).await, busy("rr"));
     assert_eq!(d.kernel_locks_on(&ls.join("rr")), [WRITE]);
@@ -544,7 +540,7 @@ async fn new_on_a_file_reports_the_creation_error_and_stores_nothing() {
     assert_eq!(std::fs::read(&file).unwrap(), b"data");
     // The real daemon stored a broken entry here and later crashed (S14, S15).
     drop(c);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
     let mut c = registered(&d, PID_B).await;
     c.ping().await.unwrap();
     let ls = lockspace(&d, &mut c, "ls").await;
@@ -1249,7 +1245,7 @@ async fn closing_a_connection_whose_owner_is_not_its_peer_keeps_the_leases() {
         .await
         .unwrap();
     drop(a);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
     let mut b = registered(&d, PID_B).await;
     expect(b.acquire(&p, b"keep", AUTO).await, busy("keep"));
     expect(b.acquire(&p, b"shared", AUTO).await, busy("shared"));
@@ -1297,7 +1293,10 @@ async fn closing_a_connection_registered_as_another_live_process_kills_nobody() 
     let p = bytes(&ls);
     a.acquire(&p, b"f", AUTO).await.unwrap();
     drop(a);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
+    // Deliberately let time pass: a wrong fence, decided at the disconnect,
+    // would land within this.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut b = registered(&d, PID_B).await;
     expect(b.acquire(&p, b"f", AUTO).await, busy("f"));
     assert!(

@@ -25,6 +25,7 @@ use virtlockd::protocol::error::code;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 use crate::support::namespaced::{Impl, Namespaced};
+use crate::support::wait::{wait_upgraded, within};
 use crate::support::{bytes, until, Daemon, Holder};
 
 const OURS: &str = env!("CARGO_BIN_EXE_virtlockd");
@@ -398,15 +399,11 @@ async fn several_hosts_on_one_glusterfs_volume() {
         ),
         Some(lv) => {
             let socket = lv.socket();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "libvirt's daemon did not start:\n{}",
-                    lv.log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let started = within(Duration::from_secs(10), || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            })
+            .await;
+            assert!(started, "libvirt's daemon did not start:\n{}", lv.log());
             let mut l = Client::connect(&socket).await.expect("connect");
             if let Err(e) = l.register(&owner("lv", 3, 4_000_003)).await {
                 panic!("libvirt's daemon: {e}\n{}", lv.log());
@@ -459,12 +456,8 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
         .await
         .unwrap();
     // The owner's connection is vouched for after a live upgrade as before it.
-    kill(Pid::from_raw(dc.pid() as i32), Signal::SIGUSR1).unwrap();
-    until("upgrade", Duration::from_secs(20), || {
-        let log = dc.log();
-        log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
-    })
-    .await;
+    dc.signal(Signal::SIGUSR1);
+    wait_upgraded(&dc, 1).await;
     busy(
         b.acquire(lb, b"vm-disk", ACQUIRE_AUTOCREATE).await,
         "held through host C",
@@ -602,6 +595,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         .unwrap();
     g.kill_client("hostD");
     let killed = Instant::now();
+    // The log is where a loss is reported the moment it is noticed.
     until("loss logged", Duration::from_secs(4), || {
         dd.log().contains("lease lost")
     })
@@ -618,12 +612,8 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         "lost lease, other owner",
     );
     // The loss survives a live upgrade.
-    kill(Pid::from_raw(dd.pid() as i32), Signal::SIGUSR1).unwrap();
-    until("upgrade", Duration::from_secs(20), || {
-        let log = dd.log();
-        log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
-    })
-    .await;
+    dd.signal(Signal::SIGUSR1);
+    wait_upgraded(&dd, 1).await;
     busy(
         other.acquire(&ld, b"vm-d-disk", ACQUIRE_AUTOCREATE).await,
         "lost lease after the upgrade",

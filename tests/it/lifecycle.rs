@@ -3,18 +3,19 @@
 //! shutdown fencing, systemd socket activation and readiness notification.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::support::{bytes, example, holding, Daemon, Holder};
+use crate::support::wait::{until_blocking, wait_lock_clients_at};
+use crate::support::{bytes, example, holding, until, Daemon, Holder};
 
 fn virtlockd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_virtlockd"));
@@ -24,14 +25,15 @@ fn virtlockd() -> Command {
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(st)) = child.try_wait() {
-            return st.code();
+    let mut code = None;
+    until_blocking("daemon exit", limit, || match child.try_wait() {
+        Ok(Some(st)) => {
+            code = st.code();
+            true
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("daemon still running after {limit:?}");
+        _ => false,
+    });
+    code
 }
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -156,17 +158,19 @@ async fn environment_overrides_the_config_file() {
         .spawn()
         .unwrap();
     let sock = dir.path().join("run/virtlockd-sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        if let Ok(c) = Client::connect(&sock).await {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let admin_sock = dir.path().join("run/virtlockd-admin-sock");
+    until("daemon start", Duration::from_secs(10), || {
+        UnixStream::connect(&sock).is_ok() && UnixStream::connect(&admin_sock).is_ok()
+    })
+    .await;
+    let mut c = Client::connect(&sock).await.unwrap();
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The daemon has handled the disconnect (and logged it) before it stops.
+    wait_lock_clients_at(&admin_sock, 0, || {
+        std::fs::read_to_string(&from_env).unwrap_or_default()
+    })
+    .await;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let env_log = std::fs::read_to_string(&from_env).unwrap_or_default();
@@ -219,11 +223,10 @@ async fn daemon_mode_returns_when_ready_and_reports_failure() {
     c.ping().await.unwrap();
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while kill(Pid::from_raw(pid), None).is_ok() {
-        assert!(Instant::now() < deadline, "daemon did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("daemon exit", Duration::from_secs(10), || {
+        kill(Pid::from_raw(pid), None).is_err()
+    })
+    .await;
     assert!(!run.join("virtlockd.pid").exists());
 }
 
@@ -233,6 +236,7 @@ async fn timeout_exits_when_idle_but_never_while_a_lock_is_held() {
     let ls = d.base().join("ls");
     drop(holding(&d, &ls, b"r").await);
     // No client connected, one lease held (its owner lives elsewhere).
+    // Deliberately let three idle timeouts pass: the daemon must outlive them.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(
         d.alive(),
@@ -243,14 +247,11 @@ async fn timeout_exits_when_idle_but_never_while_a_lock_is_held() {
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     c.release(&bytes(&ls), b"r").await.unwrap();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "idle daemon did not time out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_exited(Duration::from_secs(6), "idle daemon did not time out");
 }
 
-/// A call on a connection still queued in the backlog gets no answer.
+/// A call on a connection still queued in the backlog gets no answer. With a
+/// short `limit`, deliberately a wait for nothing: no answer may come within it.
 async fn answered_within(c: &mut Client, limit: Duration) -> bool {
     tokio::time::timeout(limit, c.ping()).await.is_ok()
 }
@@ -412,11 +413,10 @@ async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Client::connect(run.join("virtlockd-sock")).await.is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("daemon start", Duration::from_secs(10), || {
+        UnixStream::connect(run.join("virtlockd-sock")).is_ok()
+    })
+    .await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let line = limits
         .lines()

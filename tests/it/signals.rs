@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::support::wait::wait_upgraded;
 use crate::support::{bytes, holding, Daemon};
 
 #[tokio::test]
@@ -198,11 +199,7 @@ async fn every_thread_blocks_the_daemons_signals_and_none_has_a_handler() {
             // No handler: none can run on a thread an exec discards.
             assert_eq!(mask(status, "SigCgt") & guarded, 0, "{when}: {name}");
         }
-        kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while d.log().matches("virtlockd ready").count() < 2 {
-            assert!(Instant::now() < deadline, "no upgrade:\n{}", d.log());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        d.signal(Signal::SIGUSR1);
+        wait_upgraded(&d, 1).await;
     }
 }

@@ -3,7 +3,7 @@
 //! requests, after a failed exec, and a hundred times in a row.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -11,7 +11,8 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
 
-use crate::support::{assert_err, bytes, holding, wait_logged, Daemon, Holder};
+use crate::support::wait::{wait_upgraded, wait_upgraded_at, wait_upgraded_on, SLOW};
+use crate::support::{assert_err, bytes, holding, until, wait_logged, Daemon, Holder};
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -28,21 +29,6 @@ fn kernel_locks(d: &Daemon) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Waits until the daemon has logged `n` restores and is serving again.
-async fn wait_restored(d: &Daemon, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches("restoring after live upgrade").count() < n
-        || d.log().matches("virtlockd ready").count() < n + 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "upgrade {n} not done:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -70,11 +56,13 @@ async fn upgrade_under_load_loses_no_reply_lock_or_session() {
 
     // Closed-loop load from 16 clients while we upgrade 5 times.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for i in 0..16u32 {
         let socket = d.socket();
         let lsb = lsb.clone();
         let stop = stop.clone();
+        let answered = answered.clone();
         workers.push(tokio::spawn(async move {
             let mut c = Client::connect(socket).await.unwrap();
             c.register(&owner("load", 10 + i, 4_100_000 + i))
@@ -95,15 +83,23 @@ async fn upgrade_under_load_loses_no_reply_lock_or_session() {
                     .expect("a RELEASE reply was lost")
                     .unwrap();
                 n += 2;
+                answered.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
             }
             n
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each upgrade lands in running load: a round of replies from the
+    // workers first, and again after every upgrade.
+    let load_runs = || {
+        let answered = answered.clone();
+        let from = answered.load(std::sync::atomic::Ordering::Relaxed);
+        move || answered.load(std::sync::atomic::Ordering::Relaxed) >= from + 32
+    };
+    until("load before the upgrades", SLOW, load_runs()).await;
     for n in 1..=5 {
         d.signal(Signal::SIGUSR1);
-        wait_restored(&d, n).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_upgraded(&d, n).await;
+        until("load after an upgrade", SLOW, load_runs()).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
@@ -176,9 +172,12 @@ async fn half_sent_request_completes_after_the_upgrade() {
     tokio_util::codec::Encoder::encode(&mut FrameCodec, frame, &mut wire).unwrap();
     let (first, rest) = wire.split_at(10);
     c.send_raw(first).await.unwrap();
+    // Deliberately a pause, not a poll: it lets the daemon read the first
+    // bytes before the upgrade, which nothing outside the daemon shows. Had it
+    // not read them yet, the new image reads them instead, as tested below.
     tokio::time::sleep(Duration::from_millis(50)).await;
     d.signal(Signal::SIGUSR1);
-    wait_restored(&d, 1).await;
+    wait_upgraded(&d, 1).await;
     c.send_raw(rest).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), c.recv_frame())
         .await
@@ -195,7 +194,7 @@ async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "vmdisk", &["--restrict"]).await;
     d.signal(Signal::SIGUSR1);
-    wait_restored(&d, 1).await;
+    wait_upgraded(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("vmdisk")), ["POSIX WRITE 0-0"]);
     holder.close_connection().await;
     let status = holder.wait(Duration::from_secs(5)).await;
@@ -219,11 +218,8 @@ async fn failed_exec_resumes_with_everything() {
     let mut c = holding(&d, &ls, b"r").await;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
     d.signal(Signal::SIGUSR1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log().contains("live upgrade failed") {
-        assert!(Instant::now() < deadline, "no failure logged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Only the log tells a failed upgrade from one not yet done.
+    wait_logged(&d, "live upgrade failed", 1, "no failure logged").await;
     // Everything as before: the same connection, its lease, new clients.
     assert_err(
         c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE).await,
@@ -239,7 +235,7 @@ async fn failed_exec_resumes_with_everything() {
     // Fixed binary: the next upgrade works.
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     d.signal(Signal::SIGUSR1);
-    wait_restored(&d, 1).await;
+    wait_upgraded(&d, 1).await;
     c.release(&bytes(&ls), b"r").await.unwrap();
 }
 
@@ -254,7 +250,9 @@ async fn a_hundred_upgrades_leak_no_fd() {
     let before = fd_count(d.pid());
     for n in 1..=100 {
         d.signal(Signal::SIGUSR1);
-        wait_restored(&d, n).await;
+        // Asked on the connection the test keeps: a new one per poll would
+        // still be open in the daemon when the fds are counted.
+        wait_upgraded_on(&mut admin, n, || d.log()).await;
         c.ping().await.unwrap();
     }
     admin.ping().await.unwrap();
@@ -282,12 +280,13 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
     d.signal(Signal::SIGUSR1);
     holder.child.start_kill().unwrap();
     holder.wait(Duration::from_secs(5)).await;
-    wait_restored(&d, 1).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ls.join("gone").exists() {
-        assert!(Instant::now() < deadline, "dead owner's lease not released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_upgraded(&d, 1).await;
+    until(
+        "dead owner's lease released",
+        Duration::from_secs(5),
+        || !ls.join("gone").exists(),
+    )
+    .await;
     assert_eq!(d.kernel_locks_on(&ls.join("kept")), ["POSIX WRITE 0-0"]);
     other.release(&bytes(&ls), b"kept").await.unwrap();
 }
@@ -309,7 +308,7 @@ async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
         ),
     );
     d.signal(Signal::SIGUSR1);
-    wait_restored(&d, 1).await;
+    wait_upgraded(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("disk")), ["POSIX WRITE 0-0"]);
 }
 
@@ -334,7 +333,7 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
         .to_string_lossy()
         .ends_with("(deleted)"));
     d.signal(Signal::SIGUSR1);
-    wait_restored(&d, 1).await;
+    wait_upgraded(&d, 1).await;
     // The new file runs now, with the lease and the connection.
     let now_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
     assert_eq!(
@@ -376,18 +375,10 @@ async fn relative_argv0_still_found_after_daemon_mode_changed_directory() {
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
     let log = dir.path().join("log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("restoring after live upgrade")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no upgrade:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_upgraded_at(&run.join("virtlockd-admin-sock"), 1, || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     c.ping().await.unwrap();
     drop(guard);
 }
@@ -409,13 +400,10 @@ async fn a_reload_asked_for_during_an_upgrade_is_done_after_it() {
     // The second signal arrives between the exec and the new image's handlers
     // (the old image has logged its last line): it must be delayed, not lost.
     d.signal(Signal::SIGUSR1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log().contains("state written, exec") {
-        assert!(Instant::now() < deadline, "first upgrade did not start");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // Only the log shows the exec window.
+    wait_logged(&d, "state written, exec", 1, "first upgrade did not start").await;
     d.signal(Signal::SIGUSR1);
-    wait_restored(&d, 2).await;
+    wait_upgraded(&d, 2).await;
     c.ping().await.unwrap();
 }
 
@@ -441,7 +429,7 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
         for sig in [Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGUSR1] {
             kill(pid, sig).unwrap();
         }
-        wait_restored(&d, 2 * round).await;
+        wait_upgraded(&d, 2 * round as u64).await;
         wait_logged(
             &d,
             "configuration reloaded",
