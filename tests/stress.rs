@@ -6,7 +6,6 @@
 #[allow(dead_code, unused_imports)]
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -44,12 +43,10 @@ async fn huge_state_survives_an_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"))
-        .arg("--runtime-dir")
-        .arg(&run)
-        .arg("-v")
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"));
+    // Warnings only: a debug line per lease would make the log huge.
+    let mut child = support::daemon::verbose_in(&mut daemon, &run)
         .env("LIBVIRT_LOG_OUTPUTS", "2:stderr")
-        .stdin(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();

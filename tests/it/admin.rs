@@ -12,11 +12,13 @@ use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
 use crate::support::admin::{
-    admin_client, admin_ready, args, call, client_args, lock_client_ids, params_args, server_args,
+    admin_client, admin_ready, args, call, client_args, daemon_timeout_args, flags_args,
+    lock_client_ids, params_args, server_args, shut_down,
 };
 use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::process::outcome;
 use crate::support::wait::within;
-use crate::support::{assert_err, bytes, Daemon, Holder};
+use crate::support::{assert_err, bytes, next_frame, Daemon, Holder};
 
 /// Whether virt-admin is installed; prints the skip note if not.
 fn have_virt_admin(test: &str) -> bool {
@@ -28,6 +30,11 @@ fn have_virt_admin(test: &str) -> bool {
         crate::support::skip(test, "virt-admin not installed (package libvirt-clients)");
     }
     ok
+}
+
+/// A daemon for a virt-admin test; `None` (and the skip note) without virt-admin.
+fn daemon_for_virt_admin(test: &str) -> Option<Daemon> {
+    have_virt_admin(test).then(Daemon::start)
 }
 
 /// Runs virt-admin against `d`; returns (exit code, stdout, stderr).
@@ -46,11 +53,7 @@ fn va_at(socket: &Path, args: &[&str]) -> (i32, String, String) {
         .env("LC_ALL", "C")
         .output()
         .expect("run virt-admin");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(out)
 }
 
 #[track_caller]
@@ -72,10 +75,9 @@ fn va_fails(d: &Daemon, args: &[&str], stderr: &str) {
 
 #[tokio::test]
 async fn virt_admin_server_commands_match_libvirt() {
-    if !have_virt_admin("virt_admin_server_commands_match_libvirt") {
+    let Some(d) = daemon_for_virt_admin("virt_admin_server_commands_match_libvirt") else {
         return;
-    }
-    let d = Daemon::start();
+    };
     assert_eq!(
         va_ok(&d, &["srv-list"]),
         " Id   Name\n-----------------\n 0    admin\n 1    virtlockd\n\n"
@@ -151,10 +153,9 @@ async fn virt_admin_server_commands_match_libvirt() {
 
 #[tokio::test]
 async fn virt_admin_lists_clients_and_their_identity() {
-    if !have_virt_admin("virt_admin_lists_clients_and_their_identity") {
+    let Some(d) = daemon_for_virt_admin("virt_admin_lists_clients_and_their_identity") else {
         return;
-    }
-    let d = Daemon::start();
+    };
     let mut called = d.client().await;
     called.ping().await.unwrap();
     called.create_lockspace(b"").await.unwrap();
@@ -208,10 +209,9 @@ async fn virt_admin_lists_clients_and_their_identity() {
 
 #[tokio::test]
 async fn virt_admin_changes_logging_live() {
-    if !have_virt_admin("virt_admin_changes_logging_live") {
+    let Some(d) = daemon_for_virt_admin("virt_admin_changes_logging_live") else {
         return;
-    }
-    let d = Daemon::start();
+    };
     assert_eq!(va_ok(&d, &["daemon-log-filters"]), " Logging filters: \n\n");
     va_ok(&d, &["daemon-log-filters", "--filters", "1:rpc 3:util.foo"]);
     assert_eq!(
@@ -260,10 +260,11 @@ async fn virt_admin_changes_logging_live() {
 
 #[tokio::test]
 async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
-    if !have_virt_admin("client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner") {
+    let Some(d) =
+        daemon_for_virt_admin("client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner")
+    else {
         return;
-    }
-    let d = Daemon::start();
+    };
     let disks = d.base();
     let own = disks.join("own.img");
     let foreign = disks.join("foreign.img");
@@ -284,13 +285,13 @@ async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
     let mut admin = admin_client(&d).await;
     let ids = lock_client_ids(&mut admin).await;
     assert_eq!(ids.len(), 2);
-    let mut a = BytesMut::new();
-    a.put_xdr_string(b"virtlockd");
-    a.put_xdr_u64(ids[0]);
-    a.put_xdr_u64(0);
-    a.put_xdr_u32(0);
-    a.put_xdr_u32(0);
-    let info = call(&mut admin, p::CLIENT_GET_INFO, a).await.unwrap();
+    let info = call(
+        &mut admin,
+        p::CLIENT_GET_INFO,
+        client_args("virtlockd", ids[0], 0),
+    )
+    .await
+    .unwrap();
     let params = admin::decode_params(&info, 64).unwrap();
     assert!(params.contains(&TypedParam::new("unix_process_id", Value::Int(holder_pid))));
 
@@ -320,10 +321,11 @@ async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
 
 #[tokio::test]
 async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
-    if !have_virt_admin("lowering_max_clients_suspends_accept_and_raising_it_resumes") {
+    let Some(d) =
+        daemon_for_virt_admin("lowering_max_clients_suspends_accept_and_raising_it_resumes")
+    else {
         return;
-    }
-    let d = Daemon::start();
+    };
     let mut a = d.client().await;
     a.ping().await.unwrap();
     va_ok(
@@ -347,10 +349,7 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
     assert!(va_ok(&d, &["srv-clients-info", "virtlockd"])
         .starts_with("nclients_max        : 1\nnclients            : 1\n"));
     va_ok(&d, &["srv-clients-set", "virtlockd", "--max-clients", "5"]);
-    let pong = tokio::time::timeout(Duration::from_secs(5), queued.recv_frame())
-        .await
-        .expect("raised limit did not admit the waiting client")
-        .unwrap();
+    let pong = next_frame(&mut queued, "raised limit did not admit the waiting client").await;
     assert!(pong.is_some());
 }
 
@@ -358,14 +357,13 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
 async fn raw_admin_calls_get_libvirts_errors() {
     let d = Daemon::start();
     let mut c = admin_client(&d).await;
-    let flags = |f: u32| args(|b| b.put_xdr_u32(f));
     assert_err(
-        call(&mut c, p::CONNECT_OPEN, flags(1)).await,
+        call(&mut c, p::CONNECT_OPEN, flags_args(1)).await,
         8,
         62,
         "unsupported flags (0x1) in function adminDispatchConnectOpen",
     );
-    call(&mut c, p::CONNECT_OPEN, flags(0)).await.unwrap();
+    call(&mut c, p::CONNECT_OPEN, flags_args(0)).await.unwrap();
     let v = call(&mut c, p::CONNECT_GET_LIB_VERSION, BytesMut::new())
         .await
         .unwrap();
@@ -525,7 +523,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         "internal error: no tls service found, unable to update tls files",
     );
     // Log filters: none set is an absent string with count 0.
-    let r = call(&mut c, p::CONNECT_GET_LOGGING_FILTERS, flags(0))
+    let r = call(&mut c, p::CONNECT_GET_LOGGING_FILTERS, flags_args(0))
         .await
         .unwrap();
     assert_eq!(&r[..], &[0; 8]);
@@ -533,10 +531,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         call(
             &mut c,
             p::CONNECT_SET_DAEMON_TIMEOUT,
-            args(|b| {
-                b.put_xdr_u32(5);
-                b.put_xdr_u32(1);
-            }),
+            daemon_timeout_args(5, 1),
         )
         .await,
         8,
@@ -567,23 +562,12 @@ async fn daemon_shutdown_over_the_admin_socket_exits_cleanly() {
     let mut d = Daemon::start();
     let mut c = admin_client(&d).await;
     assert_err(
-        call(
-            &mut c,
-            p::CONNECT_DAEMON_SHUTDOWN,
-            args(|b| b.put_xdr_u32(2)),
-        )
-        .await,
+        call(&mut c, p::CONNECT_DAEMON_SHUTDOWN, flags_args(2)).await,
         8,
         62,
         "unsupported flags (0x2) in function adminConnectDaemonShutdown",
     );
-    call(
-        &mut c,
-        p::CONNECT_DAEMON_SHUTDOWN,
-        args(|b| b.put_xdr_u32(admin::DAEMON_SHUTDOWN_PRESERVE)),
-    )
-    .await
-    .unwrap();
+    shut_down(&mut c).await;
     d.wait_exited(Duration::from_secs(10), "daemon still running");
     assert!(!d.admin_socket().exists());
 }
@@ -596,10 +580,7 @@ async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
         call(
             &mut c,
             p::CONNECT_SET_DAEMON_TIMEOUT,
-            args(|b| {
-                b.put_xdr_u32(1);
-                b.put_xdr_u32(0);
-            }),
+            daemon_timeout_args(1, 0),
         )
         .await
         .unwrap();

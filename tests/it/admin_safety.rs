@@ -21,9 +21,10 @@ use virtlockd::protocol::xdr::XdrWrite;
 use virtlockd::client::{Client, ClientError};
 
 use crate::support::admin::{
-    admin_client, admin_ready, args, call, client_args, lock_client_ids, params_args, server_args,
+    admin_client, admin_ready, args, call, client_args, daemon_timeout_args, flags_args,
+    lock_client_ids, params_args, server_args, shut_down,
 };
-use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced, PRIVATE_MOUNTS};
 use crate::support::wait::wait_upgraded_on;
 use crate::support::{assert_err, wait_logged, Daemon, Holder};
 
@@ -212,6 +213,14 @@ async fn long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours(
     assert_eq!(replies[1], replies[0]);
 }
 
+/// SERVER_SET_CLIENT_LIMITS / SERVER_SET_THREADPOOL_PARAMETERS of the lock
+/// server, which must succeed.
+async fn set(admin: &mut Client, proc_: i32, params: &[TypedParam]) {
+    call(admin, proc_, params_args("virtlockd", params, 0))
+        .await
+        .unwrap();
+}
+
 /// SERVER_GET_CLIENT_LIMITS / SERVER_GET_THREADPOOL_PARAMETERS as (field, value).
 async fn uint_params(admin: &mut Client, proc_: i32) -> Vec<(String, u32)> {
     let reply = call(admin, proc_, server_args("virtlockd", 0))
@@ -243,29 +252,14 @@ async fn admin_settings_survive_a_live_upgrade() {
         TypedParam::new("nclients_max", Value::UInt(50)),
         TypedParam::new("nclients_unauth_max", Value::UInt(7)),
     ];
-    call(
-        &mut admin,
-        p::SERVER_SET_CLIENT_LIMITS,
-        params_args("virtlockd", &limits, 0),
-    )
-    .await
-    .unwrap();
+    set(&mut admin, p::SERVER_SET_CLIENT_LIMITS, &limits).await;
     let prio = [TypedParam::new("prioWorkers", Value::UInt(3))];
-    call(
-        &mut admin,
-        p::SERVER_SET_THREADPOOL_PARAMETERS,
-        params_args("virtlockd", &prio, 0),
-    )
-    .await
-    .unwrap();
+    set(&mut admin, p::SERVER_SET_THREADPOOL_PARAMETERS, &prio).await;
     // One second idle, once this connection (carried over the upgrade) closes.
     call(
         &mut admin,
         p::CONNECT_SET_DAEMON_TIMEOUT,
-        args(|b| {
-            b.put_xdr_u32(1);
-            b.put_xdr_u32(0);
-        }),
+        daemon_timeout_args(1, 0),
     )
     .await
     .unwrap();
@@ -321,13 +315,7 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     assert_eq!(client_limits(&mut admin).await, (40, 40));
     // Lowered by the admin API: kept, but never above max_clients.
     let unauth = [TypedParam::new("nclients_unauth_max", Value::UInt(10))];
-    call(
-        &mut admin,
-        p::SERVER_SET_CLIENT_LIMITS,
-        params_args("virtlockd", &unauth, 0),
-    )
-    .await
-    .unwrap();
+    set(&mut admin, p::SERVER_SET_CLIENT_LIMITS, &unauth).await;
     let n = reload("max_clients = 60\n");
     wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (60, 10));
@@ -371,7 +359,8 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
     let fifo = dir.path().join("group.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+    cmd.args(PRIVATE_MOUNTS)
+        .args(["sh", "-c"])
         .arg(r#"f=$1; bin=$2; shift 2; mount --bind "$f" /etc/group && exec "$bin" "$@""#)
         .arg("sh")
         .arg(&fifo)
@@ -429,16 +418,9 @@ async fn daemon_shutdown_fences_every_lease_owner() {
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "held", &[]).await;
     let mut admin = admin_client(&d).await;
-    call(
-        &mut admin,
-        p::CONNECT_DAEMON_SHUTDOWN,
-        args(|b| b.put_xdr_u32(admin::DAEMON_SHUTDOWN_PRESERVE)),
-    )
-    .await
-    .unwrap();
-    let status = holder.wait(Duration::from_secs(10)).await;
+    shut_down(&mut admin).await;
     assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
+        holder.wait_signal(Duration::from_secs(10)).await,
         Some(libc::SIGTERM)
     );
     d.wait_exited(Duration::from_secs(10), "daemon still running");
@@ -480,7 +462,7 @@ async fn closing_the_calling_admin_connection_itself_gets_eof_not_a_reply() {
         let mut c = Client::connect(socket).await.expect("connect");
         // Ids count from 1 per server: the readiness probes came first.
         let own = probes_before + 1;
-        call(&mut c, p::CONNECT_OPEN, args(|b| b.put_xdr_u32(0)))
+        call(&mut c, p::CONNECT_OPEN, flags_args(0))
             .await
             .expect("open");
         match call(&mut c, p::CLIENT_CLOSE, client_args("admin", own, 0)).await {
@@ -493,7 +475,7 @@ async fn closing_the_calling_admin_connection_itself_gets_eof_not_a_reply() {
     assert_eq!(close_self(&d.admin_socket(), 1).await, "closed");
     // The daemon goes on serving other admin clients.
     let mut other = admin_client(&d).await;
-    call(&mut other, p::CONNECT_OPEN, args(|b| b.put_xdr_u32(0)))
+    call(&mut other, p::CONNECT_OPEN, flags_args(0))
         .await
         .expect("another admin client is served");
 

@@ -12,8 +12,9 @@ use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use virtlockd::client::owner;
+use virtlockd::client::{owner, ClientError};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+use virtlockd::protocol::RemoteError;
 
 use crate::support::wait::within;
 use crate::support::{bytes, holding, wait_logged, Daemon, Holder};
@@ -53,6 +54,13 @@ impl HungMount {
 }
 
 impl HungMount {
+    /// [`HungMount::new`], or `None` after the skip note for `test`.
+    fn or_skip(test: &str, dir: &Path) -> Option<Self> {
+        Self::new(dir)
+            .map_err(|why| crate::support::skip(test, &why))
+            .ok()
+    }
+
     /// The server dies: blocked and future calls fail with ENOTCONN.
     fn abort(&mut self) {
         drop(self.fuse.take());
@@ -109,16 +117,23 @@ impl StuckCall {
     }
 }
 
+/// The error a call that failed on the dead mount must get: a system error
+/// (38) of the lockspace domain (51).
+#[track_caller]
+fn system_error(r: Result<(), ClientError>) -> RemoteError {
+    let e = r.unwrap_err();
+    let e = e.remote().expect("error reply").clone();
+    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    e
+}
+
 #[tokio::test]
 async fn hung_mount_stalls_only_its_own_lockspace() {
     let d = Daemon::start();
     let base = d.base();
-    let mut mnt = match HungMount::new(&base.join("hung")) {
-        Ok(m) => m,
-        Err(why) => {
-            crate::support::skip("hung_mount_stalls_only_its_own_lockspace", &why);
-            return;
-        }
+    let test = "hung_mount_stalls_only_its_own_lockspace";
+    let Some(mut mnt) = HungMount::or_skip(test, &base.join("hung")) else {
+        return;
     };
     let vm = owner("vm", 1, 4_000_001);
 
@@ -168,9 +183,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         .await
         .expect("direct acquire still hung after abort")
         .unwrap();
-    let e = r.unwrap_err();
-    let e = e.remote().expect("error reply");
-    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    let e = system_error(r);
     assert!(
         e.message.contains("Transport endpoint is not connected"),
         "{e:?}"
@@ -179,9 +192,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         .await
         .expect("create still hung after abort")
         .unwrap();
-    let e = r.unwrap_err();
-    let e = e.remote().expect("error reply");
-    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    let e = system_error(r);
     assert!(e.message.starts_with("Unable to create lockspace"), "{e:?}");
 
     let local_disk = base.join("disk.img");
@@ -197,15 +208,9 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
 async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost() {
     let d = Daemon::start();
     let base = d.base();
-    let mnt = match HungMount::new(&base.join("hung")) {
-        Ok(m) => m,
-        Err(why) => {
-            crate::support::skip(
-                "live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost",
-                &why,
-            );
-            return;
-        }
+    let test = "live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost";
+    let Some(mnt) = HungMount::or_skip(test, &base.join("hung")) else {
+        return;
     };
     let ls = base.join("local");
     let mut c = holding(&d, &ls, b"r").await;
@@ -232,15 +237,9 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
 #[tokio::test]
 async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() {
     let d = Daemon::start();
-    let mnt = match HungMount::new(&d.base().join("hung")) {
-        Ok(m) => m,
-        Err(why) => {
-            crate::support::skip(
-                "owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release",
-                &why,
-            );
-            return;
-        }
+    let test = "owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release";
+    let Some(mnt) = HungMount::or_skip(test, &d.base().join("hung")) else {
+        return;
     };
     // A VM holding a lease on healthy storage, through its own connection.
     let ls = d.base().join("local");
@@ -253,12 +252,10 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
     // lockspace that cannot answer does not keep the owner from being fenced.
     let closed = Instant::now();
     vm.close_connection().await;
-    let status = vm.wait(Duration::from_secs(15)).await;
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(
-        status.signal(),
+        vm.wait_signal(Duration::from_secs(15)).await,
         Some(libc::SIGTERM),
-        "{status:?}\n{}",
+        "{}",
         d.log()
     );
     let fenced = closed.elapsed();

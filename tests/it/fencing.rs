@@ -81,15 +81,7 @@ async fn owner_fenced_before_it_reports_the_close_counts_as_closed() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "lease", &["--report-after", "2000"]).await;
-    holder.close_connection().await;
-    let status = holder.wait(Duration::from_secs(5)).await;
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGTERM),
-        "status {status:?}; daemon log:\n{}",
-        d.log()
-    );
-    assert!(!ls.join("lease").exists());
+    holder.assert_fenced_on_close(&d, &ls.join("lease")).await;
 }
 
 #[tokio::test]

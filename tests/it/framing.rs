@@ -134,73 +134,62 @@ async fn appendix_a_vectors() {
 async fn wrong_program_and_wrong_version_are_refused() {
     let d = Daemon::start();
     let mut s = connect(&d.socket()).await;
-    send(
-        &mut s,
-        &packet(0x2000_8086, 1, 1, CALL, 5, 0, &register_args(PID)),
-    )
-    .await;
-    let want = rpc_error_reply(
-        0x2000_8086,
-        1,
-        1,
-        5,
-        "Cannot find program 536903814 version 1",
-    );
-    assert_eq!(want.len(), 168);
-    expect_packet(&mut s, &want).await;
-    send(
-        &mut s,
-        &packet(PROGRAM, 2, 1, CALL, 5, 0, &register_args(PID)),
-    )
-    .await;
-    let want = rpc_error_reply(PROGRAM, 2, 1, 5, "Cannot find program 245874415 version 2");
-    assert_eq!(want.len(), 168);
-    expect_packet(&mut s, &want).await;
-    // CALL_WITH_FDS to an unknown program is refused the same way.
+    let unknown = "Cannot find program 536903814 version 1";
+    assert_eq!(rpc_error_reply(0x2000_8086, 1, 1, 5, unknown).len(), 168);
+    let wrong_version = "Cannot find program 245874415 version 2";
+    assert_eq!(rpc_error_reply(PROGRAM, 2, 1, 5, wrong_version).len(), 168);
     let mut fds0 = vec![0, 0, 0, 0];
     fds0.extend(register_args(PID));
-    send(
-        &mut s,
-        &packet(0x2000_8086, 1, 1, CALL_WITH_FDS, 6, 0, &fds0),
-    )
-    .await;
-    expect_packet(
-        &mut s,
-        &rpc_error_reply(
+    // (packet sent, its program, version, procedure and serial, the error text)
+    let rows = [
+        (
+            packet(0x2000_8086, 1, 1, CALL, 5, 0, &register_args(PID)),
+            0x2000_8086,
+            1,
+            1,
+            5,
+            unknown,
+        ),
+        (
+            packet(PROGRAM, 2, 1, CALL, 5, 0, &register_args(PID)),
+            PROGRAM,
+            2,
+            1,
+            5,
+            wrong_version,
+        ),
+        // CALL_WITH_FDS to an unknown program is refused the same way.
+        (
+            packet(0x2000_8086, 1, 1, CALL_WITH_FDS, 6, 0, &fds0),
             0x2000_8086,
             1,
             1,
             6,
-            "Cannot find program 536903814 version 1",
+            unknown,
         ),
-    )
-    .await;
-    // The program lookup comes before the status check.
-    send(&mut s, &packet(0x2000_8086, 1, 1, CALL, 7, 1, &[])).await;
-    expect_packet(
-        &mut s,
-        &rpc_error_reply(
+        // The program lookup comes before the status check.
+        (
+            packet(0x2000_8086, 1, 1, CALL, 7, 1, &[]),
             0x2000_8086,
             1,
             1,
             7,
-            "Cannot find program 536903814 version 1",
+            unknown,
         ),
-    )
-    .await;
-    // The admin program is not served on the lock socket.
-    send(&mut s, &packet(ADMIN_PROGRAM, 1, 3, CALL, 8, 0, &[])).await;
-    expect_packet(
-        &mut s,
-        &rpc_error_reply(
+        // The admin program is not served on the lock socket.
+        (
+            packet(ADMIN_PROGRAM, 1, 3, CALL, 8, 0, &[]),
             ADMIN_PROGRAM,
             1,
             3,
             8,
             "Cannot find program 110102160 version 1",
         ),
-    )
-    .await;
+    ];
+    for (sent, prog, vers, proc_, serial, text) in rows {
+        send(&mut s, &sent).await;
+        expect_packet(&mut s, &rpc_error_reply(prog, vers, proc_, serial, text)).await;
+    }
     expect_usable(&mut s, 9).await;
 }
 

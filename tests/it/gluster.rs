@@ -24,7 +24,8 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::error::code;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::support::namespaced::{Impl, Namespaced};
+use crate::support::namespaced::{Impl, Namespaced, PRIVATE_MOUNTS};
+use crate::support::process::quiet_success;
 use crate::support::wait::{wait_upgraded, within};
 use crate::support::{bytes, until, Daemon, Holder};
 
@@ -91,14 +92,12 @@ fn missing_prerequisite() -> Option<String> {
             ));
         }
     }
-    let probe = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--pid", "--fork"])
-        .args(["--kill-child", "--mount-proc", "--net", "--uts", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    let probe = quiet_success(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--pid", "--fork"])
+            .args(["--kill-child", "--mount-proc", "--net", "--uts", "true"]),
+    );
+    if !probe {
         return Some("cannot unshare mount, pid, network and UTS namespaces".into());
     }
     if !Command::new("nsenter")
@@ -192,23 +191,15 @@ impl Gluster {
     /// gluster's pid namespace, where clients' pids cannot be found). Every
     /// step execs, so the program keeps the spawned pid.
     fn enter_args(&self) -> Vec<String> {
-        [
-            "nsenter",
-            "-t",
-            &self.init.to_string(),
-            "-m",
-            "--",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            r#"mount -t proc proc /proc && exec "$0" "$@""#,
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        let init = self.init.to_string();
+        let nsenter = ["nsenter", "-t", &init, "-m", "--", "unshare"];
+        let shell = ["sh", "-c", r#"mount -t proc proc /proc && exec "$0" "$@""#];
+        nsenter
+            .into_iter()
+            .chain(PRIVATE_MOUNTS)
+            .chain(shell)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `program` run through [`Gluster::enter_args`].

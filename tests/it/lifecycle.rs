@@ -15,7 +15,7 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
 use crate::support::wait::{until_blocking, wait_lock_clients_at};
-use crate::support::{bytes, example, holding, until, Daemon, Holder};
+use crate::support::{bytes, example, holding, next_frame, until, Daemon, Holder};
 
 fn virtlockd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_virtlockd"));
@@ -185,12 +185,15 @@ async fn environment_overrides_the_config_file() {
 async fn daemon_mode_returns_when_ready_and_reports_failure() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = virtlockd()
-        .arg("-d")
-        .arg("--runtime-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let daemonize = || {
+        virtlockd()
+            .arg("-d")
+            .arg("--runtime-dir")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let out = daemonize();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -206,12 +209,7 @@ async fn daemon_mode_returns_when_ready_and_reports_failure() {
         .unwrap();
     assert_ne!(pid as u32, std::process::id());
 
-    let out = virtlockd()
-        .arg("-d")
-        .arg("--runtime-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = daemonize();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -270,10 +268,7 @@ async fn max_clients_queues_in_the_backlog_and_resumes() {
     assert!(!answered_within(&mut queued, Duration::from_millis(300)).await);
     drop(a);
     // Its PING is still in the socket; the PONG arrives once it is accepted.
-    let pong = tokio::time::timeout(Duration::from_secs(5), queued.recv_frame())
-        .await
-        .expect("queued client never accepted")
-        .unwrap();
+    let pong = next_frame(&mut queued, "queued client never accepted").await;
     assert!(pong.is_some());
     assert!(d.log().contains("client limit reached"));
 
@@ -282,10 +277,11 @@ async fn max_clients_queues_in_the_backlog_and_resumes() {
     assert!(!answered_within(&mut waiting, Duration::from_millis(300)).await);
     std::fs::write(&cfg, "max_clients = 5\n").unwrap();
     kill(Pid::from_raw(d.pid() as i32), Signal::SIGHUP).unwrap();
-    let pong = tokio::time::timeout(Duration::from_secs(5), waiting.recv_frame())
-        .await
-        .expect("raised limit did not admit the waiting client")
-        .unwrap();
+    let pong = next_frame(
+        &mut waiting,
+        "raised limit did not admit the waiting client",
+    )
+    .await;
     assert!(pong.is_some());
 }
 
@@ -303,9 +299,8 @@ async fn shutdown_fences_lease_holders_and_frees_every_lease() {
         .unwrap();
 
     assert_eq!(d.stop_with(Signal::SIGTERM), Some(0));
-    let status = holder.wait(Duration::from_secs(5)).await;
     assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
+        holder.wait_signal(Duration::from_secs(5)).await,
         Some(libc::SIGTERM)
     );
     assert!(!ls.join("held").exists() && !ls.join("other").exists());

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::support::daemon::verbose_in;
 use crate::support::wait::wait_upgraded;
 use crate::support::{bytes, holding, Daemon};
 
@@ -82,12 +83,8 @@ fn start_and_signal_at_once(sig: Signal, ready: Reached) -> (tempfile::TempDir, 
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"))
-        .arg("--runtime-dir")
-        .arg(&run)
-        .arg("-v")
-        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
-        .stdin(std::process::Stdio::null())
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"));
+    let mut child = verbose_in(&mut daemon, &run)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()

@@ -12,7 +12,7 @@ use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
 
 use crate::support::wait::{wait_upgraded, wait_upgraded_at, wait_upgraded_on, SLOW};
-use crate::support::{assert_err, bytes, holding, until, wait_logged, Daemon, Holder};
+use crate::support::{assert_err, bytes, holding, next_frame, until, wait_logged, Daemon, Holder};
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -179,11 +179,7 @@ async fn half_sent_request_completes_after_the_upgrade() {
     d.signal(Signal::SIGUSR1);
     wait_upgraded(&d, 1).await;
     c.send_raw(rest).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), c.recv_frame())
-        .await
-        .expect("reply lost")
-        .unwrap()
-        .unwrap();
+    let reply = next_frame(&mut c, "reply lost").await.unwrap();
     assert_eq!((reply.header.serial, reply.header.status), (77, status::OK));
     assert!(d.base().join("ls").is_dir());
 }
@@ -196,15 +192,7 @@ async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     d.signal(Signal::SIGUSR1);
     wait_upgraded(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("vmdisk")), ["POSIX WRITE 0-0"]);
-    holder.close_connection().await;
-    let status = holder.wait(Duration::from_secs(5)).await;
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGTERM),
-        "holder status {status:?}; daemon log:\n{}",
-        d.log()
-    );
-    assert!(!ls.join("vmdisk").exists());
+    holder.assert_fenced_on_close(&d, &ls.join("vmdisk")).await;
 }
 
 #[tokio::test]

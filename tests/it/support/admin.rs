@@ -42,6 +42,11 @@ pub fn args(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
     b
 }
 
+/// Arguments that are only a flags word.
+pub fn flags_args(flags: u32) -> BytesMut {
+    args(|b| b.put_xdr_u32(flags))
+}
+
 pub fn server_args(name: &str, flags: u32) -> BytesMut {
     args(|b| {
         b.put_xdr_string(name.as_bytes());
@@ -68,6 +73,25 @@ pub fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut 
         }
         b.put_xdr_u32(flags);
     })
+}
+
+/// CONNECT_SET_DAEMON_TIMEOUT's arguments: seconds, flags.
+pub fn daemon_timeout_args(seconds: u32, flags: u32) -> BytesMut {
+    args(|b| {
+        b.put_xdr_u32(seconds);
+        b.put_xdr_u32(flags);
+    })
+}
+
+/// DAEMON_SHUTDOWN with the PRESERVE flag, which must be accepted.
+pub async fn shut_down(admin: &mut Client) {
+    call(
+        admin,
+        p::CONNECT_DAEMON_SHUTDOWN,
+        flags_args(admin::DAEMON_SHUTDOWN_PRESERVE),
+    )
+    .await
+    .unwrap();
 }
 
 /// The lock clients' ids in connection order (srv-clients-list over the wire).

@@ -5,6 +5,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::daemon::Daemon;
+use super::process::outcome;
 
 /// Runs virtlockctl against `d`; returns (exit code, stdout, stderr).
 pub fn ctl(d: &Daemon, args: &[&str]) -> (i32, String, String) {
@@ -14,11 +15,7 @@ pub fn ctl(d: &Daemon, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .expect("run virtlockctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(out)
 }
 
 /// `virtlockctl ARGS --json`, which must succeed, parsed.

@@ -44,13 +44,8 @@ impl Daemon {
     /// it (e.g. `nsenter`), so that the spawned pid is the daemon's.
     pub fn start_command(mut cmd: Command, dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = cmd
-            .arg("--runtime-dir")
-            .arg(dir.path().join("run"))
-            .arg("-v")
+        let child = verbose_in(&mut cmd, &dir.path().join("run"))
             .args(extra_args)
-            .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -150,6 +145,16 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `cmd` (the daemon, or a wrapper that execs it) on the runtime directory
+/// `run`, logging everything to stderr, with no stdin.
+pub fn verbose_in<'c>(cmd: &'c mut Command, run: &Path) -> &'c mut Command {
+    cmd.arg("--runtime-dir")
+        .arg(run)
+        .arg("-v")
+        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
+        .stdin(Stdio::null())
 }
 
 /// "POSIX WRITE 0-0" style summary of a kernel lock.

@@ -2,9 +2,11 @@
 //! lease; and the check of an error reply.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use virtlockd::client::{owner, Client, ClientError};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+use virtlockd::protocol::Frame;
 
 use super::daemon::{bytes, Daemon};
 
@@ -36,6 +38,18 @@ pub async fn holding(d: &Daemon, ls: &Path, lease: &[u8]) -> Client {
         .await
         .unwrap();
     c
+}
+
+/// How long a reply the test waits for may take.
+const REPLY: Duration = Duration::from_secs(5);
+
+/// The next frame on `c`, or `None` if the daemon closed the connection;
+/// fails with `what` if none came within 5 s.
+pub async fn next_frame(c: &mut Client, what: &str) -> Option<Frame> {
+    tokio::time::timeout(REPLY, c.recv_frame())
+        .await
+        .expect(what)
+        .unwrap()
 }
 
 /// Asserts that `r` is an error reply with exactly these fields.

@@ -103,4 +103,22 @@ impl Holder {
             .expect("holder still running")
             .expect("wait")
     }
+
+    /// Closes the holder's connection and asserts what that must bring: the
+    /// daemon fences it (SIGTERM) within 5 s and its lease file `lease` is gone.
+    pub async fn assert_fenced_on_close(&mut self, d: &Daemon, lease: &Path) {
+        self.close_connection().await;
+        assert_eq!(
+            self.wait_signal(Duration::from_secs(5)).await,
+            Some(libc::SIGTERM),
+            "daemon log:\n{}",
+            d.log()
+        );
+        assert!(!lease.exists());
+    }
+
+    /// Waits for the holder's end; the signal that ended it, if one did.
+    pub async fn wait_signal(&mut self, limit: Duration) -> Option<i32> {
+        std::os::unix::process::ExitStatusExt::signal(&self.wait(limit).await)
+    }
 }

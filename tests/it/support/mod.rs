@@ -13,12 +13,13 @@ pub mod daemon;
 pub mod fixtures;
 pub mod holder;
 pub mod namespaced;
+pub mod process;
 pub mod skip;
 pub mod wait;
 pub mod wire;
 
 pub use daemon::{bytes, copy_daemon, copy_executable, describe, Daemon};
-pub use fixtures::{assert_err, holding, lockspace, registered};
+pub use fixtures::{assert_err, holding, lockspace, next_frame, registered};
 pub use holder::{example, Holder};
 pub use skip::skip;
 pub use wait::{until, wait_logged, UNSTALLED};

@@ -33,11 +33,8 @@ pub async fn within(limit: Duration, done: impl FnMut() -> bool) -> bool {
 pub async fn within_every(tick: Duration, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
+        if let Some(held) = verdict(&mut done, deadline) {
+            return held;
         }
         tokio::time::sleep(tick).await;
     }
@@ -47,13 +44,22 @@ pub async fn within_every(tick: Duration, limit: Duration, mut done: impl FnMut(
 pub fn within_blocking(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
+        if let Some(held) = verdict(&mut done, deadline) {
+            return held;
         }
         std::thread::sleep(TICK);
+    }
+}
+
+/// Whether `done` held (`Some(true)`), the time is up (`Some(false)`), or the
+/// poll goes on (`None`).
+fn verdict(done: &mut impl FnMut() -> bool, deadline: Instant) -> Option<bool> {
+    if done() {
+        Some(true)
+    } else if Instant::now() >= deadline {
+        Some(false)
+    } else {
+        None
     }
 }
 
