@@ -1,8 +1,8 @@
 //! What the integration tests share: daemons to start ([`daemon`], [`holder`],
 //! [`namespaced`]), raw packets ([`wire`]), the usual client set-up
 //! ([`fixtures`]), bounded waits on an observable condition ([`wait`]), admin
-//! and `virtlockctl` calls ([`admin`], [`ctl`]) and the one way to skip
-//! ([`skip`]). Test modules hold tests and the helpers only they use.
+//! and `virtlockctl` calls ([`admin`], [`ctl`]), finished commands
+//! ([`process`]) and the one way to skip ([`skip`]). Test modules hold tests and the helpers only they use.
 //!
 //! Every path in here is relative (`super::`), so that another test binary
 //! (tests/stress.rs) can include this directory with `#[path]`.

@@ -1,6 +1,7 @@
 //! Bounded waits: each polls a condition the test can observe (a file, a
 //! process, the daemon's status or log) until it holds, and fails the test
-//! when it does not within its limit. No test sleeps to let something happen.
+//! when it does not within its limit. A test sleeps only where time must pass
+//! on purpose (nothing may happen within it), and says so.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
