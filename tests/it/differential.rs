@@ -21,7 +21,7 @@ use tokio::net::UnixStream;
 use virtlockd::protocol::xdr::XdrReader;
 use virtlockd::protocol::{lock, msg_type, status, Header};
 
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
 use scenario::{Act, Step, ALLOWED, BASE};
 
 /// How long a CALL may take to be answered.
@@ -177,9 +177,9 @@ async fn observe(which: Impl, steps: &[Step]) -> Vec<Observation> {
                 conn.raw(bytes).await
             }
             Act::Close => {
-                conns.remove(&step.conn);
-                // Let the daemon see the EOF before the next step.
-                tokio::time::sleep(BURST_GAP).await;
+                if let Some(conn) = conns.remove(&step.conn) {
+                    conn.close().await;
+                }
                 Vec::new()
             }
             Act::File(rel) => {
@@ -243,6 +243,17 @@ impl Conn {
             Ok(None) => vec![Reply::Closed],
             Ok(Some(frame)) => vec![Reply::Frame(frame)],
         }
+    }
+
+    /// Closes the connection and waits (bounded) until the daemon has seen
+    /// the EOF: it then closes its end too.
+    async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut sink = [0u8; 256];
+        let _ = tokio::time::timeout(REPLY_PATIENCE, async {
+            while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     async fn raw(&mut self, bytes: &[u8]) -> Vec<Reply> {
