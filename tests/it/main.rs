@@ -18,5 +18,6 @@ mod namespaced;
 mod plugin_layouts;
 mod signals;
 mod smoke;
+mod systemd;
 mod upgrade;
 mod virtlockctl;
