@@ -294,6 +294,7 @@ impl Container {
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         let deadline = Instant::now() + limit;
+        let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(s)) => break s,
@@ -301,6 +302,7 @@ impl Container {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 _ => {
+                    timed_out = true;
                     let _ = child.kill();
                     let _ = child.wait();
                     break ExitStatus::from_raw(124 << 8);
@@ -314,7 +316,7 @@ impl Container {
         };
         let stdout = collect(stdout);
         let mut stderr = collect(stderr);
-        if status.code() == Some(124) {
+        if timed_out {
             stderr.extend_from_slice(format!("\n(timed out after {limit:?})").as_bytes());
         }
         Output {
@@ -646,6 +648,7 @@ pub fn prepared_layer(
     key: &str,
     prepare: impl FnOnce(&Container) -> Result<(), String>,
 ) -> Result<PathBuf, String> {
+    prerequisites()?;
     let mut layers = LAYERS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, path)) = layers.iter().find(|(k, _)| k == key) {
         return Ok(path.clone());
