@@ -1,6 +1,9 @@
 //! Socket activation and readiness under real systemd: nothing runs until a
 //! client connects; systemd starts the daemon on the first connection to the
 //! lock socket or to the admin socket, and the first call is answered.
+//!
+//! Readiness is ours to prove only with our `Type=notify` unit: Debian's unit
+//! is `Type=simple`, for which systemd calls the daemon started once forked.
 
 use std::time::Instant;
 
@@ -117,10 +120,12 @@ async fn systemd_type_notify_is_active_once_the_daemon_accepts() {
     );
     let usec = |k: &str| times[k].parse::<u64>().unwrap_or(0);
     eprintln!(
-        "{test}: `systemctl start` returned in {started:?}; READY=1 came {} ms after the exec",
+        "{test}: `systemctl start` returned in {started:?}; READY=1 came {} ms after the exec; \
+         {} listening sockets, all watched by the daemon's epoll",
         usec("ActiveEnterTimestampMonotonic")
             .saturating_sub(usec("ExecMainStartTimestampMonotonic"))
-            / 1000
+            / 1000,
+        accepting.0
     );
     // And it answers at once.
     let mut c = h.client(4_000_001).await;
