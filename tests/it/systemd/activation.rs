@@ -36,6 +36,29 @@ async fn first_connection_starts_the_daemon(test: &str, units: Units) {
     // The process systemd started is ours, and it holds the lease.
     let exe = std::fs::read_link(h.c.path(&format!("/proc/{pid}/exe"))).expect("exe");
     assert_eq!(exe, std::path::Path::new(DAEMON_PATH));
+    // It raised its soft open-files limit to the hard one, which systemd
+    // set from LimitNOFILE= (capped by the container's own hard limit:
+    // nspawn withholds CAP_SYS_RESOURCE). Our unit's soft limit is 1024.
+    let limits = std::fs::read_to_string(h.c.path(&format!("/proc/{pid}/limits"))).expect("limits");
+    let nofile: Vec<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let unit_hard = match units {
+        Units::Ours => 524_288,
+        Units::Debian => 40_960,
+    };
+    assert!(
+        nofile.len() == 2 && nofile[0] == nofile[1] && nofile[1] <= unit_hard && nofile[0] > 1024,
+        "open files (soft, hard) = {nofile:?}:\n{limits}"
+    );
     assert_eq!(
         h.locked_inodes(pid),
         vec![h.inode(&format!("{LOCKSPACE}/{name}"))]

@@ -8,7 +8,9 @@ use virtlockd::client::Client;
 use virtlockd::protocol::error;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use super::setup::{busy_text, lease_name, Host, Units, DAEMON_PATH, LOCKSPACE, OUR_DAEMON};
+use super::setup::{
+    busy_text, lease_name, Host, Units, DAEMON_PATH, LOCKSPACE, OUR_DAEMON, PATIENCE,
+};
 
 async fn reload_is_a_live_upgrade(test: &str, units: Units) {
     let Some(h) = Host::boot_or_skip(test, units) else {
@@ -62,6 +64,16 @@ async fn reload_is_a_live_upgrade(test: &str, units: Units) {
         let t = Instant::now();
         h.c.exec_ok("timeout --foreground 20 systemctl reload virtlockd.service");
         let reload_returned = t.elapsed();
+        // A call sent while the upgrade may still be under way is answered
+        // (by the old image, or by the new one after the exec).
+        let during = tokio::time::timeout(PATIENCE, clients[0].acquire(ls, names[0].as_bytes(), 0))
+            .await
+            .expect("a call sent during the upgrade was not answered")
+            .expect_err("a lease held twice");
+        assert!(
+            during.to_string().contains("is locked"),
+            "{round}: {during}"
+        );
         // systemd 252 ends the reload job when ExecReload (kill -USR1) exits;
         // the upgrade itself finishes a moment later, in the same process.
         h.wait_for(
