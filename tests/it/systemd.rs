@@ -78,7 +78,7 @@ fn container_boots_runs_commands_and_leaves_nothing_behind() {
     // A panicking test: the container goes down on unwinding.
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let _c = c;
-        panic!("test failure while the container runs");
+        panic!("deliberate panic: the container must go down while this unwinds");
     }));
     assert!(panicked.is_err());
     assert!(
