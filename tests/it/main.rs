@@ -18,5 +18,6 @@ mod multihost;
 mod plugin_layouts;
 mod signals;
 mod smoke;
+mod systemd;
 mod upgrade;
 mod virtlockctl;
