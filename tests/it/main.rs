@@ -7,6 +7,7 @@ mod admin_safety;
 mod blocking;
 mod conformance;
 mod differential;
+mod docs;
 mod e2e;
 mod fencing;
 mod framing;
