@@ -19,5 +19,6 @@ mod namespaced;
 mod plugin_layouts;
 mod signals;
 mod smoke;
+mod systemd;
 mod upgrade;
 mod virtlockctl;
