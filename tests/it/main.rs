@@ -16,6 +16,7 @@ mod handover;
 mod lifecycle;
 mod multihost;
 mod namespaced;
+mod package;
 mod plugin_layouts;
 mod signals;
 mod smoke;
