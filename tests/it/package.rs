@@ -56,7 +56,16 @@ fn build_packages() -> Result<Packages, String> {
         let started = Instant::now();
         let out_path = dir.path().join(file);
         let out = Command::new(&cargo)
-            .args(["deb", "--no-build", "--profile", "dev", "--fast", "-o"])
+            // No -dbgsym package: only the stripped one is installed here.
+            .args([
+                "deb",
+                "--no-build",
+                "--profile",
+                "dev",
+                "--fast",
+                "--no-dbgsym",
+                "-o",
+            ])
             .arg(&out_path)
             .args(version.map(|v| ["--deb-version", v]).into_iter().flatten())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
