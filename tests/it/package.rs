@@ -524,3 +524,141 @@ fn package_passes_lintian() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// libvirtd's QEMU driver in the container, with lockd as its lock manager
+/// (only the settings a guest needs to run in a container: no cgroups,
+/// namespaces, seccomp or security driver), and a TCG guest definition.
+const QEMU_CONF: &str = r#"lock_manager = "lockd"
+user = "root"
+group = "root"
+stdio_handler = "file"
+cgroup_controllers = [ ]
+namespaces = [ ]
+seccomp_sandbox = 0
+security_driver = "none"
+dynamic_ownership = 0
+remember_owner = 0
+"#;
+
+/// The guests' shared disk: leased directly (its path is the lease name).
+const GUEST_DISK: &str = "/var/lib/libvirt/images/guest.img";
+
+/// A TCG guest on [`GUEST_DISK`]. `share-rw` keeps QEMU's own image locking
+/// from refusing a second guest before the lock daemon is asked.
+fn guest_xml(name: &str) -> String {
+    format!(
+        r#"<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{GUEST_DISK}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:override>
+    <qemu:device alias='virtio-disk0'>
+      <qemu:frontend><qemu:property name='share-rw' type='bool' value='true'/></qemu:frontend>
+    </qemu:device>
+  </qemu:override>
+</domain>
+"#
+    )
+}
+
+/// Starts libvirtd inside with two guests defined on one disk. The container
+/// module masks libvirtd because, sharing the host's network, it would start
+/// its default network there: its autostart link is removed first.
+fn start_libvirtd(c: &Container) {
+    std::fs::write(c.path("/etc/libvirt/qemu.conf"), QEMU_CONF).expect("qemu.conf");
+    for name in ["guest-a", "guest-b"] {
+        std::fs::write(c.path(&format!("/root/{name}.xml")), guest_xml(name)).expect("domain");
+    }
+    c.exec_ok(&format!(
+        "rm -f /etc/libvirt/qemu/networks/autostart/*.xml && \
+         cd /etc/systemd/system && rm -f libvirtd.service libvirtd.socket libvirtd-ro.socket \
+            libvirtd-admin.socket libvirtd-tcp.socket libvirtd-tls.socket && \
+         systemctl daemon-reload && systemctl start libvirtd.service && \
+         mkdir -p /var/lib/libvirt/images && truncate -s 16M {GUEST_DISK} && \
+         virsh -q -c qemu:///system define /root/guest-a.xml && \
+         virsh -q -c qemu:///system define /root/guest-b.xml"
+    ));
+}
+
+fn virsh(c: &Container, args: &str) -> std::process::Output {
+    c.exec(&format!("virsh -q -c qemu:///system {args} 2>&1"))
+}
+
+/// `name` cannot start: the disk's lease is held (by the other guest).
+#[track_caller]
+fn assert_guest_refused(c: &Container, name: &str, when: &str) {
+    let out = virsh(c, &format!("start {name}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && text.contains(&format!("Lockspace resource '{GUEST_DISK}' is locked")),
+        "{when}: {name} was not refused by the lock daemon: {text}"
+    );
+}
+
+/// A real QEMU guest started by libvirtd holds its disk lease through
+/// libvirt's virtlockd; installing the package keeps it across the switch to
+/// ours, which then refuses a second guest, frees the lease when the guest is
+/// destroyed and leases the disk to the next one; removing the package hands
+/// that lease back to libvirt's daemon the same way.
+#[test]
+fn package_switches_keep_a_qemu_guests_disk_lease() {
+    let test = "package_switches_keep_a_qemu_guests_disk_lease";
+    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
+        return skip(test, "QEMU not installed (tests/install-deps.sh)");
+    }
+    let Some((c, _)) = libvirt_host(test) else {
+        return;
+    };
+    start_libvirtd(&c);
+    c.exec_ok("systemctl start virtlockd.service");
+    let pid = main_pid(&c);
+    let held = vec![format!("POSIX WRITE {pid}")];
+    // The daemon's lease lock; QEMU's own image locks (OFD) are not its business.
+    let lease_locks = || -> Vec<String> {
+        locks_on(&c, GUEST_DISK)
+            .into_iter()
+            .filter(|l| l.starts_with("POSIX"))
+            .collect()
+    };
+    let guest_running = |name: &str| {
+        String::from_utf8_lossy(&virsh(&c, &format!("domstate {name}")).stdout).trim() == "running"
+    };
+    c.exec_ok("virsh -q -c qemu:///system start guest-a");
+    assert_eq!(lease_locks(), held, "guest-a's lease, libvirt's daemon");
+    assert_guest_refused(&c, "guest-b", "libvirt's daemon");
+
+    let took = apt(&c, "install ./virtlockd-rs_current.deb");
+    eprintln!("{test}: install with a guest running took {took:?}");
+    assert_eq!(main_pid(&c), pid);
+    assert!(is_ours(&version_of(&c, &format!("/proc/{pid}/exe"))));
+    assert!(guest_running("guest-a"));
+    assert_eq!(lease_locks(), held, "guest-a's lease after installing");
+    assert_guest_refused(&c, "guest-b", "ours");
+    let who = c.exec_ok(&format!("virtlockctl who {GUEST_DISK}"));
+    assert!(who.contains("held"), "{who}");
+    c.exec_ok("virsh -q -c qemu:///system destroy guest-a");
+    c.exec_ok("virsh -q -c qemu:///system start guest-b");
+    assert_eq!(lease_locks(), held, "guest-b's lease, ours");
+
+    let took = apt(&c, "remove virtlockd-rs");
+    eprintln!("{test}: remove with a guest running took {took:?}");
+    assert_eq!(main_pid(&c), pid);
+    assert!(is_libvirts(&version_of(&c, &format!("/proc/{pid}/exe"))));
+    assert!(guest_running("guest-b"));
+    assert_eq!(lease_locks(), held, "guest-b's lease after removing");
+    assert_guest_refused(&c, "guest-a", "libvirt's daemon again");
+    c.exec_ok("virsh -q -c qemu:///system destroy guest-b");
+    c.exec_ok("virsh -q -c qemu:///system start guest-a");
+    assert!(guest_running("guest-a"));
+}
