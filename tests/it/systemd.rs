@@ -1,7 +1,12 @@
 //! The daemon under real systemd: a clone of this host booted with systemd as
 //! PID 1 in a container, with our unit files and with Debian's.
 
+mod activation;
 pub mod container;
+mod journal;
+mod reload;
+pub mod setup;
+mod stop;
 
 use container::Container;
 
@@ -28,6 +33,15 @@ fn container_boots_runs_commands_and_leaves_nothing_behind() {
     };
     eprintln!("{test}: booted in {:?}", started.elapsed());
     let init = c.init_pid();
+    // A cgroup of its own: containers side by side do not share units.
+    let cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup")).expect("cgroup");
+    assert!(
+        cgroup
+            .lines()
+            .any(|l| l.starts_with("0::") && l.contains(&format!("/vltest-{}/", c.name()))),
+        "PID 1 of {} is not in a cgroup of its own:\n{cgroup}",
+        c.name()
+    );
     assert_eq!(
         c.exec_ok("echo $$ >/dev/null; cat /proc/1/comm").trim(),
         "systemd"
@@ -64,7 +78,7 @@ fn container_boots_runs_commands_and_leaves_nothing_behind() {
     // A panicking test: the container goes down on unwinding.
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let _c = c;
-        panic!("test failure while the container runs");
+        panic!("deliberate panic: the container must go down while this unwinds");
     }));
     assert!(panicked.is_err());
     assert!(
@@ -81,6 +95,7 @@ fn container_boots_runs_commands_and_leaves_nothing_behind() {
     assert!(!std::path::Path::new("/run/systemd/nspawn/propagate")
         .join(&name)
         .exists());
+    assert!(!cgroup_exists(&name), "cgroup of {name} left behind");
     eprintln!("{test}: done in {:?}", started.elapsed());
 }
 
@@ -111,4 +126,17 @@ fn prepared_layer_carries_changes_into_later_containers() {
     // Asked again, the same layer, not a second preparation.
     let again = container::prepared_layer("marker-test", |_| panic!("prepared twice"));
     assert_eq!(again.as_deref(), Ok(layer.as_path()));
+}
+
+/// Whether a cgroup named for container `name` exists in any hierarchy.
+fn cgroup_exists(name: &str) -> bool {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return false;
+    };
+    let target = format!("vltest-{name}");
+    let own = std::path::Path::new("/sys/fs/cgroup").join(&target);
+    own.exists()
+        || hierarchies
+            .flatten()
+            .any(|h| h.path().join(&target).exists())
 }

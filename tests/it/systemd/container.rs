@@ -61,6 +61,8 @@ pub struct Container {
     root_identity: Option<(u64, u64)>,
     nspawn: Option<Child>,
     init: Option<u32>,
+    /// The cgroups created for this container alone (see [`own_cgroups`]).
+    cgroups: Vec<PathBuf>,
 }
 
 impl Container {
@@ -89,6 +91,7 @@ impl Container {
             root_identity: None,
             nspawn: None,
             init: None,
+            cgroups: Vec::new(),
         };
         container.prepare_root(layers)?;
         container.start_nspawn()?;
@@ -147,7 +150,21 @@ impl Container {
         let console_err = console
             .try_clone()
             .map_err(|e| format!("console log: {e}"))?;
-        let child = Command::new("systemd-nspawn")
+        self.cgroups = own_cgroups(&self.name);
+        let cgroups: Vec<String> = self
+            .cgroups
+            .iter()
+            .map(|g| g.display().to_string())
+            .collect();
+        // nspawn moves itself into its cgroups first, then execs (same pid).
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "for g in $VLTEST_CGROUPS; do echo $$ >\"$g/cgroup.procs\" || exit 97; done; \
+                 unset VLTEST_CGROUPS; exec systemd-nspawn \"$@\"",
+            )
+            .arg("sh")
+            .env("VLTEST_CGROUPS", cgroups.join(" "))
             .arg("-D")
             .arg(&self.root)
             .args(["-M", &self.name])
@@ -277,6 +294,7 @@ impl Container {
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         let deadline = Instant::now() + limit;
+        let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(s)) => break s,
@@ -284,6 +302,7 @@ impl Container {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 _ => {
+                    timed_out = true;
                     let _ = child.kill();
                     let _ = child.wait();
                     break ExitStatus::from_raw(124 << 8);
@@ -297,7 +316,7 @@ impl Container {
         };
         let stdout = collect(stdout);
         let mut stderr = collect(stderr);
-        if status.code() == Some(124) {
+        if timed_out {
             stderr.extend_from_slice(format!("\n(timed out after {limit:?})").as_bytes());
         }
         Output {
@@ -425,6 +444,24 @@ impl Container {
         self.overlay_mounted = !lazy;
     }
 
+    /// Removes this container's cgroups, deepest first (only empty cgroups
+    /// can go, and only with rmdir).
+    fn remove_cgroups(&self) {
+        fn remove_tree(dir: &Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove_tree(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        for g in &self.cgroups {
+            remove_tree(g);
+        }
+    }
+
     fn remove_nspawn_leftovers(&self) {
         let run = Path::new(NSPAWN_RUN);
         let _ = std::fs::remove_dir_all(run.join("propagate").join(&self.name));
@@ -454,6 +491,7 @@ impl Drop for Container {
         self.power_off();
         self.unmount();
         self.remove_nspawn_leftovers();
+        self.remove_cgroups();
         if !self.overlay_mounted {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -484,6 +522,57 @@ fn prerequisites() -> Result<(), String> {
         return Err("no /lib/systemd/systemd to boot (package systemd)".to_owned());
     }
     Ok(())
+}
+
+/// A cgroup of its own in the cgroup2 hierarchy and in systemd's v1 named
+/// hierarchy (where mounted), below this process's, for a container about to
+/// start. Without it, nspawn --keep-unit puts every container in the same
+/// `payload` cgroup below ours, so containers running side by side share
+/// `/system.slice/virtlockd.service`: each one's systemd then sees the other
+/// containers' daemons in its unit (as pid 0: `systemctl kill` and `status`
+/// fail with EIO). Best effort: without these cgroups a lone container still
+/// works.
+fn own_cgroups(name: &str) -> Vec<PathBuf> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let Ok(membership) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return Vec::new();
+    };
+    let mut created = Vec::new();
+    for line in mountinfo.lines() {
+        // "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(mount_point), mut fs) =
+            (left.split_whitespace().nth(4), right.split_whitespace())
+        else {
+            continue;
+        };
+        let (fstype, options) = (fs.next(), fs.nth(1).unwrap_or(""));
+        // The line of /proc/self/cgroup for this hierarchy: "0::/path" or
+        // "9:name=systemd:/path".
+        let key = match fstype {
+            Some("cgroup2") => "",
+            Some("cgroup") if options.split(',').any(|o| o == "name=systemd") => "name=systemd",
+            _ => continue,
+        };
+        let Some(ours) = membership.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            (controllers == key).then(|| path.trim_start_matches('/').to_owned())
+        }) else {
+            continue;
+        };
+        let dir = Path::new(mount_point)
+            .join(ours)
+            .join(format!("vltest-{name}"));
+        if std::fs::create_dir(&dir).is_ok() {
+            created.push(dir);
+        }
+    }
+    created
 }
 
 /// A valid, unique machine name (hostname rules: letters, digits, '-'; at
@@ -559,6 +648,7 @@ pub fn prepared_layer(
     key: &str,
     prepare: impl FnOnce(&Container) -> Result<(), String>,
 ) -> Result<PathBuf, String> {
+    prerequisites()?;
     let mut layers = LAYERS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, path)) = layers.iter().find(|(k, _)| k == key) {
         return Ok(path.clone());
