@@ -18,6 +18,7 @@ packages=(
   iproute2                    # ss, ip
   procps
   util-linux                  # unshare, nsenter, lslocks
+  lintian                     # checks the Debian package built by cargo deb
   systemd-container           # systemd-nspawn: the tests under real systemd (PID 1 in a container)
 )
 

@@ -2,71 +2,14 @@
 //! daemon is doing, and whether a lockspace's filesystem shares locks between
 //! hosts. Talks to the daemon's admin socket (same peer-uid rule as virt-admin).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use virtlockd::ctl::cli::{Cli, Command};
 use virtlockd::ctl::fscheck::{self, Reach};
 use virtlockd::ctl::query::{Inspector, QueryError};
 use virtlockd::ctl::{render, who};
-use virtlockd::paths::Paths;
-
-#[derive(Parser)]
-#[command(
-    name = "virtlockctl",
-    version,
-    about = "Inspect the leases of virtlockd"
-)]
-struct Cli {
-    /// The daemon's admin socket (default: as the daemon's, for this user).
-    #[arg(long, value_name = "PATH", global = true)]
-    socket: Option<PathBuf>,
-
-    /// The daemon's --runtime-dir: its admin socket is in there.
-    #[arg(long, value_name = "DIR", global = true)]
-    runtime_dir: Option<PathBuf>,
-
-    /// Print JSON (field list in the README; stable).
-    #[arg(long, global = true)]
-    json: bool,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Every held lease with its lockspace, file, mode and owners.
-    Locks {
-        /// Only leases in this lockspace directory ("" or "direct" for direct leases).
-        #[arg(long, value_name = "DIR")]
-        lockspace: Option<String>,
-        /// Only leases with this owner pid.
-        #[arg(long, value_name = "PID")]
-        owner: Option<i32>,
-    },
-    /// The lease of a disk path, direct or in a file lockspace (SHA-256 name).
-    Who { path: PathBuf },
-    /// Connections of both servers, with their owners and leases.
-    Clients,
-    /// Version, pid, uptime, clients, lockspaces, leases, live upgrades.
-    Status,
-    /// Whether fcntl locks under DIR reach other hosts. Exit status 2 if not.
-    Check { dir: PathBuf },
-}
-
-impl Cli {
-    fn socket(&self) -> PathBuf {
-        if let Some(s) = &self.socket {
-            return s.clone();
-        }
-        let privileged = nix::unistd::geteuid().is_root();
-        match &self.runtime_dir {
-            Some(dir) => Paths::under(dir, privileged).admin_socket,
-            None => Paths::defaults(privileged).admin_socket,
-        }
-    }
-}
 
 fn print_json(v: &serde_json::Value) {
     match serde_json::to_string_pretty(v) {
