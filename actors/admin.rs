@@ -354,23 +354,23 @@ impl AdminConnection {
         let st = self.state.clone();
         match call.proc_ {
             p::LIST_LOCKS => {
-                let registry = st.registry.clone();
+                let lockspaces = st.lockspaces.clone();
                 self.answer_when(
                     call,
                     async move {
-                        let leases = inspect::leases(&registry).await;
+                        let leases = inspect::leases(&lockspaces).await;
                         crate::protocol::inspect::leases_reply(&leases).map_err(too_large)
                     },
                     ctx,
                 );
             }
             p::LIST_CLIENTS => {
-                let registry = st.registry.clone();
+                let lockspaces = st.lockspaces.clone();
                 let clients = inspect::client_rows(&st);
                 self.answer_when(
                     call,
                     async move {
-                        let leases = inspect::leases(&registry).await;
+                        let leases = inspect::leases(&lockspaces).await;
                         let rows = inspect::clients(clients, &leases);
                         crate::protocol::inspect::clients_reply(&rows).map_err(too_large)
                     },

@@ -1,6 +1,6 @@
 //! What the admin server reads and changes besides the supervisor's own state:
-//! the client table, each server's client gate and settings, the logging
-//! handle and the daemon's history. Shared by the supervisor and every admin
+//! the client table, each server's client gate and settings, the lockspaces and
+//! the lease count (for inspection), the logging handle and the daemon's history. Shared by the supervisor and every admin
 //! connection (all on the main event thread).
 
 use std::cell::Cell;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::clients::ClientTable;
 use super::gate::ClientGate;
-use super::registry::Registry;
+use super::lease_count::LeaseCount;
+use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
 use crate::logging::LogHandle;
 
@@ -49,7 +50,8 @@ pub struct AdminState {
     pub clients: ClientTable,
     pub lock: ServerSettings,
     pub admin: ServerSettings,
-    pub registry: Registry,
+    pub lockspaces: LockspaceTable,
+    pub leases: LeaseCount,
     pub info: DaemonInfo,
 }
 

@@ -20,10 +20,13 @@ use tracing::{debug, info, warn};
 
 use super::clients::ClientEntry;
 use super::fence;
+use super::fence_marks::FencingMarks;
 use super::gate::Slot;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
-use super::registry::{Registry, Vouched};
+use super::lockspace_table::LockspaceTable;
+use super::releases::PendingReleases;
 use super::supervisor::{Disconnected, OpenError, OpenLockspace, Server, Supervisor};
+use super::vouched::{Vouched, VouchedOwners};
 use super::wire::Wire;
 use crate::lockspace::error::show;
 use crate::lockspace::OwnerPid;
@@ -68,7 +71,7 @@ pub struct ConnectionInit {
     pub peer: Peer,
     pub stream: UnixStream,
     pub slot: Slot,
-    pub registry: Registry,
+    pub shared: ConnectionShared,
     pub supervisor: Addr<Supervisor>,
     /// Connect time, seconds since the epoch.
     pub conn_time: i64,
@@ -77,6 +80,15 @@ pub struct ConnectionInit {
     pub pending: Vec<u8>,
     /// This connection's row in the client table (admin server's view).
     pub entry: ClientEntry,
+}
+
+/// The daemon-wide state a lock connection reads and changes.
+#[derive(Clone, Default)]
+pub struct ConnectionShared {
+    pub lockspaces: LockspaceTable,
+    pub releases: PendingReleases,
+    pub vouched: VouchedOwners,
+    pub fencing: FencingMarks,
 }
 
 pub struct Connection {
@@ -91,7 +103,7 @@ pub struct Connection {
     entry: ClientEntry,
     /// Whether a call was made (see [`super::clients::ClientRecord::called`]).
     called: bool,
-    registry: Registry,
+    shared: ConnectionShared,
     supervisor: Addr<Supervisor>,
     wire: Wire,
     /// Set once the disconnect semantics have been started (by [`Close`]).
@@ -117,7 +129,7 @@ impl Connection {
                 owner_details,
                 entry: init.entry,
                 called: false,
-                registry: init.registry,
+                shared: init.shared,
                 supervisor: init.supervisor,
                 wire,
                 closed: false,
@@ -177,7 +189,7 @@ impl Connection {
 
     /// Holds a [`Vouched`] guard exactly while this connection is its owner's own.
     fn vouch(&mut self) {
-        self.vouched = self.own_owner().map(|pid| self.registry.vouch(pid));
+        self.vouched = self.own_owner().map(|pid| self.shared.vouched.vouch(pid));
     }
 
     fn dispatch(&mut self, call: Header, args: LockCall, ctx: &mut Context<Self>) {
@@ -215,7 +227,7 @@ impl Connection {
             ),
             LockCall::New { path, .. } => self.open_lockspace(call, path.to_vec(), true, ctx),
             LockCall::CreateLockspace { path } => {
-                if self.registry.contains(&path) {
+                if self.shared.lockspaces.contains(&path) {
                     return self.reply(&call, Ok(()), ctx);
                 }
                 self.open_lockspace(call, path.to_vec(), false, ctx)
@@ -260,7 +272,7 @@ impl Connection {
         path: &[u8],
         ctx: &mut Context<Self>,
     ) -> Option<Addr<super::lockspace::Lockspace>> {
-        let addr = self.registry.get(path);
+        let addr = self.shared.lockspaces.get(path);
         if addr.is_none() {
             self.reply(
                 call,
@@ -408,10 +420,10 @@ impl Connection {
         // meanwhile finds the fencing instead of an unverified owner.
         let vouched = self.vouched.take();
         let label = self.label.to_string();
-        let registry = self.registry.clone();
+        let shared = self.shared.clone();
         // Counted from now, not from when the task first runs: a live upgrade
         // must see that this release is still to come.
-        let releasing = owner.map(|_| registry.releasing());
+        let releasing = owner.map(|_| shared.releases.start());
         async move {
             let Some(owner) = owner else { return };
             let mut released = 0;
@@ -422,11 +434,12 @@ impl Connection {
             // owner's lease (its release stays queued and runs when the mount
             // recovers), so it counts as a failed release, which fences, as
             // libvirt does when a release fails.
-            let replies = futures_util::future::join_all(registry.all().into_iter().map(|ls| {
-                let release = ls.send(ReleaseOwner { owner });
-                tokio::time::timeout(RELEASE_PATIENCE, release)
-            }))
-            .await;
+            let replies =
+                futures_util::future::join_all(shared.lockspaces.all().into_iter().map(|ls| {
+                    let release = ls.send(ReleaseOwner { owner });
+                    tokio::time::timeout(RELEASE_PATIENCE, release)
+                }))
+                .await;
             for reply in replies {
                 match reply {
                     Ok(Ok(names)) => {
@@ -449,7 +462,7 @@ impl Connection {
             // The mark is set before `releasing` ends, so a live upgrade
             // waiting for releases sees it and carries the fencing over.
             let fencing = (released > 0 || failed)
-                .then(|| registry.start_fencing(owner, &label))
+                .then(|| shared.fencing.start(owner, &label))
                 .flatten();
             drop(releasing);
             drop(vouched);

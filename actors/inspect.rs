@@ -9,7 +9,7 @@ use super::admin_state::AdminState;
 use super::clients::ClientRecord;
 use super::connection::Connection;
 use super::lockspace::Inspect;
-use super::registry::Registry;
+use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
 use crate::protocol::inspect::{ClientView, LeaseView, OwnerDetails, OwnerView, StatusView};
 
@@ -19,8 +19,8 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 /// Every lease of every lockspace, the default lockspace's first, then by
 /// lockspace and name.
-pub async fn leases(registry: &Registry) -> Vec<LeaseView> {
-    let asks = registry.all().into_iter().map(|ls| async move {
+pub async fn leases(lockspaces: &LockspaceTable) -> Vec<LeaseView> {
+    let asks = lockspaces.all().into_iter().map(|ls| async move {
         tokio::time::timeout(PATIENCE, ls.send(Inspect))
             .await
             .ok()
@@ -90,7 +90,7 @@ pub fn status(st: &AdminState) -> StatusView {
         upgrades: st.info.upgrades,
         lock_clients: st.clients.count(Server::Lock) as u32,
         admin_clients: st.clients.count(Server::Admin) as u32,
-        lockspaces: st.registry.all().len() as u32,
-        leases: st.registry.leases() as u64,
+        lockspaces: st.lockspaces.all().len() as u32,
+        leases: st.leases.get() as u64,
     }
 }

@@ -13,8 +13,6 @@
 //! each owner only if a connection of its own vouches for its pid.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -22,7 +20,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::fence;
-use super::registry::Registry;
+use super::fence_marks::FencingMarks;
+use super::lease_check::LeaseCheck;
+use super::lease_count::{LeaseCount, LeaseShare};
+use super::vouched::VouchedOwners;
 use crate::config::LossAction;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::Storage;
@@ -38,31 +39,39 @@ const CHECK_TICK: Duration = Duration::from_secs(1);
 pub struct Lockspace {
     space: LockSpace,
     storage: Storage,
-    /// The daemon-wide lease count (for `-t`): this lockspace's share is `counted`.
-    leases: Arc<AtomicUsize>,
-    counted: usize,
-    registry: Registry,
+    /// This lockspace's part of the daemon-wide lease count (for `-t`).
+    leases: LeaseShare,
+    lease_check: LeaseCheck,
+    vouched: VouchedOwners,
+    fencing: FencingMarks,
     last_check: Instant,
 }
 
+/// The daemon-wide state a lockspace actor reads and changes.
+#[derive(Clone, Default)]
+pub struct LockspaceShared {
+    pub leases: LeaseCount,
+    pub lease_check: LeaseCheck,
+    pub vouched: VouchedOwners,
+    pub fencing: FencingMarks,
+}
+
 impl Lockspace {
-    pub fn new(space: LockSpace, storage: Storage, registry: Registry) -> Self {
-        let counted = space.len();
-        let leases = registry.lease_counter();
-        leases.fetch_add(counted, Ordering::AcqRel);
+    pub fn new(space: LockSpace, storage: Storage, shared: LockspaceShared) -> Self {
         Self {
+            leases: shared.leases.share(space.len()),
             space,
             storage,
-            leases,
-            counted,
-            registry,
+            lease_check: shared.lease_check,
+            vouched: shared.vouched,
+            fencing: shared.fencing,
             last_check: Instant::now(),
         }
     }
 
     /// Revalidates the leases if a check is due (see `crate::lockspace::revalidate`).
     fn tick(&mut self, _: &mut Context<Self>) {
-        let Some(interval) = self.registry.lease_check().interval() else {
+        let Some(interval) = self.lease_check.interval() else {
             return;
         };
         // Half a tick of slack: ticks drift by a few ms, and a check due "just
@@ -80,7 +89,7 @@ impl Lockspace {
 
     /// Logs lost leases and runs the configured action on their owners.
     fn lost(&self, losses: Vec<Loss>) {
-        let action = self.registry.lease_check().action();
+        let action = self.lease_check.action();
         let lockspace = show(self.space.key());
         let mut owners = BTreeSet::new();
         for loss in &losses {
@@ -116,7 +125,7 @@ impl Lockspace {
             // The owner pid is only what a client sent in REGISTER. Like
             // libvirt, kill only a process the kernel vouched for: one with an
             // open connection of its own (SO_PEERCRED pid == owner pid).
-            if !self.registry.is_vouched(pid) {
+            if !self.vouched.contains(pid) {
                 tracing::error!(
                     lockspace = %lockspace,
                     pid,
@@ -126,7 +135,7 @@ impl Lockspace {
                 continue;
             }
             // None: already being fenced (its connection closed); once is enough.
-            if let Some(fencing) = self.registry.start_fencing(pid, &label) {
+            if let Some(fencing) = self.fencing.start(pid, &label) {
                 fence::spawn(fencing);
             }
         }
@@ -135,13 +144,7 @@ impl Lockspace {
     /// Runs `op` on the table and keeps the daemon-wide lease count current.
     fn with_space<R>(&mut self, op: impl FnOnce(&mut LockSpace) -> R) -> R {
         let r = op(&mut self.space);
-        let now = self.space.len();
-        if now > self.counted {
-            self.leases.fetch_add(now - self.counted, Ordering::AcqRel);
-        } else {
-            self.leases.fetch_sub(self.counted - now, Ordering::AcqRel);
-        }
-        self.counted = now;
+        self.leases.set(self.space.len());
         r
     }
 }

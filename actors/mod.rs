@@ -1,5 +1,5 @@
 //! The running daemon as actors: a [`supervisor::Supervisor`] that owns the
-//! listeners and the lockspace registry, one [`connection::Connection`] per lock
+//! listeners and the lockspace table, one [`connection::Connection`] per lock
 //! client, one [`lockspace::Lockspace`] per lockspace (the only holder of lease
 //! fds), and admin connections.
 
@@ -7,11 +7,17 @@ pub mod admin;
 pub mod admin_state;
 pub mod clients;
 pub mod connection;
+pub mod deferred_shutdown;
 pub mod fence;
+pub mod fence_marks;
 pub mod gate;
 pub mod handoff;
 pub mod inspect;
+pub mod lease_check;
+pub mod lease_count;
 pub mod lockspace;
-pub mod registry;
+pub mod lockspace_table;
+pub mod releases;
 pub mod supervisor;
+pub mod vouched;
 pub mod wire;

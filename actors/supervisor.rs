@@ -1,6 +1,7 @@
 //! The supervisor: owns the listening sockets, admits clients (peer credentials,
 //! `max_clients`), starts one connection actor per client, owns the lockspace
-//! registry and starts one lockspace actor per lockspace, and runs shutdown and
+//! table and starts one lockspace actor per lockspace, creates the daemon-wide
+//! shared state and hands each actor the pieces it uses, and runs shutdown and
 //! the idle timeout.
 
 use std::collections::HashMap;
@@ -17,11 +18,13 @@ use tracing::{debug, error, info, warn};
 use super::admin::{AdminConnection, AdminInit, CloseAdmin};
 use super::admin_state::{AdminState, DaemonInfo, ServerSettings};
 use super::clients::{ClientRecord, ClientTable};
-use super::connection::{Close, Connection, ConnectionInit, Peer};
+use super::connection::{Close, Connection, ConnectionInit, ConnectionShared, Peer};
+use super::deferred_shutdown::DeferredShutdown;
 use super::fence;
 use super::gate::{ClientGate, Slot};
-use super::lockspace::{Lockspace, ReleaseAll};
-use super::registry::Registry;
+use super::handoff::UpgradeShared;
+use super::lockspace::{Lockspace, LockspaceShared, ReleaseAll};
+use super::lockspace_table::LockspaceTable;
 use crate::config::LossAction;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
@@ -82,7 +85,12 @@ struct Listening {
 }
 
 pub struct Supervisor {
-    registry: Registry,
+    lockspaces: LockspaceTable,
+    /// What lockspace actors share (lease count, settings, owners).
+    lockspace_shared: LockspaceShared,
+    /// What lock connections share besides the lockspace table.
+    connection_shared: ConnectionShared,
+    shutdown: DeferredShutdown,
     pending_listeners: Vec<ListenerSpec>,
     listeners: Vec<Listening>,
     accepting: Vec<SpawnHandle>,
@@ -106,10 +114,17 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(cfg: SupervisorConfig) -> Self {
-        let registry = Registry::default();
-        registry
-            .lease_check()
+        let lockspaces = LockspaceTable::default();
+        let lockspace_shared = LockspaceShared::default();
+        lockspace_shared
+            .lease_check
             .set(cfg.lease_check.0, cfg.lease_check.1);
+        let connection_shared = ConnectionShared {
+            lockspaces: lockspaces.clone(),
+            releases: Default::default(),
+            vouched: lockspace_shared.vouched.clone(),
+            fencing: lockspace_shared.fencing.clone(),
+        };
         let lock_gate = ClientGate::new(cfg.max_clients);
         let admin_gate = ClientGate::new(cfg.admin_max_clients);
         let clients = ClientTable::default();
@@ -117,11 +132,15 @@ impl Supervisor {
             clients: clients.clone(),
             lock: ServerSettings::new(lock_gate.clone()),
             admin: ServerSettings::new(admin_gate.clone()),
-            registry: registry.clone(),
+            lockspaces: lockspaces.clone(),
+            leases: lockspace_shared.leases.clone(),
             info: cfg.info,
         });
         Self {
-            registry,
+            lockspaces,
+            lockspace_shared,
+            connection_shared,
+            shutdown: DeferredShutdown::default(),
             pending_listeners: cfg.listeners,
             listeners: Vec::new(),
             accepting: Vec::new(),
@@ -142,8 +161,14 @@ impl Supervisor {
         }
     }
 
-    pub fn registry(&self) -> Registry {
-        self.registry.clone()
+    /// What a live upgrade of this daemon waits for, freezes and carries over.
+    pub fn upgrade_shared(&self) -> UpgradeShared {
+        UpgradeShared {
+            lockspaces: self.lockspaces.clone(),
+            releases: self.connection_shared.releases.clone(),
+            fencing: self.lockspace_shared.fencing.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     fn start_accepting(&mut self, ctx: &mut Context<Self>) {
@@ -194,7 +219,7 @@ impl Supervisor {
                     peer,
                     stream,
                     slot,
-                    registry: self.registry.clone(),
+                    shared: self.connection_shared.clone(),
                     supervisor: ctx.address(),
                     conn_time,
                     session,
@@ -318,7 +343,7 @@ impl Supervisor {
                     let key = space.key().to_vec();
                     let leases = space.len();
                     let addr = self.start_lockspace(space, storage);
-                    self.registry.insert_new(key.clone(), addr);
+                    self.lockspaces.insert_new(key.clone(), addr);
                     info!(lockspace = %show(&key), leases, "lockspace restored");
                 }
             }
@@ -328,7 +353,7 @@ impl Supervisor {
             self.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
         }
         for f in snapshot.fencing {
-            if let Some(fencing) = self.registry.start_fencing(f.pid, &f.label) {
+            if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
                 fence::spawn(fencing);
             }
         }
@@ -344,13 +369,13 @@ impl Supervisor {
     /// Starts a lockspace actor where its storage allows: on the event thread for
     /// local filesystems, on a thread of its own otherwise.
     fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<Lockspace> {
-        let registry = self.registry.clone();
+        let shared = self.lockspace_shared.clone();
         match storage {
-            Storage::Local => Lockspace::new(space, storage, registry).start(),
+            Storage::Local => Lockspace::new(space, storage, shared).start(),
             Storage::Network(_) => {
                 let arbiter = Arbiter::new();
                 Lockspace::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Lockspace::new(space, storage, registry)
+                    Lockspace::new(space, storage, shared)
                 })
             }
         }
@@ -370,7 +395,7 @@ impl Supervisor {
         let Some(timeout) = self.timeout else { return };
         let idle = self.lock_gate.connected() == 0
             && self.admin_gate.connected() == 0
-            && self.registry.leases() == 0;
+            && self.lockspace_shared.leases.get() == 0;
         if !idle {
             self.idle_since = None;
             return;
@@ -445,7 +470,7 @@ impl Actor for Supervisor {
             // The default lockspace's files may be on any filesystem, NFS included,
             // so it gets a thread of its own like every lockspace that may block.
             let default = self.start_lockspace(LockSpace::default_space(), Storage::Network("any"));
-            self.registry.insert_new(Vec::new(), default);
+            self.lockspaces.insert_new(Vec::new(), default);
         }
         for spec in std::mem::take(&mut self.pending_listeners) {
             let listener = spec
@@ -628,7 +653,7 @@ impl Handler<Resume> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
         self.upgrading = false;
-        if self.registry.shutdown_requested() {
+        if self.shutdown.requested() {
             ctx.notify(Shutdown);
         } else if self.accepting.is_empty() && !self.shutting_down {
             self.start_accepting(ctx);
@@ -660,7 +685,7 @@ impl Handler<OpenLockspace> for Supervisor {
 
     fn handle(&mut self, m: OpenLockspace, _: &mut Self::Context) -> Self::Result {
         let shown = show(&m.path);
-        if self.registry.contains(&m.path) {
+        if self.lockspaces.contains(&m.path) {
             let r = if m.must_be_new {
                 Err(OpenError::Exists(shown))
             } else {
@@ -689,7 +714,7 @@ impl Handler<OpenLockspace> for Supervisor {
                 }
             };
             // Another request may have created it while we were in mkdir.
-            if act.registry.contains(&m.path) {
+            if act.lockspaces.contains(&m.path) {
                 return if m.must_be_new {
                     Err(OpenError::Exists(shown))
                 } else {
@@ -697,7 +722,7 @@ impl Handler<OpenLockspace> for Supervisor {
                 };
             }
             let addr = act.start_lockspace(LockSpace::directory(m.path.clone()), storage);
-            act.registry.insert_new(m.path, addr);
+            act.lockspaces.insert_new(m.path, addr);
             info!(lockspace = %shown, ?storage, "lockspace created");
             Ok(())
         }))
@@ -755,7 +780,9 @@ pub struct SetLeaseCheck {
 impl Handler<SetLeaseCheck> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetLeaseCheck, _: &mut Self::Context) {
-        self.registry.lease_check().set(m.interval_secs, m.action);
+        self.lockspace_shared
+            .lease_check
+            .set(m.interval_secs, m.action);
         info!(
             lease_check_interval = m.interval_secs,
             lease_loss_action = m.action.name(),
@@ -782,21 +809,21 @@ impl Handler<Shutdown> for Supervisor {
         if self.upgrading {
             // Every client is paused by the upgrade: let it abort, then shut down.
             info!("shutdown requested during a live upgrade; it will follow");
-            self.registry.request_shutdown();
+            self.shutdown.request();
             return Box::pin(fut::ready(()));
         }
         self.shutting_down = true;
         crate::systemd::notify("STOPPING=1");
         info!(
             clients = self.connections.len(),
-            leases = self.registry.leases(),
+            leases = self.lockspace_shared.leases.get(),
             "shutting down"
         );
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
         let closes: Vec<_> = self.connections.values().map(|c| c.send(Close)).collect();
-        let lockspaces = self.registry.all();
+        let lockspaces = self.lockspaces.all();
         let unlink: Vec<std::path::PathBuf> = self
             .listeners
             .iter()

@@ -227,10 +227,16 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
                 started_at,
             },
         });
-        let registry = supervisor.registry();
+        let upgrade_shared = supervisor.upgrade_shared();
         let supervisor = supervisor.start();
-        let handoff =
-            Handoff::new(supervisor.clone(), registry, plan, upgrades, started_at).start();
+        let handoff = Handoff::new(
+            supervisor.clone(),
+            upgrade_shared,
+            plan,
+            upgrades,
+            started_at,
+        )
+        .start();
         actix::spawn(handle_signals(signals, supervisor, handoff, reload));
     });
     if let Some(r) = ready {
