@@ -7,88 +7,44 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::net::UnixStream;
-use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::admin_state::{server_named, AdminState, SERVERS};
-use super::clients::{ClientEntry, ClientRecord};
-use super::connection::{Peer, Quiesce};
-use super::gate::Slot;
+use super::clients::ClientRecord;
 use super::inspect;
-use super::supervisor::{CloseClient, Disconnected, Server, SetTimeout, Shutdown, Supervisor};
-use super::wire::Wire;
+use super::rpc::{self, Answer, LinkInit, Peer, Quiesce, RpcActor, RpcLink};
+use super::supervisor::{CloseClient, Server, SetTimeout, Shutdown};
 use crate::logging;
 use crate::protocol::admin::{
     self, errors, reply, AdminCall, ClientRef, TypedParam, Value, TRANSPORT_UNIX,
 };
 use crate::protocol::error::{code, domain};
 use crate::protocol::typed_params::{check_field_lengths, get_uint, validate};
-use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
-use crate::state::ClientState;
+use crate::protocol::{Frame, FrameError, Header, RemoteError};
 
 /// The libvirt version reported to `virt-admin version` ("Running against
 /// daemon"): the release whose behaviour this daemon reproduces.
 pub const LIBVIRT_VERSION: u64 = 9_000_000;
 
 pub struct AdminConnection {
-    id: u64,
-    peer: Peer,
-    conn_time: i64,
-    wire: Wire,
-    supervisor: Addr<Supervisor>,
+    link: RpcLink,
     state: Rc<AdminState>,
-    entry: ClientEntry,
-    called: bool,
-    _slot: Slot,
 }
 
 /// Everything an admin connection starts with.
 pub struct AdminInit {
-    pub id: u64,
-    pub peer: Peer,
-    pub stream: UnixStream,
-    pub slot: Slot,
-    pub supervisor: Addr<Supervisor>,
-    pub conn_time: i64,
-    pub pending: Vec<u8>,
-    pub entry: ClientEntry,
+    pub link: LinkInit,
     pub state: Rc<AdminState>,
 }
 
-type Answer = Result<Bytes, RemoteError>;
-
 impl AdminConnection {
     pub fn launch(init: AdminInit) -> Addr<Self> {
-        AdminConnection::create(move |ctx| {
-            let (wire, incoming) = Wire::new(init.stream, &init.pending);
-            ctx.add_stream(incoming);
-            AdminConnection {
-                id: init.id,
-                peer: init.peer,
-                conn_time: init.conn_time,
-                wire,
-                supervisor: init.supervisor,
-                state: init.state,
-                entry: init.entry,
-                called: false,
-                _slot: init.slot,
-            }
-        })
+        let state = init.state;
+        RpcLink::launch(init.link, move |link| AdminConnection { link, state })
     }
 
     fn answer(&mut self, call: &Header, r: Answer, ctx: &mut Context<Self>) {
-        let frame = match r {
-            // The last guard against a frame no client could read (libvirt's
-            // virNetMessageEncodePayload fails the call the same way).
-            Ok(payload) if payload.len() > crate::protocol::inspect::MAX_PAYLOAD => {
-                proto::error_reply(call, &RemoteError::rpc("Unable to encode message payload"))
-            }
-            Ok(payload) if payload.is_empty() => proto::void_reply(call),
-            Ok(payload) => proto::data_reply(call, payload),
-            Err(e) => proto::error_reply(call, &e),
-        };
-        self.wire.send(frame, ctx);
+        self.link.answer(call, r, ctx);
     }
 
     /// Answers when `f` resolves, before the next call is read.
@@ -96,10 +52,7 @@ impl AdminConnection {
     where
         F: std::future::Future<Output = Answer> + 'static,
     {
-        ctx.wait(
-            f.into_actor(self)
-                .map(move |r, act, ctx| act.answer(&call, r, ctx)),
-        );
+        rpc::answer_when(self, call, f, ctx);
     }
 
     /// Closes once everything queued before has been written (libvirt's
@@ -246,7 +199,7 @@ impl AdminConnection {
             }),
             C::SetDaemonTimeout { timeout, flags } => {
                 errors::check_flags(flags, 0, "adminConnectSetDaemonTimeout").map(|()| {
-                    self.supervisor.do_send(SetTimeout(timeout));
+                    self.link.supervisor().do_send(SetTimeout(timeout));
                     Bytes::new()
                 })
             }
@@ -257,10 +210,10 @@ impl AdminConnection {
             )
             .map(|()| {
                 info!(
-                    admin_client = self.id,
+                    admin_client = self.link.id(),
                     "shutdown requested over the admin socket"
                 );
-                self.supervisor.do_send(Shutdown);
+                self.link.supervisor().do_send(Shutdown);
                 Bytes::new()
             }),
         };
@@ -284,17 +237,17 @@ impl AdminConnection {
             return self.answer(&call, Err(e), ctx);
         }
         info!(
-            admin_client = self.id,
+            admin_client = self.link.id(),
             server = server.name(),
             client = client.id,
             "client disconnected by the admin API"
         );
-        if server == Server::Admin && client.id == self.id {
+        if server == Server::Admin && client.id == self.link.id() {
             // libvirt closes the caller's own connection without answering: the
             // caller reads EOF (replies to its earlier calls are still written).
             return Self::close_after_reply(ctx);
         }
-        let op = self.supervisor.send(CloseClient {
+        let op = self.link.supervisor().send(CloseClient {
             server,
             id: client.id,
         });
@@ -387,46 +340,39 @@ impl AdminConnection {
             }
         }
     }
+}
 
-    fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        let header = frame.header;
-        // Our inspection program shares the socket with libvirt's admin program.
-        let (program, version) = if header.prog == crate::protocol::inspect::PROGRAM {
+impl RpcActor for AdminConnection {
+    fn link(&mut self) -> &mut RpcLink {
+        &mut self.link
+    }
+
+    /// Our inspection program shares the socket with libvirt's admin program.
+    fn program(header: &Header) -> (u32, u32) {
+        if header.prog == crate::protocol::inspect::PROGRAM {
             (
                 crate::protocol::inspect::PROGRAM,
                 crate::protocol::inspect::VERSION,
             )
         } else {
             (admin::PROGRAM, admin::VERSION)
-        };
-        match proto::route(frame, program, version) {
-            Route::Call { payload } => {
-                if !self.called {
-                    self.called = true;
-                    self.entry.update(|e| e.called = true);
-                }
-                if program == crate::protocol::inspect::PROGRAM {
-                    return self.handle_inspect(header, ctx);
-                }
-                match AdminCall::decode(header.proc_, &payload) {
-                    Ok(Some(args)) => self.dispatch(header, args, ctx),
-                    Ok(None) => {
-                        let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
-                        self.answer(&header, Err(e), ctx);
-                    }
-                    Err(e) => {
-                        debug!(admin_client = self.id, error = %e, "undecodable payload");
-                        let e = RemoteError::rpc("Unable to decode message payload");
-                        self.answer(&header, Err(e), ctx);
-                    }
-                }
+        }
+    }
+
+    fn call(&mut self, header: Header, payload: Bytes, ctx: &mut Context<Self>) {
+        if header.prog == crate::protocol::inspect::PROGRAM {
+            return self.handle_inspect(header, ctx);
+        }
+        match AdminCall::decode(header.proc_, &payload) {
+            Ok(Some(args)) => self.dispatch(header, args, ctx),
+            Ok(None) => {
+                let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
+                self.answer(&header, Err(e), ctx);
             }
-            Route::Reject(e) => self.wire.send(proto::error_reply(&header, &e), ctx),
-            Route::Ping => self.wire.send(proto::pong(), ctx),
-            Route::Ignore => {}
-            Route::Close(why) => {
-                warn!(admin_client = self.id, "{why}; closing connection");
-                ctx.stop();
+            Err(e) => {
+                debug!(admin_client = self.link.id(), error = %e, "undecodable payload");
+                let e = RemoteError::rpc("Unable to decode message payload");
+                self.answer(&header, Err(e), ctx);
             }
         }
     }
@@ -611,34 +557,17 @@ impl Actor for AdminConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Whole requests carried over a live upgrade.
-        for frame in self.wire.take_complete() {
-            self.handle_frame(frame, ctx);
-        }
+        rpc::replay_pending(self, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        debug!(
-            admin_client = self.id,
-            pid = self.peer.pid,
-            "admin client disconnected"
-        );
-        self.supervisor.do_send(Disconnected {
-            server: Server::Admin,
-            id: self.id,
-        });
+        rpc::stopped(&self.link);
     }
 }
 
 impl StreamHandler<Result<Frame, FrameError>> for AdminConnection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
-        match item {
-            Ok(f) => self.handle_frame(f, ctx),
-            Err(e) => {
-                warn!(admin_client = self.id, pid = self.peer.pid, error = %e, "closing connection");
-                ctx.stop();
-            }
-        }
+        rpc::incoming(self, item, ctx);
     }
 }
 
@@ -657,19 +586,6 @@ impl Handler<CloseAdmin> for AdminConnection {
 impl Handler<Quiesce> for AdminConnection {
     type Result = MessageResult<Quiesce>;
     fn handle(&mut self, m: Quiesce, ctx: &mut Self::Context) -> Self::Result {
-        let state = ClientState {
-            id: self.id,
-            fd: self.wire.raw_fd(),
-            conn_time: self.conn_time,
-            session: None,
-            pending: self.wire.pending(),
-            peer_pid: Some(self.peer.pid),
-            peer_ids: Some((self.peer.uid, self.peer.gid)),
-        };
-        let resume: oneshot::Receiver<()> = m.resume;
-        ctx.wait(actix::fut::wrap_future(async move {
-            let _ = resume.await;
-        }));
-        MessageResult(state)
+        m.hold(self.link.state(None), ctx)
     }
 }

@@ -19,12 +19,12 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::connection::Quiesce;
 use super::deferred_shutdown::DeferredShutdown;
 use super::fence_marks::FencingMarks;
 use super::lockspace::Freeze;
 use super::lockspace_table::LockspaceTable;
 use super::releases::PendingReleases;
+use super::rpc::Quiesce;
 use super::supervisor::{Pause, Resume, Supervisor};
 use crate::state::{self, FenceState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 

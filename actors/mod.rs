@@ -18,6 +18,7 @@ pub mod lease_count;
 pub mod lockspace;
 pub mod lockspace_table;
 pub mod releases;
+pub mod rpc;
 pub mod supervisor;
 pub mod vouched;
 pub mod wire;

@@ -18,13 +18,14 @@ use tracing::{debug, error, info, warn};
 use super::admin::{AdminConnection, AdminInit, CloseAdmin};
 use super::admin_state::{AdminState, DaemonInfo, ServerSettings};
 use super::clients::{ClientRecord, ClientTable};
-use super::connection::{Close, Connection, ConnectionInit, ConnectionShared, Peer};
+use super::connection::{Close, Connection, ConnectionInit, ConnectionShared};
 use super::deferred_shutdown::DeferredShutdown;
 use super::fence;
 use super::gate::{ClientGate, Slot};
 use super::handoff::UpgradeShared;
 use super::lockspace::{Lockspace, LockspaceShared, ReleaseAll};
 use super::lockspace_table::LockspaceTable;
+use super::rpc::{LinkInit, Peer};
 use crate::config::LossAction;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
@@ -212,32 +213,29 @@ impl Supervisor {
                 restricted: session.is_restricted(),
             },
         );
+        let link = LinkInit {
+            server,
+            id,
+            peer,
+            stream,
+            slot,
+            supervisor: ctx.address(),
+            conn_time,
+            pending,
+            entry,
+        };
         match server {
             Server::Lock => {
                 let addr = Connection::launch(ConnectionInit {
-                    id,
-                    peer,
-                    stream,
-                    slot,
+                    link,
                     shared: self.connection_shared.clone(),
-                    supervisor: ctx.address(),
-                    conn_time,
                     session,
-                    pending,
-                    entry,
                 });
                 self.connections.insert(id, addr);
             }
             Server::Admin => {
                 let addr = AdminConnection::launch(AdminInit {
-                    id,
-                    peer,
-                    stream,
-                    slot,
-                    supervisor: ctx.address(),
-                    conn_time,
-                    pending,
-                    entry,
+                    link,
                     state: self.admin_state.clone(),
                 });
                 self.admin_connections.insert(id, addr);
