@@ -14,12 +14,12 @@ use super::clients::ClientRecord;
 use super::inspect;
 use super::rpc::{self, Answer, LinkInit, Peer, Quiesce, RpcActor, RpcLink};
 use super::supervisor::{CloseClient, Server, SetTimeout, Shutdown};
+use crate::admin_rules::{self as rules, ClientFound};
 use crate::logging;
 use crate::protocol::admin::{
     self, errors, reply, AdminCall, ClientRef, TypedParam, Value, TRANSPORT_UNIX,
 };
 use crate::protocol::error::{code, domain};
-use crate::protocol::typed_params::{check_field_lengths, get_uint, validate};
 use crate::protocol::{Frame, FrameError, Header, RemoteError};
 
 /// The libvirt version reported to `virt-admin version` ("Running against
@@ -85,19 +85,19 @@ impl AdminConnection {
             C::LookupServer { name, .. } => lookup(&name).map(|s| reply::server(s.name())),
             C::GetThreadpool { server, flags } => lookup(&server).and_then(|s| {
                 errors::check_flags(flags, 0, "adminServerGetThreadPoolParameters")?;
-                Ok(reply::params(&threadpool(&st, s)))
+                let prio = st.server(s).prio_workers.get();
+                Ok(reply::params(&rules::threadpool_params(prio)))
             }),
             C::SetThreadpool {
                 server,
                 params,
                 flags,
-            } => server_named(&server)
-                .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| {
-                    check_field_lengths(&params)?;
-                    set_threadpool(&st, s, &params, flags)
-                })
-                .map(|()| Bytes::new()),
+            } => lookup_admin(&server).and_then(|s| {
+                if let Some(prio) = rules::set_threadpool(&params, flags)? {
+                    st.server(s).prio_workers.set(prio);
+                }
+                Ok(Bytes::new())
+            }),
             C::ListClients {
                 server,
                 need_results,
@@ -130,19 +130,28 @@ impl AdminConnection {
             }
             C::GetClientLimits { server, flags } => lookup(&server).and_then(|s| {
                 errors::check_flags(flags, 0, "adminServerGetClientLimits")?;
-                Ok(reply::params(&client_limits(&st, s)))
+                let limits = st.server(s).limits();
+                let connected = st.clients.count(s);
+                Ok(reply::params(&rules::client_limit_params(
+                    limits, connected,
+                )))
             }),
             C::SetClientLimits {
                 server,
                 params,
                 flags,
-            } => server_named(&server)
-                .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| {
-                    check_field_lengths(&params)?;
-                    self.set_client_limits(s, &params, flags)
-                })
-                .map(|()| Bytes::new()),
+            } => lookup_admin(&server).and_then(|s| {
+                let settings = st.server(s);
+                let limits = rules::set_client_limits(settings.limits(), &params, flags)?;
+                if settings.set_limits(limits) {
+                    info!(
+                        server = s.name(),
+                        max_clients = limits.max,
+                        "client limit set by the admin API"
+                    );
+                }
+                Ok(Bytes::new())
+            }),
             C::GetLogOutputs { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingOutputs").map(|()| {
                     let outputs = st
@@ -268,40 +277,6 @@ impl AdminConnection {
         );
     }
 
-    fn set_client_limits(
-        &self,
-        server: Server,
-        params: &[TypedParam],
-        flags: u32,
-    ) -> Result<(), RemoteError> {
-        errors::check_flags(flags, 0, "adminServerSetClientLimits")?;
-        validate(
-            params,
-            &[("nclients_max", "uint"), ("nclients_unauth_max", "uint")],
-        )?;
-        let s = self.state.server(server);
-        let max = get_uint(params, "nclients_max").map_or(s.gate.max(), |v| v as usize);
-        let unauth =
-            get_uint(params, "nclients_unauth_max").map_or(s.unauth_max.get(), |v| v as usize);
-        if max < unauth {
-            return Err(errors::invalid_arg(
-                domain::RPC,
-                "The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients",
-            ));
-        }
-        s.unauth_max.set(unauth);
-        if s.gate.max() != max {
-            // Raising it lets clients waiting in the backlog in at once.
-            s.gate.set_max(max);
-            info!(
-                server = server.name(),
-                max_clients = max,
-                "client limit set by the admin API"
-            );
-        }
-        Ok(())
-    }
-
     fn handle_inspect(&mut self, call: Header, ctx: &mut Context<Self>) {
         use crate::protocol::inspect::procedure as p;
         let st = self.state.clone();
@@ -383,6 +358,11 @@ fn lookup(name: &str) -> Result<Server, RemoteError> {
     server_named(name).ok_or_else(|| errors::no_server(name))
 }
 
+/// The same, with the text of the hand-written dispatchers.
+fn lookup_admin(name: &str) -> Result<Server, RemoteError> {
+    server_named(name).ok_or_else(|| errors::no_server_admin(name))
+}
+
 fn client_ref(server: Server, id: u64, r: &ClientRecord) -> ClientRef {
     ClientRef {
         server: server.name().to_owned(),
@@ -392,92 +372,19 @@ fn client_ref(server: Server, id: u64, r: &ClientRecord) -> ClientRef {
     }
 }
 
-/// Our "thread pool" as libvirt's API describes one. Like libvirt's virtlockd,
-/// the daemon has no worker pool: every call is handled on the event loop
-/// (lockspaces on filesystems that may hang have a thread each, which is not a
-/// pool of workers). So all counts are 0, except the priority workers last set.
-fn threadpool(st: &AdminState, server: Server) -> Vec<TypedParam> {
-    let prio = st.server(server).prio_workers.get();
-    [
-        ("minWorkers", 0),
-        ("maxWorkers", 0),
-        ("nWorkers", 0),
-        ("freeWorkers", 0),
-        ("prioWorkers", prio),
-        ("jobQueueDepth", 0),
-    ]
-    .into_iter()
-    .map(|(f, v)| TypedParam::new(f, Value::UInt(v)))
-    .collect()
-}
-
-/// `virThreadPoolSetParameters` on a pool with `maxWorkers` 0.
-fn set_threadpool(
-    st: &AdminState,
-    server: Server,
-    params: &[TypedParam],
-    flags: u32,
-) -> Result<(), RemoteError> {
-    errors::check_flags(flags, 0, "adminServerSetThreadPoolParameters")?;
-    validate(
-        params,
-        &[
-            ("minWorkers", "uint"),
-            ("maxWorkers", "uint"),
-            ("prioWorkers", "uint"),
-        ],
-    )?;
-    let min = get_uint(params, "minWorkers");
-    let max = get_uint(params, "maxWorkers");
-    if min.is_some_and(|m| m > max.unwrap_or(0)) {
-        return Err(errors::invalid_arg(
-            domain::NONE,
-            "minWorkers cannot be larger than maxWorkers",
-        ));
-    }
-    if max.is_some_and(|m| m > 0) {
-        return Err(errors::invalid_arg(
-            domain::NONE,
-            "maxWorkers must not be switched from zero to non-zero and vice versa",
-        ));
-    }
-    if let Some(p) = get_uint(params, "prioWorkers") {
-        st.server(server).prio_workers.set(p);
-    }
-    Ok(())
-}
-
-fn client_limits(st: &AdminState, server: Server) -> Vec<TypedParam> {
-    let s = st.server(server);
-    [
-        ("nclients_max", s.gate.max()),
-        ("nclients", st.clients.count(server)),
-        ("nclients_unauth_max", s.unauth_max.get()),
-        ("nclients_unauth", 0),
-    ]
-    .into_iter()
-    .map(|(f, v)| TypedParam::new(f, Value::UInt(v as u32)))
-    .collect()
-}
-
-/// CLIENT_GET_INFO's checks, with its dispatcher's own texts for unknown
-/// names: the peer whose identity is to be reported.
+/// CLIENT_GET_INFO's checks: the peer whose identity is to be reported.
 fn client_identity(st: &AdminState, client: &ClientRef, flags: u32) -> Result<Peer, RemoteError> {
-    let server =
-        server_named(&client.server).ok_or_else(|| errors::no_server_admin(&client.server))?;
-    let r = st
-        .clients
-        .get(server, client.id)
-        .ok_or_else(|| errors::no_client_admin(client.id))?;
-    errors::check_flags(flags, 0, "adminClientGetInfo")?;
-    if !r.called {
-        return Err(RemoteError::new(
-            code::INTERNAL_ERROR,
-            domain::RPC,
-            "No identity information available for client",
-        ));
-    }
-    Ok(r.peer)
+    let record = server_named(&client.server).map(|s| st.clients.get(s, client.id));
+    let found = match &record {
+        None => ClientFound::NoServer,
+        Some(None) => ClientFound::NoClient,
+        Some(Some(r)) => ClientFound::Client { called: r.called },
+    };
+    rules::check_client_info(&client.server, client.id, found, flags)?;
+    record
+        .flatten()
+        .map(|r| r.peer)
+        .ok_or_else(|| errors::no_client_admin(client.id))
 }
 
 /// CLIENT_GET_INFO's reply. Resolves user and group names through NSS, which
@@ -519,36 +426,20 @@ fn too_large(e: crate::protocol::inspect::TooLarge) -> RemoteError {
     RemoteError::rpc(e.to_string())
 }
 
-fn log_error(e: logging::LogError) -> RemoteError {
-    let c = if e.is_invalid_argument() {
-        code::INVALID_ARG
-    } else {
-        code::INTERNAL_ERROR
-    };
-    RemoteError::new(c, domain::NONE, e.to_string())
-}
-
-/// `virLogSetOutputs`: absent or empty selects the default outputs.
+/// `virLogSetOutputs`.
 fn set_outputs(log: &logging::LogHandle, outputs: Option<&str>) -> Result<(), RemoteError> {
-    let parsed = match outputs {
-        Some(s) if !s.trim().is_empty() => logging::parse_outputs(s).map_err(log_error)?,
-        _ => Vec::new(),
-    };
-    log.set_outputs(parsed).map_err(log_error)?;
+    log.set_outputs(rules::log_outputs(outputs)?)
+        .map_err(rules::log_error)?;
     info!(outputs = ?outputs, "log outputs set by the admin API");
     Ok(())
 }
 
-/// `virLogSetFilters`: absent or empty removes every filter.
+/// `virLogSetFilters`.
 fn set_filters(st: &AdminState, filters: Option<&str>) -> Result<(), RemoteError> {
     let Some(log) = &st.info.log else {
         return Ok(());
     };
-    let parsed = match filters {
-        Some(s) => logging::parse_filters(s).map_err(log_error)?,
-        None => Vec::new(),
-    };
-    log.set_filters(parsed);
+    log.set_filters(rules::log_filters(filters)?);
     info!(filters = ?filters, "log filters set by the admin API");
     Ok(())
 }

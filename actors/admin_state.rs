@@ -11,6 +11,7 @@ use super::gate::ClientGate;
 use super::lease_count::LeaseCount;
 use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
+use crate::client_limits::ClientLimits;
 use crate::logging::LogHandle;
 
 /// Facts about the daemon process kept across live upgrades.
@@ -43,6 +44,25 @@ impl ServerSettings {
             unauth_max: Cell::new(max),
             prio_workers: Cell::new(0),
         }
+    }
+
+    pub fn limits(&self) -> ClientLimits {
+        ClientLimits {
+            max: self.gate.max(),
+            unauth_max: self.unauth_max.get(),
+        }
+    }
+
+    /// Puts `limits` into effect; answers whether `max` changed. Raising it
+    /// lets clients waiting in the backlog in at once; lowering it disconnects
+    /// nobody.
+    pub fn set_limits(&self, limits: ClientLimits) -> bool {
+        self.unauth_max.set(limits.unauth_max);
+        let changed = self.gate.max() != limits.max;
+        if changed {
+            self.gate.set_max(limits.max);
+        }
+        changed
     }
 }
 
