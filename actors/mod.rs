@@ -3,8 +3,10 @@
 //! client, one [`lockspace::Lockspace`] per lockspace (the only holder of lease
 //! fds), and admin connections.
 
+pub mod accept;
 pub mod admin;
 pub mod admin_state;
+pub mod adopt;
 pub mod clients;
 pub mod connection;
 pub mod deferred_shutdown;

@@ -5,18 +5,19 @@
 //! the idle timeout.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::stream::{self, Stream};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, error, info, warn};
 
+use super::accept::{accept_stream, Accepted};
 use super::admin::{AdminConnection, AdminInit, CloseAdmin};
 use super::admin_state::{AdminState, DaemonInfo, ServerSettings};
+use super::adopt::{adopt_listener, adopt_stream};
 use super::clients::{ClientRecord, ClientTable};
 use super::connection::{Close, Connection, ConnectionInit, ConnectionShared};
 use super::deferred_shutdown::DeferredShutdown;
@@ -26,7 +27,9 @@ use super::handoff::UpgradeShared;
 use super::lockspace::{Lockspace, LockspaceShared, ReleaseAll};
 use super::lockspace_table::LockspaceTable;
 use super::rpc::{LinkInit, Peer};
+use crate::client_limits::ClientLimits;
 use crate::config::LossAction;
+use crate::idle::IdleTimeout;
 use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
@@ -34,8 +37,6 @@ use crate::protocol::lock::Owner;
 use crate::session::Session;
 use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 
-/// How long accepting pauses when the process is out of file descriptors.
-const EMFILE_PAUSE: Duration = Duration::from_secs(5);
 /// How often the idle timeout is checked.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -101,8 +102,7 @@ pub struct Supervisor {
     connections: HashMap<u64, Addr<Connection>>,
     admin_connections: HashMap<u64, Addr<AdminConnection>>,
     euid: u32,
-    timeout: Option<Duration>,
-    idle_since: Option<Instant>,
+    idle: IdleTimeout,
     /// The idle check, running while a timeout is set.
     idle_check: Option<SpawnHandle>,
     clients: ClientTable,
@@ -151,8 +151,7 @@ impl Supervisor {
             connections: HashMap::new(),
             admin_connections: HashMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
-            timeout: cfg.timeout,
-            idle_since: None,
+            idle: IdleTimeout::new(cfg.timeout),
             idle_check: None,
             clients,
             admin_state,
@@ -270,15 +269,11 @@ impl Supervisor {
             };
             self.next_client_id
                 .insert(server, srv.next_client_id.max(1));
-            // Limits as the old image left them (admin API, reload), not as
-            // this image's config says: libvirt's restart does the same.
-            let max = usize::try_from(srv.max_clients).unwrap_or(usize::MAX);
             let settings = self.admin_state.server(server);
-            settings.gate.set_max(max);
-            settings.unauth_max.set(
-                srv.max_unauth_clients
-                    .map_or(max, |u| usize::try_from(u).unwrap_or(usize::MAX).min(max)),
-            );
+            settings.set_limits(ClientLimits::restored(
+                srv.max_clients,
+                srv.max_unauth_clients,
+            ));
             if let Some(prio) = srv.prio_workers {
                 settings.prio_workers.set(prio);
             }
@@ -348,7 +343,7 @@ impl Supervisor {
             Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
         }
         if let Some(secs) = snapshot.timeout {
-            self.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
+            self.idle.set_secs(secs);
         }
         for f in snapshot.fencing {
             if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
@@ -389,73 +384,33 @@ impl Supervisor {
         Ok(peer)
     }
 
-    fn check_idle(&mut self, _ctx: &mut Context<Self>) {
-        let Some(timeout) = self.timeout else { return };
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
         let idle = self.lock_gate.connected() == 0
             && self.admin_gate.connected() == 0
             && self.lockspace_shared.leases.get() == 0;
-        if !idle {
-            self.idle_since = None;
-            return;
-        }
-        let since = *self.idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= timeout && !self.shutting_down {
+        if self.idle.expired(idle, Instant::now()) && !self.shutting_down {
             info!(
-                timeout = timeout.as_secs(),
+                timeout = self.idle.secs(),
                 "no clients and no leases; shutting down"
             );
-            _ctx.address().do_send(Shutdown);
+            ctx.address().do_send(Shutdown);
         }
     }
-}
 
-/// Accepts on one listener while the server has room for a client.
-fn accept_stream(
-    server: Server,
-    listener: Rc<UnixListener>,
-    gate: Arc<ClientGate>,
-) -> impl Stream<Item = Option<Accepted>> {
-    stream::unfold((listener, gate), move |(listener, gate)| async move {
-        if gate.full() {
-            warn!(
-                server = server.name(),
-                max = gate.max(),
-                "client limit reached; new connections wait in the backlog"
-            );
-            gate.room().await;
-            info!(
-                server = server.name(),
-                "below the client limit again; accepting"
-            );
-        }
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                () = gate.lowered() => {
-                    if gate.full() {
-                        // Back to the top: wait for room before accepting again.
-                        return Some((None, (listener, gate)));
-                    }
-                    continue;
-                }
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let item = Accepted {
-                        server,
-                        stream,
-                        slot: gate.take(),
-                    };
-                    return Some((Some(item), (listener, gate)));
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    error!(server = server.name(), error = %e, "out of file descriptors; pausing accept");
-                    actix_rt::time::sleep(EMFILE_PAUSE).await;
-                }
-                Err(e) => warn!(server = server.name(), error = %e, "accept failed"),
+    /// Runs the idle check exactly while a timeout is set.
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        match (self.idle.timeout().is_some(), self.idle_check.is_some()) {
+            (true, false) => {
+                self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
             }
+            (false, true) => {
+                if let Some(h) = self.idle_check.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            _ => {}
         }
-    })
+    }
 }
 
 impl Actor for Supervisor {
@@ -488,9 +443,7 @@ impl Actor for Supervisor {
             }
         }
         self.start_accepting(ctx);
-        if self.timeout.is_some() {
-            self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
-        }
+        self.schedule_idle_check(ctx);
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
     }
@@ -505,46 +458,6 @@ fn restore_session(s: Option<crate::state::SessionState>) -> Session {
         pid: o.pid,
     });
     Session::restored(owner, s.restricted)
-}
-
-/// Takes ownership of an inherited fd after checking it is open.
-fn owned_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: only a flag query on a borrowed fd.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)?;
-    // SAFETY: inherited across exec for exactly this use; open (checked above).
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-fn adopt_listener(l: &ListenerState) -> std::io::Result<UnixListener> {
-    let std_listener = std::os::unix::net::UnixListener::from(owned_fd(l.fd)?);
-    std_listener.set_nonblocking(true)?;
-    UnixListener::from_std(std_listener)
-}
-
-fn adopt_stream(fd: i32) -> std::io::Result<UnixStream> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    // One F_GETFL both proves the fd open and tells whether O_NONBLOCK (a flag
-    // of the open file, which survives exec) still needs setting.
-    // SAFETY: a flag query on a borrowed fd.
-    let flags = fcntl(
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        FcntlArg::F_GETFL,
-    )?;
-    // SAFETY: inherited across exec for this client; open (checked above).
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let flags = OFlag::from_bits_truncate(flags);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(&owned, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    }
-    UnixStream::from_std(std::os::unix::net::UnixStream::from(owned))
-}
-
-/// A connection that passed accept().
-pub struct Accepted {
-    server: Server,
-    stream: UnixStream,
-    slot: Slot,
 }
 
 impl StreamHandler<Option<Accepted>> for Supervisor {
@@ -632,9 +545,7 @@ impl Handler<Pause> for Supervisor {
             })
             .collect();
         MessageResult(Some(Paused {
-            timeout: self
-                .timeout
-                .map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX)),
+            timeout: self.idle.secs(),
             servers,
             lock_clients: self.connections.values().cloned().collect(),
             admin_clients: self.admin_connections.values().cloned().collect(),
@@ -739,25 +650,13 @@ pub struct SetLimits {
 impl Handler<SetLimits> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetLimits, _: &mut Self::Context) {
-        // libvirt's virtlockd does not re-read limits on SIGHUP at all; ours
-        // does, so srv-clients-info must stay consistent with it: the unauth
-        // maximum follows max_clients as at startup (where both are equal),
-        // except that a lower value set by the admin API is kept, clamped to
-        // the new max_clients (never above it, which srv-clients-set refuses).
         for (server, max) in [
             (Server::Lock, m.max_clients),
             (Server::Admin, m.admin_max_clients),
         ] {
             let s = self.admin_state.server(server);
-            let unauth = s.unauth_max.get();
-            s.unauth_max.set(if unauth == s.gate.max() {
-                max
-            } else {
-                unauth.min(max)
-            });
+            s.set_limits(s.limits().reloaded(max));
         }
-        self.lock_gate.set_max(m.max_clients);
-        self.admin_gate.set_max(m.admin_max_clients);
         info!(
             max_clients = m.max_clients,
             admin_max_clients = m.admin_max_clients,
@@ -887,19 +786,8 @@ pub struct SetTimeout(pub u32);
 impl Handler<SetTimeout> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetTimeout, ctx: &mut Self::Context) {
-        self.timeout = (m.0 > 0).then(|| Duration::from_secs(m.0.into()));
-        self.idle_since = None;
-        match (self.timeout.is_some(), self.idle_check.is_some()) {
-            (true, false) => {
-                self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
-            }
-            (false, true) => {
-                if let Some(h) = self.idle_check.take() {
-                    ctx.cancel_future(h);
-                }
-            }
-            _ => {}
-        }
+        self.idle.set_secs(m.0);
+        self.schedule_idle_check(ctx);
         info!(timeout = m.0, "idle timeout set");
     }
 }

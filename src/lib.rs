@@ -17,6 +17,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod daemonize;
+pub mod idle;
 pub mod listener;
 pub mod lockspace;
 pub mod logging;
