@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -25,8 +25,8 @@ use super::releases::PendingReleases;
 use super::rpc::{self, LinkInit, Quiesce, RpcActor, RpcLink};
 use super::supervisor::{OpenError, OpenLockspace};
 use super::vouched::{Vouched, VouchedOwners};
-use crate::lockspace::error::show;
 use crate::lockspace::OwnerPid;
+use crate::names::lossy_utf8;
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{self, LockCall, Owner, Procedure};
 use crate::protocol::{Frame, FrameError, Header, RemoteError};
@@ -62,7 +62,7 @@ pub struct Connection {
     /// The registered owner, as each acquire hands it to the lock table.
     owner_details: Option<Arc<Owner>>,
     shared: ConnectionShared,
-    /// Set once the disconnect semantics have been started (by [`Close`]).
+    /// Set once the release and fencing of a close have been started (by [`Close`]).
     closed: bool,
     /// Held while the registered owner is this connection's own peer: only
     /// such owners are fenced when a lease of theirs is lost.
@@ -86,13 +86,6 @@ impl Connection {
             conn.vouch();
             conn
         })
-    }
-
-    /// Seconds since the epoch, for connect times.
-    pub fn now() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
     }
 
     fn reply(&mut self, call: &Header, result: Result<(), RemoteError>, ctx: &mut Context<Self>) {
@@ -195,8 +188,8 @@ impl Connection {
                     .into_actor(self)
                     .map(move |result, act, ctx| {
                         match &result {
-                            Ok(()) => debug!(lockspace = %show(&path), owner = %act.label, flags, "acquired"),
-                            Err(e) => info!(lockspace = %show(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
+                            Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, "acquired"),
+                            Err(e) => info!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
                         }
                         act.reply(&call, result, ctx)
                     });
@@ -214,7 +207,7 @@ impl Connection {
         call: &Header,
         path: &[u8],
         ctx: &mut Context<Self>,
-    ) -> Option<Addr<super::lockspace::Lockspace>> {
+    ) -> Option<Addr<super::lockspace::LockspaceActor>> {
         let addr = self.shared.lockspaces.get(path);
         if addr.is_none() {
             self.reply(
@@ -222,7 +215,7 @@ impl Connection {
                 Err(RemoteError::new(
                     code::INTERNAL_ERROR,
                     domain::RPC,
-                    format!("Lockspace for path {} does not exist", show(path)),
+                    format!("Lockspace for path {} does not exist", lossy_utf8(path)),
                 )),
                 ctx,
             );
@@ -233,7 +226,7 @@ impl Connection {
     fn in_lockspace<M>(&mut self, call: Header, path: &[u8], msg: M, ctx: &mut Context<Self>)
     where
         M: Message<Result = Result<(), crate::lockspace::LockError>> + Send + 'static,
-        super::lockspace::Lockspace: Handler<M>,
+        super::lockspace::LockspaceActor: Handler<M>,
     {
         if let Some(addr) = self.lookup(&call, path, ctx) {
             let op = addr.send(msg);
@@ -333,7 +326,7 @@ impl Actor for Connection {
     fn stopped(&mut self, _: &mut Self::Context) {
         rpc::stopped(&self.link);
         if !self.closed {
-            actix::spawn(self.disconnect_semantics());
+            actix::spawn(self.release_and_fence());
         }
     }
 }
@@ -342,7 +335,7 @@ impl Connection {
     /// What closing this connection means (spec §5.3). Only the owner's own
     /// connection (QEMU's) releases: libvirtd's short-lived connections register
     /// the QEMU pid too and must not. If the owner held anything, it is fenced.
-    fn disconnect_semantics(&mut self) -> impl Future<Output = ()> + 'static {
+    fn release_and_fence(&mut self) -> impl Future<Output = ()> + 'static {
         self.closed = true;
         let owner = self.own_owner();
         // Still vouched for until its fencing has started: a lease loss seen
@@ -373,7 +366,7 @@ impl Connection {
                 match reply {
                     Ok(Ok(names)) => {
                         for n in &names {
-                            info!(owner = %label, resource = %show(n), "lease released on disconnect");
+                            info!(owner = %label, resource = %lossy_utf8(n), "lease released on disconnect");
                         }
                         released += names.len();
                     }
@@ -424,7 +417,7 @@ pub struct Close;
 impl Handler<Close> for Connection {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) -> Self::Result {
-        let done = self.disconnect_semantics();
+        let done = self.release_and_fence();
         ctx.stop();
         Box::pin(done)
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::admin::LIBVIRT_VERSION;
 use super::admin_state::AdminState;
 use super::clients::ClientRecord;
-use super::connection::Connection;
 use super::lockspace::Inspect;
 use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
@@ -86,7 +85,7 @@ pub fn status(st: &AdminState) -> StatusView {
         libvirt_version: LIBVIRT_VERSION,
         pid: std::process::id(),
         started_at: st.info.started_at,
-        now: Connection::now(),
+        now: crate::clock::now_epoch_seconds(),
         upgrades: st.info.upgrades,
         lock_clients: st.clients.count(Server::Lock) as u32,
         admin_clients: st.clients.count(Server::Admin) as u32,

@@ -8,13 +8,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::Addr;
 
-use super::lockspace::Lockspace;
+use super::lockspace::LockspaceActor;
 
 #[derive(Clone, Default)]
-pub struct LockspaceTable(Arc<RwLock<HashMap<Vec<u8>, Addr<Lockspace>>>>);
+pub struct LockspaceTable(Arc<RwLock<HashMap<Vec<u8>, Addr<LockspaceActor>>>>);
 
 impl LockspaceTable {
-    pub fn get(&self, path: &[u8]) -> Option<Addr<Lockspace>> {
+    pub fn get(&self, path: &[u8]) -> Option<Addr<LockspaceActor>> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -30,7 +30,7 @@ impl LockspaceTable {
     }
 
     /// Every lockspace, for release-on-disconnect, inspection and upgrade.
-    pub fn all(&self) -> Vec<Addr<Lockspace>> {
+    pub fn all(&self) -> Vec<Addr<LockspaceActor>> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -40,7 +40,7 @@ impl LockspaceTable {
     }
 
     /// Inserts unless the key exists; returns whether it was inserted.
-    pub(super) fn insert_new(&self, path: Vec<u8>, addr: Addr<Lockspace>) -> bool {
+    pub(super) fn insert_new(&self, path: Vec<u8>, addr: Addr<LockspaceActor>) -> bool {
         let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if map.contains_key(&path) {
             return false;

@@ -1,6 +1,6 @@
 //! The running daemon as actors: a [`supervisor::Supervisor`] that owns the
 //! listeners and the lockspace table, one [`connection::Connection`] per lock
-//! client, one [`lockspace::Lockspace`] per lockspace (the only holder of lease
+//! client, one [`lockspace::LockspaceActor`] per lockspace (the only holder of lease
 //! fds), and admin connections.
 
 pub mod accept;

@@ -24,15 +24,15 @@ use super::deferred_shutdown::DeferredShutdown;
 use super::fence;
 use super::gate::{ClientGate, Slot};
 use super::handoff::UpgradeShared;
-use super::lockspace::{Lockspace, LockspaceShared, ReleaseAll};
+use super::lockspace::{LockspaceActor, LockspaceShared, ReleaseAll};
 use super::lockspace_table::LockspaceTable;
 use super::rpc::{LinkInit, Peer};
 use crate::client_limits::ClientLimits;
 use crate::config::LossAction;
 use crate::idle::IdleTimeout;
-use crate::lockspace::error::show;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
+use crate::names::lossy_utf8;
 use crate::protocol::lock::Owner;
 use crate::session::Session;
 use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
@@ -196,7 +196,9 @@ impl Supervisor {
                 *next - 1
             }
         };
-        let conn_time = state.as_ref().map_or_else(Connection::now, |s| s.conn_time);
+        let conn_time = state
+            .as_ref()
+            .map_or_else(crate::clock::now_epoch_seconds, |s| s.conn_time);
         let (session, pending) = match state {
             Some(s) => (restore_session(s.session), s.pending),
             None => (Session::default(), Vec::new()),
@@ -337,7 +339,7 @@ impl Supervisor {
                     let leases = space.len();
                     let addr = self.start_lockspace(space, storage);
                     self.lockspaces.insert_new(key.clone(), addr);
-                    info!(lockspace = %show(&key), leases, "lockspace restored");
+                    info!(lockspace = %lossy_utf8(&key), leases, "lockspace restored");
                 }
             }
             Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
@@ -361,14 +363,14 @@ impl Supervisor {
 
     /// Starts a lockspace actor where its storage allows: on the event thread for
     /// local filesystems, on a thread of its own otherwise.
-    fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<Lockspace> {
+    fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<LockspaceActor> {
         let shared = self.lockspace_shared.clone();
         match storage {
-            Storage::Local => Lockspace::new(space, storage, shared).start(),
-            Storage::Network(_) => {
+            Storage::Local => LockspaceActor::new(space, storage, shared).start(),
+            Storage::MayHang(_) => {
                 let arbiter = Arbiter::new();
-                Lockspace::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Lockspace::new(space, storage, shared)
+                LockspaceActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    LockspaceActor::new(space, storage, shared)
                 })
             }
         }
@@ -422,7 +424,7 @@ impl Actor for Supervisor {
         } else {
             // The default lockspace's files may be on any filesystem, NFS included,
             // so it gets a thread of its own like every lockspace that may block.
-            let default = self.start_lockspace(LockSpace::default_space(), Storage::Network("any"));
+            let default = self.start_lockspace(LockSpace::default_space(), Storage::ANYWHERE);
             self.lockspaces.insert_new(Vec::new(), default);
         }
         for spec in std::mem::take(&mut self.pending_listeners) {
@@ -593,7 +595,7 @@ impl Handler<OpenLockspace> for Supervisor {
     type Result = ResponseActFuture<Self, Result<(), OpenError>>;
 
     fn handle(&mut self, m: OpenLockspace, _: &mut Self::Context) -> Self::Result {
-        let shown = show(&m.path);
+        let shown = lossy_utf8(&m.path);
         if self.lockspaces.contains(&m.path) {
             let r = if m.must_be_new {
                 Err(OpenError::Exists(shown))
@@ -609,7 +611,7 @@ impl Handler<OpenLockspace> for Supervisor {
                 <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path),
             );
             // An unknown filesystem is treated as one that may block.
-            Ok::<_, LockError>(lease::storage_of(os).unwrap_or(Storage::Network("unknown")))
+            Ok::<_, LockError>(lease::storage_of(os).unwrap_or(Storage::MayHang("unknown")))
         });
         Box::pin(prepare.into_actor(self).map(move |joined, act, _| {
             let storage = match joined {
@@ -734,7 +736,7 @@ impl Handler<Shutdown> for Supervisor {
                 for ls in lockspaces {
                     if let Ok(names) = ls.send(ReleaseAll).await {
                         for n in names {
-                            warn!(resource = %show(&n), "lease released at shutdown");
+                            warn!(resource = %lossy_utf8(&n), "lease released at shutdown");
                         }
                     }
                 }

@@ -385,10 +385,19 @@ pub fn make_dirs(path: &Path) -> Result<(), Errno> {
 /// Where a lockspace's files live, as far as blocking is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
-    /// A local filesystem: syscalls return promptly.
+    /// A local filesystem: syscalls return promptly, so the lockspace runs on
+    /// the event thread.
     Local,
-    /// A network or FUSE filesystem whose syscalls can hang; names the kind.
-    Network(&'static str),
+    /// Syscalls may hang: a network or FUSE filesystem (named by its kind), one
+    /// that could not be classified, or anywhere at all (the default
+    /// lockspace). Such a lockspace needs a thread of its own, and its leases
+    /// are revalidated.
+    MayHang(&'static str),
+}
+
+impl Storage {
+    /// The default lockspace's: its files may be on any filesystem.
+    pub const ANYWHERE: Storage = Storage::MayHang("any");
 }
 
 /// Classifies the filesystem under `path` by its statfs magic number.
@@ -428,7 +437,7 @@ pub fn storage_from_magic(magic: u64) -> Storage {
     NETWORK_FILESYSTEMS
         .iter()
         .find(|(m, _)| *m == magic)
-        .map_or(Storage::Local, |(_, kind)| Storage::Network(kind))
+        .map_or(Storage::Local, |(_, kind)| Storage::MayHang(kind))
 }
 
 #[cfg(test)]
@@ -467,10 +476,10 @@ mod tests {
     #[test]
     fn tmp_is_local_and_nfs_is_not() {
         assert_eq!(storage_of(Path::new("/tmp")).unwrap(), Storage::Local);
-        assert_eq!(storage_from_magic(0x6969), Storage::Network("nfs"));
+        assert_eq!(storage_from_magic(0x6969), Storage::MayHang("nfs"));
         assert_eq!(
             storage_from_magic(0x6a65_6a63),
-            Storage::Network("virtiofs")
+            Storage::MayHang("virtiofs")
         );
         assert_eq!(storage_from_magic(0xef53), Storage::Local);
     }

@@ -129,7 +129,7 @@ impl LockSpace {
                 Err(LossCause::Failed(errno)) if res.failures + 1 < FAILED_CHECKS_FOR_LOSS => {
                     res.failures += 1;
                     warn!(
-                        resource = %super::error::show(name),
+                        resource = %crate::names::lossy_utf8(name),
                         path = %res.path.display(),
                         error = %errno,
                         "lease check failed; lost if the next check fails too"

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 /// Where the guests' disk lives (inside the sandbox).
 pub const DISK: &str = "/var/lib/libvirt/images/shared.img";
 /// `file_lockspace_dir` of the indirect mode (inside the sandbox).
@@ -54,7 +52,7 @@ impl Mode {
     pub fn resource(self) -> String {
         match self {
             Mode::Direct => DISK.to_owned(),
-            Mode::Indirect => format!("{:x}", Sha256::digest(DISK.as_bytes())),
+            Mode::Indirect => virtlockd::names::lease_name(DISK.as_bytes()),
         }
     }
 
