@@ -154,23 +154,13 @@ impl AdminConnection {
             }),
             C::GetLogOutputs { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingOutputs").map(|()| {
-                    let outputs = st
-                        .info
-                        .log
-                        .as_ref()
-                        .map(|l| l.settings().outputs)
-                        .unwrap_or_default();
+                    let outputs = log_settings(&st).outputs;
                     reply::outputs(&logging::render_outputs(&outputs), outputs.len() as u32)
                 })
             }
             C::GetLogFilters { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingFilters").map(|()| {
-                    let filters = st
-                        .info
-                        .log
-                        .as_ref()
-                        .map(|l| l.settings().filters)
-                        .unwrap_or_default();
+                    let filters = log_settings(&st).filters;
                     let text = logging::render_filters(&filters);
                     let shown = (!filters.is_empty()).then_some(text.as_str());
                     reply::filters(shown, filters.len() as u32)
@@ -424,6 +414,15 @@ async fn off_thread(f: impl FnOnce() -> Answer + Send + 'static) -> Answer {
 /// An inspection reply too large to send: the call fails with a plain error.
 fn too_large(e: crate::protocol::inspect::TooLarge) -> RemoteError {
     RemoteError::rpc(e.to_string())
+}
+
+/// The logging settings in effect (none where no logging was installed).
+fn log_settings(st: &AdminState) -> logging::LogSettings {
+    st.info
+        .log
+        .as_ref()
+        .map(logging::LogHandle::settings)
+        .unwrap_or_default()
 }
 
 /// `virLogSetOutputs`.
