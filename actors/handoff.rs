@@ -31,9 +31,9 @@ use crate::state::{self, FenceState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 /// What to exec and where to leave the state.
 #[derive(Debug, Clone)]
 pub struct ExecPlan {
-    /// argv[0] resolved to an absolute path at start-up.
+    /// `argv[0]` resolved to an absolute path at start-up.
     pub exe: PathBuf,
-    /// The original command line, argv[0] included.
+    /// The original command line, `argv[0]` included.
     pub argv: Vec<CString>,
     /// Our snapshot (MessagePack).
     pub snapshot_file: PathBuf,
@@ -46,7 +46,7 @@ pub struct ExecPlan {
 }
 
 impl ExecPlan {
-    /// Resolves argv[0] as execvp would, against the start-up working directory.
+    /// Resolves `argv[0]` as execvp would, against the start-up working directory.
     pub fn from_args(
         args: &[std::ffi::OsString],
         snapshot_file: PathBuf,

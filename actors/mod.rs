@@ -1,7 +1,10 @@
 //! The running daemon as actors: a [`supervisor::Supervisor`] that owns the
 //! listeners and the lockspace table, one [`connection::Connection`] per lock
-//! client, one [`lockspace::LockspaceActor`] per lockspace (the only holder of lease
-//! fds), and admin connections.
+//! client and one [`admin::AdminConnection`] per admin client (both on the
+//! [`rpc`] skeleton), and one [`lockspace::LockspaceActor`] per lockspace (the
+//! only holder of lease fds). Each piece of state they share has a file of its
+//! own: [`lockspace_table`], [`lease_count`], [`releases`], [`fence_marks`],
+//! [`vouched`], [`lease_check`] and [`deferred_shutdown`].
 
 pub mod accept;
 pub mod admin;
