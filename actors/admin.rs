@@ -7,88 +7,44 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::net::UnixStream;
-use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::admin_state::{server_named, AdminState, SERVERS};
-use super::clients::{ClientEntry, ClientRecord};
-use super::connection::{Peer, Quiesce};
-use super::gate::Slot;
+use super::clients::ClientRecord;
 use super::inspect;
-use super::supervisor::{CloseClient, Disconnected, Server, SetTimeout, Shutdown, Supervisor};
-use super::wire::Wire;
+use super::rpc::{self, Answer, LinkInit, Peer, Quiesce, RpcActor, RpcLink};
+use super::supervisor::{CloseClient, Server, SetTimeout, Shutdown};
+use crate::admin_rules::{self as rules, ClientFound};
 use crate::logging;
 use crate::protocol::admin::{
     self, errors, reply, AdminCall, ClientRef, TypedParam, Value, TRANSPORT_UNIX,
 };
 use crate::protocol::error::{code, domain};
-use crate::protocol::typed_params::{check_field_lengths, get_uint, validate};
-use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
-use crate::state::ClientState;
+use crate::protocol::{Frame, FrameError, Header, RemoteError};
 
 /// The libvirt version reported to `virt-admin version` ("Running against
 /// daemon"): the release whose behaviour this daemon reproduces.
 pub const LIBVIRT_VERSION: u64 = 9_000_000;
 
 pub struct AdminConnection {
-    id: u64,
-    peer: Peer,
-    conn_time: i64,
-    wire: Wire,
-    supervisor: Addr<Supervisor>,
+    link: RpcLink,
     state: Rc<AdminState>,
-    entry: ClientEntry,
-    called: bool,
-    _slot: Slot,
 }
 
 /// Everything an admin connection starts with.
 pub struct AdminInit {
-    pub id: u64,
-    pub peer: Peer,
-    pub stream: UnixStream,
-    pub slot: Slot,
-    pub supervisor: Addr<Supervisor>,
-    pub conn_time: i64,
-    pub pending: Vec<u8>,
-    pub entry: ClientEntry,
+    pub link: LinkInit,
     pub state: Rc<AdminState>,
 }
 
-type Answer = Result<Bytes, RemoteError>;
-
 impl AdminConnection {
     pub fn launch(init: AdminInit) -> Addr<Self> {
-        AdminConnection::create(move |ctx| {
-            let (wire, incoming) = Wire::new(init.stream, &init.pending);
-            ctx.add_stream(incoming);
-            AdminConnection {
-                id: init.id,
-                peer: init.peer,
-                conn_time: init.conn_time,
-                wire,
-                supervisor: init.supervisor,
-                state: init.state,
-                entry: init.entry,
-                called: false,
-                _slot: init.slot,
-            }
-        })
+        let state = init.state;
+        RpcLink::launch(init.link, move |link| AdminConnection { link, state })
     }
 
     fn answer(&mut self, call: &Header, r: Answer, ctx: &mut Context<Self>) {
-        let frame = match r {
-            // The last guard against a frame no client could read (libvirt's
-            // virNetMessageEncodePayload fails the call the same way).
-            Ok(payload) if payload.len() > crate::protocol::inspect::MAX_PAYLOAD => {
-                proto::error_reply(call, &RemoteError::rpc("Unable to encode message payload"))
-            }
-            Ok(payload) if payload.is_empty() => proto::void_reply(call),
-            Ok(payload) => proto::data_reply(call, payload),
-            Err(e) => proto::error_reply(call, &e),
-        };
-        self.wire.send(frame, ctx);
+        self.link.answer(call, r, ctx);
     }
 
     /// Answers when `f` resolves, before the next call is read.
@@ -96,10 +52,7 @@ impl AdminConnection {
     where
         F: std::future::Future<Output = Answer> + 'static,
     {
-        ctx.wait(
-            f.into_actor(self)
-                .map(move |r, act, ctx| act.answer(&call, r, ctx)),
-        );
+        rpc::answer_when(self, call, f, ctx);
     }
 
     /// Closes once everything queued before has been written (libvirt's
@@ -132,19 +85,19 @@ impl AdminConnection {
             C::LookupServer { name, .. } => lookup(&name).map(|s| reply::server(s.name())),
             C::GetThreadpool { server, flags } => lookup(&server).and_then(|s| {
                 errors::check_flags(flags, 0, "adminServerGetThreadPoolParameters")?;
-                Ok(reply::params(&threadpool(&st, s)))
+                let prio = st.server(s).prio_workers.get();
+                Ok(reply::params(&rules::threadpool_params(prio)))
             }),
             C::SetThreadpool {
                 server,
                 params,
                 flags,
-            } => server_named(&server)
-                .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| {
-                    check_field_lengths(&params)?;
-                    set_threadpool(&st, s, &params, flags)
-                })
-                .map(|()| Bytes::new()),
+            } => lookup_admin(&server).and_then(|s| {
+                if let Some(prio) = rules::set_threadpool(&params, flags)? {
+                    st.server(s).prio_workers.set(prio);
+                }
+                Ok(Bytes::new())
+            }),
             C::ListClients {
                 server,
                 need_results,
@@ -177,38 +130,37 @@ impl AdminConnection {
             }
             C::GetClientLimits { server, flags } => lookup(&server).and_then(|s| {
                 errors::check_flags(flags, 0, "adminServerGetClientLimits")?;
-                Ok(reply::params(&client_limits(&st, s)))
+                let limits = st.server(s).limits();
+                let connected = st.clients.count(s);
+                Ok(reply::params(&rules::client_limit_params(
+                    limits, connected,
+                )))
             }),
             C::SetClientLimits {
                 server,
                 params,
                 flags,
-            } => server_named(&server)
-                .ok_or_else(|| errors::no_server_admin(&server))
-                .and_then(|s| {
-                    check_field_lengths(&params)?;
-                    self.set_client_limits(s, &params, flags)
-                })
-                .map(|()| Bytes::new()),
+            } => lookup_admin(&server).and_then(|s| {
+                let settings = st.server(s);
+                let limits = rules::set_client_limits(settings.limits(), &params, flags)?;
+                if settings.set_limits(limits) {
+                    info!(
+                        server = s.name(),
+                        max_clients = limits.max,
+                        "client limit set by the admin API"
+                    );
+                }
+                Ok(Bytes::new())
+            }),
             C::GetLogOutputs { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingOutputs").map(|()| {
-                    let outputs = st
-                        .info
-                        .log
-                        .as_ref()
-                        .map(|l| l.settings().outputs)
-                        .unwrap_or_default();
+                    let outputs = log_settings(&st).outputs;
                     reply::outputs(&logging::render_outputs(&outputs), outputs.len() as u32)
                 })
             }
             C::GetLogFilters { flags } => {
                 errors::check_flags(flags, 0, "adminConnectGetLoggingFilters").map(|()| {
-                    let filters = st
-                        .info
-                        .log
-                        .as_ref()
-                        .map(|l| l.settings().filters)
-                        .unwrap_or_default();
+                    let filters = log_settings(&st).filters;
                     let text = logging::render_filters(&filters);
                     let shown = (!filters.is_empty()).then_some(text.as_str());
                     reply::filters(shown, filters.len() as u32)
@@ -246,7 +198,7 @@ impl AdminConnection {
             }),
             C::SetDaemonTimeout { timeout, flags } => {
                 errors::check_flags(flags, 0, "adminConnectSetDaemonTimeout").map(|()| {
-                    self.supervisor.do_send(SetTimeout(timeout));
+                    self.link.supervisor().do_send(SetTimeout(timeout));
                     Bytes::new()
                 })
             }
@@ -257,10 +209,10 @@ impl AdminConnection {
             )
             .map(|()| {
                 info!(
-                    admin_client = self.id,
+                    admin_client = self.link.id(),
                     "shutdown requested over the admin socket"
                 );
-                self.supervisor.do_send(Shutdown);
+                self.link.supervisor().do_send(Shutdown);
                 Bytes::new()
             }),
         };
@@ -284,17 +236,17 @@ impl AdminConnection {
             return self.answer(&call, Err(e), ctx);
         }
         info!(
-            admin_client = self.id,
+            admin_client = self.link.id(),
             server = server.name(),
             client = client.id,
             "client disconnected by the admin API"
         );
-        if server == Server::Admin && client.id == self.id {
+        if server == Server::Admin && client.id == self.link.id() {
             // libvirt closes the caller's own connection without answering: the
             // caller reads EOF (replies to its earlier calls are still written).
             return Self::close_after_reply(ctx);
         }
-        let op = self.supervisor.send(CloseClient {
+        let op = self.link.supervisor().send(CloseClient {
             server,
             id: client.id,
         });
@@ -315,62 +267,28 @@ impl AdminConnection {
         );
     }
 
-    fn set_client_limits(
-        &self,
-        server: Server,
-        params: &[TypedParam],
-        flags: u32,
-    ) -> Result<(), RemoteError> {
-        errors::check_flags(flags, 0, "adminServerSetClientLimits")?;
-        validate(
-            params,
-            &[("nclients_max", "uint"), ("nclients_unauth_max", "uint")],
-        )?;
-        let s = self.state.server(server);
-        let max = get_uint(params, "nclients_max").map_or(s.gate.max(), |v| v as usize);
-        let unauth =
-            get_uint(params, "nclients_unauth_max").map_or(s.unauth_max.get(), |v| v as usize);
-        if max < unauth {
-            return Err(errors::invalid_arg(
-                domain::RPC,
-                "The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients",
-            ));
-        }
-        s.unauth_max.set(unauth);
-        if s.gate.max() != max {
-            // Raising it lets clients waiting in the backlog in at once.
-            s.gate.set_max(max);
-            info!(
-                server = server.name(),
-                max_clients = max,
-                "client limit set by the admin API"
-            );
-        }
-        Ok(())
-    }
-
     fn handle_inspect(&mut self, call: Header, ctx: &mut Context<Self>) {
         use crate::protocol::inspect::procedure as p;
         let st = self.state.clone();
         match call.proc_ {
             p::LIST_LOCKS => {
-                let registry = st.registry.clone();
+                let lockspaces = st.lockspaces.clone();
                 self.answer_when(
                     call,
                     async move {
-                        let leases = inspect::leases(&registry).await;
+                        let leases = inspect::leases(&lockspaces).await;
                         crate::protocol::inspect::leases_reply(&leases).map_err(too_large)
                     },
                     ctx,
                 );
             }
             p::LIST_CLIENTS => {
-                let registry = st.registry.clone();
+                let lockspaces = st.lockspaces.clone();
                 let clients = inspect::client_rows(&st);
                 self.answer_when(
                     call,
                     async move {
-                        let leases = inspect::leases(&registry).await;
+                        let leases = inspect::leases(&lockspaces).await;
                         let rows = inspect::clients(clients, &leases);
                         crate::protocol::inspect::clients_reply(&rows).map_err(too_large)
                     },
@@ -387,46 +305,39 @@ impl AdminConnection {
             }
         }
     }
+}
 
-    fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        let header = frame.header;
-        // Our inspection program shares the socket with libvirt's admin program.
-        let (program, version) = if header.prog == crate::protocol::inspect::PROGRAM {
+impl RpcActor for AdminConnection {
+    fn link(&mut self) -> &mut RpcLink {
+        &mut self.link
+    }
+
+    /// Our inspection program shares the socket with libvirt's admin program.
+    fn program(header: &Header) -> (u32, u32) {
+        if header.prog == crate::protocol::inspect::PROGRAM {
             (
                 crate::protocol::inspect::PROGRAM,
                 crate::protocol::inspect::VERSION,
             )
         } else {
             (admin::PROGRAM, admin::VERSION)
-        };
-        match proto::route(frame, program, version) {
-            Route::Call { payload } => {
-                if !self.called {
-                    self.called = true;
-                    self.entry.update(|e| e.called = true);
-                }
-                if program == crate::protocol::inspect::PROGRAM {
-                    return self.handle_inspect(header, ctx);
-                }
-                match AdminCall::decode(header.proc_, &payload) {
-                    Ok(Some(args)) => self.dispatch(header, args, ctx),
-                    Ok(None) => {
-                        let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
-                        self.answer(&header, Err(e), ctx);
-                    }
-                    Err(e) => {
-                        debug!(admin_client = self.id, error = %e, "undecodable payload");
-                        let e = RemoteError::rpc("Unable to decode message payload");
-                        self.answer(&header, Err(e), ctx);
-                    }
-                }
+        }
+    }
+
+    fn call(&mut self, header: Header, payload: Bytes, ctx: &mut Context<Self>) {
+        if header.prog == crate::protocol::inspect::PROGRAM {
+            return self.handle_inspect(header, ctx);
+        }
+        match AdminCall::decode(header.proc_, &payload) {
+            Ok(Some(args)) => self.dispatch(header, args, ctx),
+            Ok(None) => {
+                let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
+                self.answer(&header, Err(e), ctx);
             }
-            Route::Reject(e) => self.wire.send(proto::error_reply(&header, &e), ctx),
-            Route::Ping => self.wire.send(proto::pong(), ctx),
-            Route::Ignore => {}
-            Route::Close(why) => {
-                warn!(admin_client = self.id, "{why}; closing connection");
-                ctx.stop();
+            Err(e) => {
+                debug!(admin_client = self.link.id(), error = %e, "undecodable payload");
+                let e = RemoteError::rpc("Unable to decode message payload");
+                self.answer(&header, Err(e), ctx);
             }
         }
     }
@@ -435,6 +346,11 @@ impl AdminConnection {
 /// `virNetDaemonGetServer`.
 fn lookup(name: &str) -> Result<Server, RemoteError> {
     server_named(name).ok_or_else(|| errors::no_server(name))
+}
+
+/// The same, with the text of the hand-written dispatchers.
+fn lookup_admin(name: &str) -> Result<Server, RemoteError> {
+    server_named(name).ok_or_else(|| errors::no_server_admin(name))
 }
 
 fn client_ref(server: Server, id: u64, r: &ClientRecord) -> ClientRef {
@@ -446,92 +362,19 @@ fn client_ref(server: Server, id: u64, r: &ClientRecord) -> ClientRef {
     }
 }
 
-/// Our "thread pool" as libvirt's API describes one. Like libvirt's virtlockd,
-/// the daemon has no worker pool: every call is handled on the event loop
-/// (lockspaces on filesystems that may hang have a thread each, which is not a
-/// pool of workers). So all counts are 0, except the priority workers last set.
-fn threadpool(st: &AdminState, server: Server) -> Vec<TypedParam> {
-    let prio = st.server(server).prio_workers.get();
-    [
-        ("minWorkers", 0),
-        ("maxWorkers", 0),
-        ("nWorkers", 0),
-        ("freeWorkers", 0),
-        ("prioWorkers", prio),
-        ("jobQueueDepth", 0),
-    ]
-    .into_iter()
-    .map(|(f, v)| TypedParam::new(f, Value::UInt(v)))
-    .collect()
-}
-
-/// `virThreadPoolSetParameters` on a pool with `maxWorkers` 0.
-fn set_threadpool(
-    st: &AdminState,
-    server: Server,
-    params: &[TypedParam],
-    flags: u32,
-) -> Result<(), RemoteError> {
-    errors::check_flags(flags, 0, "adminServerSetThreadPoolParameters")?;
-    validate(
-        params,
-        &[
-            ("minWorkers", "uint"),
-            ("maxWorkers", "uint"),
-            ("prioWorkers", "uint"),
-        ],
-    )?;
-    let min = get_uint(params, "minWorkers");
-    let max = get_uint(params, "maxWorkers");
-    if min.is_some_and(|m| m > max.unwrap_or(0)) {
-        return Err(errors::invalid_arg(
-            domain::NONE,
-            "minWorkers cannot be larger than maxWorkers",
-        ));
-    }
-    if max.is_some_and(|m| m > 0) {
-        return Err(errors::invalid_arg(
-            domain::NONE,
-            "maxWorkers must not be switched from zero to non-zero and vice versa",
-        ));
-    }
-    if let Some(p) = get_uint(params, "prioWorkers") {
-        st.server(server).prio_workers.set(p);
-    }
-    Ok(())
-}
-
-fn client_limits(st: &AdminState, server: Server) -> Vec<TypedParam> {
-    let s = st.server(server);
-    [
-        ("nclients_max", s.gate.max()),
-        ("nclients", st.clients.count(server)),
-        ("nclients_unauth_max", s.unauth_max.get()),
-        ("nclients_unauth", 0),
-    ]
-    .into_iter()
-    .map(|(f, v)| TypedParam::new(f, Value::UInt(v as u32)))
-    .collect()
-}
-
-/// CLIENT_GET_INFO's checks, with its dispatcher's own texts for unknown
-/// names: the peer whose identity is to be reported.
+/// CLIENT_GET_INFO's checks: the peer whose identity is to be reported.
 fn client_identity(st: &AdminState, client: &ClientRef, flags: u32) -> Result<Peer, RemoteError> {
-    let server =
-        server_named(&client.server).ok_or_else(|| errors::no_server_admin(&client.server))?;
-    let r = st
-        .clients
-        .get(server, client.id)
-        .ok_or_else(|| errors::no_client_admin(client.id))?;
-    errors::check_flags(flags, 0, "adminClientGetInfo")?;
-    if !r.called {
-        return Err(RemoteError::new(
-            code::INTERNAL_ERROR,
-            domain::RPC,
-            "No identity information available for client",
-        ));
-    }
-    Ok(r.peer)
+    let record = server_named(&client.server).map(|s| st.clients.get(s, client.id));
+    let found = match &record {
+        None => ClientFound::NoServer,
+        Some(None) => ClientFound::NoClient,
+        Some(Some(r)) => ClientFound::Client { called: r.called },
+    };
+    rules::check_client_info(&client.server, client.id, found, flags)?;
+    record
+        .flatten()
+        .map(|r| r.peer)
+        .ok_or_else(|| errors::no_client_admin(client.id))
 }
 
 /// CLIENT_GET_INFO's reply. Resolves user and group names through NSS, which
@@ -573,36 +416,29 @@ fn too_large(e: crate::protocol::inspect::TooLarge) -> RemoteError {
     RemoteError::rpc(e.to_string())
 }
 
-fn log_error(e: logging::LogError) -> RemoteError {
-    let c = if e.is_invalid_argument() {
-        code::INVALID_ARG
-    } else {
-        code::INTERNAL_ERROR
-    };
-    RemoteError::new(c, domain::NONE, e.to_string())
+/// The logging settings in effect (none where no logging was installed).
+fn log_settings(st: &AdminState) -> logging::LogSettings {
+    st.info
+        .log
+        .as_ref()
+        .map(logging::LogHandle::settings)
+        .unwrap_or_default()
 }
 
-/// `virLogSetOutputs`: absent or empty selects the default outputs.
+/// `virLogSetOutputs`.
 fn set_outputs(log: &logging::LogHandle, outputs: Option<&str>) -> Result<(), RemoteError> {
-    let parsed = match outputs {
-        Some(s) if !s.trim().is_empty() => logging::parse_outputs(s).map_err(log_error)?,
-        _ => Vec::new(),
-    };
-    log.set_outputs(parsed).map_err(log_error)?;
+    log.set_outputs(rules::log_outputs(outputs)?)
+        .map_err(rules::log_error)?;
     info!(outputs = ?outputs, "log outputs set by the admin API");
     Ok(())
 }
 
-/// `virLogSetFilters`: absent or empty removes every filter.
+/// `virLogSetFilters`.
 fn set_filters(st: &AdminState, filters: Option<&str>) -> Result<(), RemoteError> {
     let Some(log) = &st.info.log else {
         return Ok(());
     };
-    let parsed = match filters {
-        Some(s) => logging::parse_filters(s).map_err(log_error)?,
-        None => Vec::new(),
-    };
-    log.set_filters(parsed);
+    log.set_filters(rules::log_filters(filters)?);
     info!(filters = ?filters, "log filters set by the admin API");
     Ok(())
 }
@@ -611,34 +447,17 @@ impl Actor for AdminConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Whole requests carried over a live upgrade.
-        for frame in self.wire.take_complete() {
-            self.handle_frame(frame, ctx);
-        }
+        rpc::replay_pending(self, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        debug!(
-            admin_client = self.id,
-            pid = self.peer.pid,
-            "admin client disconnected"
-        );
-        self.supervisor.do_send(Disconnected {
-            server: Server::Admin,
-            id: self.id,
-        });
+        rpc::stopped(&self.link);
     }
 }
 
 impl StreamHandler<Result<Frame, FrameError>> for AdminConnection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
-        match item {
-            Ok(f) => self.handle_frame(f, ctx),
-            Err(e) => {
-                warn!(admin_client = self.id, pid = self.peer.pid, error = %e, "closing connection");
-                ctx.stop();
-            }
-        }
+        rpc::incoming(self, item, ctx);
     }
 }
 
@@ -657,19 +476,6 @@ impl Handler<CloseAdmin> for AdminConnection {
 impl Handler<Quiesce> for AdminConnection {
     type Result = MessageResult<Quiesce>;
     fn handle(&mut self, m: Quiesce, ctx: &mut Self::Context) -> Self::Result {
-        let state = ClientState {
-            id: self.id,
-            fd: self.wire.raw_fd(),
-            conn_time: self.conn_time,
-            session: None,
-            pending: self.wire.pending(),
-            peer_pid: Some(self.peer.pid),
-            peer_ids: Some((self.peer.uid, self.peer.gid)),
-        };
-        let resume: oneshot::Receiver<()> = m.resume;
-        ctx.wait(actix::fut::wrap_future(async move {
-            let _ = resume.await;
-        }));
-        MessageResult(state)
+        m.hold(self.link.state(None), ctx)
     }
 }

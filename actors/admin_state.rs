@@ -1,6 +1,6 @@
 //! What the admin server reads and changes besides the supervisor's own state:
-//! the client table, each server's client gate and settings, the logging
-//! handle and the daemon's history. Shared by the supervisor and every admin
+//! the client table, each server's client gate and settings, the lockspaces and
+//! the lease count (for inspection), the logging handle and the daemon's history. Shared by the supervisor and every admin
 //! connection (all on the main event thread).
 
 use std::cell::Cell;
@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use super::clients::ClientTable;
 use super::gate::ClientGate;
-use super::registry::Registry;
+use super::lease_count::LeaseCount;
+use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
+use crate::client_limits::ClientLimits;
 use crate::logging::LogHandle;
 
 /// Facts about the daemon process kept across live upgrades.
@@ -43,13 +45,33 @@ impl ServerSettings {
             prio_workers: Cell::new(0),
         }
     }
+
+    pub fn limits(&self) -> ClientLimits {
+        ClientLimits {
+            max: self.gate.max(),
+            unauth_max: self.unauth_max.get(),
+        }
+    }
+
+    /// Puts `limits` into effect; answers whether `max` changed. Raising it
+    /// lets clients waiting in the backlog in at once; lowering it disconnects
+    /// nobody.
+    pub fn set_limits(&self, limits: ClientLimits) -> bool {
+        self.unauth_max.set(limits.unauth_max);
+        let changed = self.gate.max() != limits.max;
+        if changed {
+            self.gate.set_max(limits.max);
+        }
+        changed
+    }
 }
 
 pub struct AdminState {
     pub clients: ClientTable,
     pub lock: ServerSettings,
     pub admin: ServerSettings,
-    pub registry: Registry,
+    pub lockspaces: LockspaceTable,
+    pub leases: LeaseCount,
     pub info: DaemonInfo,
 }
 

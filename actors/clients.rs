@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::connection::Peer;
+use super::rpc::Peer;
 use super::supervisor::Server;
 use crate::protocol::lock::Owner;
 

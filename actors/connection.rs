@@ -11,118 +11,75 @@
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::net::UnixStream;
-use tokio::sync::oneshot;
+use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use super::clients::ClientEntry;
 use super::fence;
-use super::gate::Slot;
+use super::fence_marks::FencingMarks;
 use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
-use super::registry::{Registry, Vouched};
-use super::supervisor::{Disconnected, OpenError, OpenLockspace, Server, Supervisor};
-use super::wire::Wire;
-use crate::lockspace::error::show;
+use super::lockspace_table::LockspaceTable;
+use super::releases::PendingReleases;
+use super::rpc::{self, LinkInit, Quiesce, RpcActor, RpcLink};
+use super::supervisor::{OpenError, OpenLockspace};
+use super::vouched::{Vouched, VouchedOwners};
 use crate::lockspace::OwnerPid;
+use crate::names::lossy_utf8;
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{self, LockCall, Owner, Procedure};
-use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
+use crate::protocol::{Frame, FrameError, Header, RemoteError};
 use crate::session::{owner_label, Session};
-use crate::state::{ClientState, OwnerState, SessionState};
+use crate::state::{OwnerState, SessionState};
 
 /// How long a closed owner connection waits for each lockspace to release the
 /// owner's leases before it fences the owner anyway.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Peer credentials read with SO_PEERCRED at accept time.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    /// -1 when the kernel reported none.
-    pub pid: i32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Peer {
-    /// Reads SO_PEERCRED of a connected socket (at accept, and again after a
-    /// live upgrade: the kernel keeps the values of connect time).
-    pub fn of(stream: &UnixStream) -> std::io::Result<Self> {
-        let cred = stream.peer_cred()?;
-        Ok(Self {
-            pid: match cred.pid() {
-                Some(0) | None => -1,
-                Some(p) => p,
-            },
-            uid: cred.uid(),
-            gid: cred.gid(),
-        })
-    }
-}
-
-/// Everything a connection starts with.
+/// Everything a lock connection starts with.
 pub struct ConnectionInit {
-    pub id: u64,
-    pub peer: Peer,
-    pub stream: UnixStream,
-    pub slot: Slot,
-    pub registry: Registry,
-    pub supervisor: Addr<Supervisor>,
-    /// Connect time, seconds since the epoch.
-    pub conn_time: i64,
-    /// Restored session and partly received request (live upgrade).
+    pub link: LinkInit,
+    pub shared: ConnectionShared,
+    /// Restored session (live upgrade).
     pub session: Session,
-    pub pending: Vec<u8>,
-    /// This connection's row in the client table (admin server's view).
-    pub entry: ClientEntry,
+}
+
+/// The daemon-wide state a lock connection reads and changes.
+#[derive(Clone, Default)]
+pub struct ConnectionShared {
+    pub lockspaces: LockspaceTable,
+    pub releases: PendingReleases,
+    pub vouched: VouchedOwners,
+    pub fencing: FencingMarks,
 }
 
 pub struct Connection {
-    id: u64,
-    peer: Peer,
-    conn_time: i64,
+    link: RpcLink,
     session: Session,
     /// [`Connection::owner_label`] of the current registration.
     label: Rc<str>,
     /// The registered owner, as each acquire hands it to the lock table.
     owner_details: Option<Arc<Owner>>,
-    entry: ClientEntry,
-    /// Whether a call was made (see [`super::clients::ClientRecord::called`]).
-    called: bool,
-    registry: Registry,
-    supervisor: Addr<Supervisor>,
-    wire: Wire,
-    /// Set once the disconnect semantics have been started (by [`Close`]).
+    shared: ConnectionShared,
+    /// Set once the release and fencing of a close have been started (by [`Close`]).
     closed: bool,
     /// Held while the registered owner is this connection's own peer: only
     /// such owners are fenced when a lease of theirs is lost.
     vouched: Option<Vouched>,
-    _slot: Slot,
 }
 
 impl Connection {
     pub fn launch(init: ConnectionInit) -> Addr<Self> {
-        Connection::create(move |ctx| {
-            let owner_details = init.session.owner().cloned().map(Arc::new);
-            let (wire, incoming) = Wire::new(init.stream, &init.pending);
-            ctx.add_stream(incoming);
+        RpcLink::launch(init.link, move |link| {
             let mut conn = Connection {
-                id: init.id,
-                peer: init.peer,
-                conn_time: init.conn_time,
+                link,
+                owner_details: init.session.owner().cloned().map(Arc::new),
                 session: init.session,
                 label: "unregistered".into(),
-                owner_details,
-                entry: init.entry,
-                called: false,
-                registry: init.registry,
-                supervisor: init.supervisor,
-                wire,
+                shared: init.shared,
                 closed: false,
                 vouched: None,
-                _slot: init.slot,
             };
             conn.label = conn.owner_label();
             // A session restored after a live upgrade vouches as before.
@@ -131,19 +88,8 @@ impl Connection {
         })
     }
 
-    /// Seconds since the epoch, for connect times.
-    pub fn now() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    }
-
     fn reply(&mut self, call: &Header, result: Result<(), RemoteError>, ctx: &mut Context<Self>) {
-        let frame = match result {
-            Ok(()) => proto::void_reply(call),
-            Err(e) => proto::error_reply(call, &e),
-        };
-        self.wire.send(frame, ctx);
+        self.link.answer(call, result.map(|()| Bytes::new()), ctx);
     }
 
     /// Runs `op` and replies with its result before this connection reads its next
@@ -152,9 +98,11 @@ impl Connection {
     where
         F: Future<Output = Result<(), RemoteError>> + 'static,
     {
-        ctx.wait(
-            op.into_actor(self)
-                .map(move |result, act, ctx| act.reply(&call, result, ctx)),
+        rpc::answer_when(
+            self,
+            call,
+            async move { op.await.map(|()| Bytes::new()) },
+            ctx,
         );
     }
 
@@ -172,12 +120,12 @@ impl Connection {
     fn own_owner(&self) -> Option<OwnerPid> {
         self.session
             .owner_pid()
-            .filter(|&owner| self.peer.pid > 0 && owner == self.peer.pid)
+            .filter(|&owner| self.link.peer().pid > 0 && owner == self.link.peer().pid)
     }
 
     /// Holds a [`Vouched`] guard exactly while this connection is its owner's own.
     fn vouch(&mut self) {
-        self.vouched = self.own_owner().map(|pid| self.registry.vouch(pid));
+        self.vouched = self.own_owner().map(|pid| self.shared.vouched.vouch(pid));
     }
 
     fn dispatch(&mut self, call: Header, args: LockCall, ctx: &mut Context<Self>) {
@@ -194,14 +142,14 @@ impl Connection {
                     self.vouch();
                     self.owner_details = self.session.owner().cloned().map(Arc::new);
                     let details = self.owner_details.clone();
-                    self.entry.update(|e| e.owner = details);
-                    debug!(client = self.id, owner = %self.label, "registered");
+                    self.link.entry().update(|e| e.owner = details);
+                    debug!(client = self.link.id(), owner = %self.label, "registered");
                 }
                 self.reply(&call, r, ctx)
             }
             LockCall::Restrict { .. } => {
                 self.session.restrict();
-                self.entry.update(|e| e.restricted = true);
+                self.link.entry().update(|e| e.restricted = true);
                 self.reply(&call, Ok(()), ctx)
             }
             LockCall::New { path, .. } if path.is_empty() => self.reply(
@@ -215,7 +163,7 @@ impl Connection {
             ),
             LockCall::New { path, .. } => self.open_lockspace(call, path.to_vec(), true, ctx),
             LockCall::CreateLockspace { path } => {
-                if self.registry.contains(&path) {
+                if self.shared.lockspaces.contains(&path) {
                     return self.reply(&call, Ok(()), ctx);
                 }
                 self.open_lockspace(call, path.to_vec(), false, ctx)
@@ -240,8 +188,8 @@ impl Connection {
                     .into_actor(self)
                     .map(move |result, act, ctx| {
                         match &result {
-                            Ok(()) => debug!(lockspace = %show(&path), owner = %act.label, flags, "acquired"),
-                            Err(e) => info!(lockspace = %show(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
+                            Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, "acquired"),
+                            Err(e) => info!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
                         }
                         act.reply(&call, result, ctx)
                     });
@@ -259,15 +207,15 @@ impl Connection {
         call: &Header,
         path: &[u8],
         ctx: &mut Context<Self>,
-    ) -> Option<Addr<super::lockspace::Lockspace>> {
-        let addr = self.registry.get(path);
+    ) -> Option<Addr<super::lockspace::LockspaceActor>> {
+        let addr = self.shared.lockspaces.get(path);
         if addr.is_none() {
             self.reply(
                 call,
                 Err(RemoteError::new(
                     code::INTERNAL_ERROR,
                     domain::RPC,
-                    format!("Lockspace for path {} does not exist", show(path)),
+                    format!("Lockspace for path {} does not exist", lossy_utf8(path)),
                 )),
                 ctx,
             );
@@ -278,7 +226,7 @@ impl Connection {
     fn in_lockspace<M>(&mut self, call: Header, path: &[u8], msg: M, ctx: &mut Context<Self>)
     where
         M: Message<Result = Result<(), crate::lockspace::LockError>> + Send + 'static,
-        super::lockspace::Lockspace: Handler<M>,
+        super::lockspace::LockspaceActor: Handler<M>,
     {
         if let Some(addr) = self.lookup(&call, path, ctx) {
             let op = addr.send(msg);
@@ -293,7 +241,10 @@ impl Connection {
         must_be_new: bool,
         ctx: &mut Context<Self>,
     ) {
-        let op = self.supervisor.send(OpenLockspace { path, must_be_new });
+        let op = self
+            .link
+            .supervisor()
+            .send(OpenLockspace { path, must_be_new });
         self.reply_when(
             call,
             async move {
@@ -311,41 +262,31 @@ impl Connection {
             ctx,
         );
     }
+}
 
-    fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        let header = frame.header;
-        match proto::route(frame, lock::PROGRAM, lock::VERSION) {
-            Route::Call { payload } => {
-                if !self.called {
-                    self.called = true;
-                    self.entry.update(|e| e.called = true);
-                }
-                let Some(procedure) = Procedure::from_wire(header.proc_) else {
-                    let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
-                    return self.reply(&header, Err(e), ctx);
-                };
-                match LockCall::decode(procedure, &payload) {
-                    Ok(args) => self.dispatch(header, args, ctx),
-                    Err(e) => {
-                        debug!(client = self.id, error = %e, "undecodable payload");
-                        self.reply(
-                            &header,
-                            Err(RemoteError::rpc("Unable to decode message payload")),
-                            ctx,
-                        )
-                    }
-                }
-            }
-            Route::Reject(e) => self.reply(&header, Err(e), ctx),
-            Route::Ping => self.wire.send(proto::pong(), ctx),
-            Route::Ignore => {}
-            Route::Close(why) => {
-                warn!(
-                    client = self.id,
-                    pid = self.peer.pid,
-                    "{why}; closing connection"
-                );
-                ctx.stop();
+impl RpcActor for Connection {
+    fn link(&mut self) -> &mut RpcLink {
+        &mut self.link
+    }
+
+    fn program(_: &Header) -> (u32, u32) {
+        (lock::PROGRAM, lock::VERSION)
+    }
+
+    fn call(&mut self, header: Header, payload: Bytes, ctx: &mut Context<Self>) {
+        let Some(procedure) = Procedure::from_wire(header.proc_) else {
+            let e = RemoteError::rpc(format!("unknown procedure: {}", header.proc_));
+            return self.reply(&header, Err(e), ctx);
+        };
+        match LockCall::decode(procedure, &payload) {
+            Ok(args) => self.dispatch(header, args, ctx),
+            Err(e) => {
+                debug!(client = self.link.id(), error = %e, "undecodable payload");
+                self.reply(
+                    &header,
+                    Err(RemoteError::rpc("Unable to decode message payload")),
+                    ctx,
+                )
             }
         }
     }
@@ -372,27 +313,20 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let peer = self.link.peer();
         debug!(
-            client = self.id,
-            pid = self.peer.pid,
-            uid = self.peer.uid,
+            client = self.link.id(),
+            pid = peer.pid,
+            uid = peer.uid,
             "client connected"
         );
-        // Whole requests carried over a live upgrade: the stream would only look
-        // at them once more bytes arrive.
-        for frame in self.wire.take_complete() {
-            self.handle_frame(frame, ctx);
-        }
+        rpc::replay_pending(self, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        debug!(client = self.id, pid = self.peer.pid, "client disconnected");
-        self.supervisor.do_send(Disconnected {
-            server: Server::Lock,
-            id: self.id,
-        });
+        rpc::stopped(&self.link);
         if !self.closed {
-            actix::spawn(self.disconnect_semantics());
+            actix::spawn(self.release_and_fence());
         }
     }
 }
@@ -401,17 +335,17 @@ impl Connection {
     /// What closing this connection means (spec §5.3). Only the owner's own
     /// connection (QEMU's) releases: libvirtd's short-lived connections register
     /// the QEMU pid too and must not. If the owner held anything, it is fenced.
-    fn disconnect_semantics(&mut self) -> impl Future<Output = ()> + 'static {
+    fn release_and_fence(&mut self) -> impl Future<Output = ()> + 'static {
         self.closed = true;
         let owner = self.own_owner();
         // Still vouched for until its fencing has started: a lease loss seen
         // meanwhile finds the fencing instead of an unverified owner.
         let vouched = self.vouched.take();
         let label = self.label.to_string();
-        let registry = self.registry.clone();
+        let shared = self.shared.clone();
         // Counted from now, not from when the task first runs: a live upgrade
         // must see that this release is still to come.
-        let releasing = owner.map(|_| registry.releasing());
+        let releasing = owner.map(|_| shared.releases.start());
         async move {
             let Some(owner) = owner else { return };
             let mut released = 0;
@@ -422,16 +356,17 @@ impl Connection {
             // owner's lease (its release stays queued and runs when the mount
             // recovers), so it counts as a failed release, which fences, as
             // libvirt does when a release fails.
-            let replies = futures_util::future::join_all(registry.all().into_iter().map(|ls| {
-                let release = ls.send(ReleaseOwner { owner });
-                tokio::time::timeout(RELEASE_PATIENCE, release)
-            }))
-            .await;
+            let replies =
+                futures_util::future::join_all(shared.lockspaces.all().into_iter().map(|ls| {
+                    let release = ls.send(ReleaseOwner { owner });
+                    tokio::time::timeout(RELEASE_PATIENCE, release)
+                }))
+                .await;
             for reply in replies {
                 match reply {
                     Ok(Ok(names)) => {
                         for n in &names {
-                            info!(owner = %label, resource = %show(n), "lease released on disconnect");
+                            info!(owner = %label, resource = %lossy_utf8(n), "lease released on disconnect");
                         }
                         released += names.len();
                     }
@@ -449,7 +384,7 @@ impl Connection {
             // The mark is set before `releasing` ends, so a live upgrade
             // waiting for releases sees it and carries the fencing over.
             let fencing = (released > 0 || failed)
-                .then(|| registry.start_fencing(owner, &label))
+                .then(|| shared.fencing.start(owner, &label))
                 .flatten();
             drop(releasing);
             drop(vouched);
@@ -459,24 +394,16 @@ impl Connection {
         }
     }
 
-    /// This client as a live upgrade carries it over.
-    fn state(&self) -> ClientState {
-        ClientState {
-            id: self.id,
-            fd: self.wire.raw_fd(),
-            conn_time: self.conn_time,
-            session: Some(SessionState {
-                restricted: self.session.is_restricted(),
-                owner: self.session.owner().map(|o| OwnerState {
-                    uuid: o.uuid,
-                    name: o.name.clone(),
-                    id: o.id,
-                    pid: o.pid,
-                }),
+    /// This client's session as a live upgrade carries it over.
+    fn session_state(&self) -> SessionState {
+        SessionState {
+            restricted: self.session.is_restricted(),
+            owner: self.session.owner().map(|o| OwnerState {
+                uuid: o.uuid,
+                name: o.name.clone(),
+                id: o.id,
+                pid: o.pid,
             }),
-            pending: self.wire.pending(),
-            peer_pid: Some(self.peer.pid),
-            peer_ids: Some((self.peer.uid, self.peer.gid)),
         }
     }
 }
@@ -490,40 +417,21 @@ pub struct Close;
 impl Handler<Close> for Connection {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) -> Self::Result {
-        let done = self.disconnect_semantics();
+        let done = self.release_and_fence();
         ctx.stop();
         Box::pin(done)
     }
 }
 
-/// Live upgrade: hand over this client's state and hold still until `resume`
-/// fires (exec failed) or the process image is replaced. Handled only between
-/// requests: a request in progress has been answered and its reply written.
-#[derive(Message)]
-#[rtype(result = "ClientState")]
-pub struct Quiesce {
-    pub resume: oneshot::Receiver<()>,
-}
-
 impl Handler<Quiesce> for Connection {
     type Result = MessageResult<Quiesce>;
     fn handle(&mut self, m: Quiesce, ctx: &mut Self::Context) -> Self::Result {
-        let state = self.state();
-        ctx.wait(actix::fut::wrap_future(async move {
-            let _ = m.resume.await;
-        }));
-        MessageResult(state)
+        m.hold(self.link.state(Some(self.session_state())), ctx)
     }
 }
 
 impl StreamHandler<Result<Frame, FrameError>> for Connection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
-        match item {
-            Ok(frame) => self.handle_frame(frame, ctx),
-            Err(e) => {
-                warn!(client = self.id, pid = self.peer.pid, error = %e, "closing connection");
-                ctx.stop();
-            }
-        }
+        rpc::incoming(self, item, ctx);
     }
 }

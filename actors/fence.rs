@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
-use super::registry::Fencing;
+use super::fence_marks::Fencing;
 
 const PROBES: u32 = 15;
 const KILL_AT: u32 = 8;

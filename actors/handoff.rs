@@ -19,18 +19,21 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::connection::Quiesce;
+use super::deferred_shutdown::DeferredShutdown;
+use super::fence_marks::FencingMarks;
 use super::lockspace::Freeze;
-use super::registry::Registry;
+use super::lockspace_table::LockspaceTable;
+use super::releases::PendingReleases;
+use super::rpc::Quiesce;
 use super::supervisor::{Pause, Resume, Supervisor};
 use crate::state::{self, FenceState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 
 /// What to exec and where to leave the state.
 #[derive(Debug, Clone)]
 pub struct ExecPlan {
-    /// argv[0] resolved to an absolute path at start-up.
+    /// `argv[0]` resolved to an absolute path at start-up.
     pub exe: PathBuf,
-    /// The original command line, argv[0] included.
+    /// The original command line, `argv[0]` included.
     pub argv: Vec<CString>,
     /// Our snapshot (MessagePack).
     pub snapshot_file: PathBuf,
@@ -43,7 +46,7 @@ pub struct ExecPlan {
 }
 
 impl ExecPlan {
-    /// Resolves argv[0] as execvp would, against the start-up working directory.
+    /// Resolves `argv[0]` as execvp would, against the start-up working directory.
     pub fn from_args(
         args: &[std::ffi::OsString],
         snapshot_file: PathBuf,
@@ -78,9 +81,18 @@ fn resolve_exe(argv0: &Path) -> Option<PathBuf> {
         .and_then(|p| std::path::absolute(p).ok())
 }
 
+/// The daemon-wide state a live upgrade waits for, freezes and carries over.
+#[derive(Clone)]
+pub struct UpgradeShared {
+    pub lockspaces: LockspaceTable,
+    pub releases: PendingReleases,
+    pub fencing: FencingMarks,
+    pub shutdown: DeferredShutdown,
+}
+
 pub struct Handoff {
     supervisor: Addr<Supervisor>,
-    registry: Registry,
+    shared: UpgradeShared,
     plan: ExecPlan,
     /// Upgrades done by this process so far (carried over).
     upgrades: u64,
@@ -91,14 +103,14 @@ pub struct Handoff {
 impl Handoff {
     pub fn new(
         supervisor: Addr<Supervisor>,
-        registry: Registry,
+        shared: UpgradeShared,
         plan: ExecPlan,
         upgrades: u64,
         started_at: i64,
     ) -> Self {
         Self {
             supervisor,
-            registry,
+            shared,
             plan,
             upgrades,
             started_at,
@@ -126,7 +138,7 @@ impl Handler<Upgrade> for Handoff {
         }
         self.busy = true;
         let supervisor = self.supervisor.clone();
-        let registry = self.registry.clone();
+        let shared = self.shared.clone();
         let plan = self.plan.clone();
         let (upgrades, started_at) = (self.upgrades, self.started_at);
         Box::pin(
@@ -134,7 +146,7 @@ impl Handler<Upgrade> for Handoff {
                 let mut resumes = Vec::new();
                 let outcome = upgrade(
                     &supervisor,
-                    &registry,
+                    &shared,
                     &plan,
                     upgrades,
                     started_at,
@@ -168,7 +180,7 @@ async fn within<F: std::future::Future>(phase: &str, f: F) -> Result<F::Output, 
 /// paused on the way has its resume sender in `resumes`.
 async fn upgrade(
     supervisor: &Addr<Supervisor>,
-    registry: &Registry,
+    shared: &UpgradeShared,
     plan: &ExecPlan,
     upgrades: u64,
     started_at: i64,
@@ -221,10 +233,10 @@ async fn upgrade(
             .filter_map(|r| r.as_ref().ok().cloned())
             .collect();
     }
-    if let Err(e) = within("releases of closed clients", registry.releases_settled()).await {
+    if let Err(e) = within("releases of closed clients", shared.releases.settled()).await {
         return e;
     }
-    let freeze = join_all(registry.all().into_iter().map(|ls| {
+    let freeze = join_all(shared.lockspaces.all().into_iter().map(|ls| {
         let (tx, rx) = oneshot::channel();
         resumes.push(tx);
         async move { ls.send(Freeze { resume: rx }).await }
@@ -251,8 +263,9 @@ async fn upgrade(
         lockspaces,
         upgrades: upgrades + 1,
         started_at,
-        fencing: registry
-            .fencing_now()
+        fencing: shared
+            .fencing
+            .now()
             .into_iter()
             .map(|(pid, label)| FenceState { pid, label })
             .collect(),
@@ -270,7 +283,7 @@ async fn upgrade(
         exe = %plan.exe.display(),
         "live upgrade: executing"
     );
-    exec_with(plan, &snapshot, registry, t0).to_string()
+    exec_with(plan, &snapshot, &shared.shutdown, t0).to_string()
 }
 
 /// The thread a restore leaves re-arming FD_CLOEXEC on inherited fds; the next
@@ -323,7 +336,7 @@ fn token() -> u64 {
 fn exec_with(
     plan: &ExecPlan,
     snapshot: &Snapshot,
-    registry: &Registry,
+    shutdown: &DeferredShutdown,
     t0: Instant,
 ) -> std::io::Error {
     let mut fds = snapshot.fds();
@@ -373,7 +386,7 @@ fn exec_with(
         if let Some(cwd) = &plan.cwd {
             std::env::set_current_dir(cwd)?;
         }
-        if registry.shutdown_requested() {
+        if shutdown.requested() {
             return Err(std::io::Error::other("shutdown requested"));
         }
         info!(

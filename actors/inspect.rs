@@ -7,9 +7,8 @@ use std::time::Duration;
 use super::admin::LIBVIRT_VERSION;
 use super::admin_state::AdminState;
 use super::clients::ClientRecord;
-use super::connection::Connection;
 use super::lockspace::Inspect;
-use super::registry::Registry;
+use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
 use crate::protocol::inspect::{ClientView, LeaseView, OwnerDetails, OwnerView, StatusView};
 
@@ -19,8 +18,8 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 /// Every lease of every lockspace, the default lockspace's first, then by
 /// lockspace and name.
-pub async fn leases(registry: &Registry) -> Vec<LeaseView> {
-    let asks = registry.all().into_iter().map(|ls| async move {
+pub async fn leases(lockspaces: &LockspaceTable) -> Vec<LeaseView> {
+    let asks = lockspaces.all().into_iter().map(|ls| async move {
         tokio::time::timeout(PATIENCE, ls.send(Inspect))
             .await
             .ok()
@@ -86,11 +85,11 @@ pub fn status(st: &AdminState) -> StatusView {
         libvirt_version: LIBVIRT_VERSION,
         pid: std::process::id(),
         started_at: st.info.started_at,
-        now: Connection::now(),
+        now: crate::clock::now_epoch_seconds(),
         upgrades: st.info.upgrades,
         lock_clients: st.clients.count(Server::Lock) as u32,
         admin_clients: st.clients.count(Server::Admin) as u32,
-        lockspaces: st.registry.all().len() as u32,
-        leases: st.registry.leases() as u64,
+        lockspaces: st.lockspaces.all().len() as u32,
+        leases: st.leases.get() as u64,
     }
 }

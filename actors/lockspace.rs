@@ -13,8 +13,6 @@
 //! each owner only if a connection of its own vouches for its pid.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -22,47 +20,59 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::fence;
-use super::registry::Registry;
+use super::fence_marks::FencingMarks;
+use super::lease_check::LeaseCheck;
+use super::lease_count::{LeaseCount, LeaseShare};
+use super::vouched::VouchedOwners;
 use crate::config::LossAction;
-use crate::lockspace::error::show;
 use crate::lockspace::lease::Storage;
 use crate::lockspace::{LockError, LockSpace, Loss, OwnerPid};
+use crate::names::lossy_utf8;
+use crate::names::uuid_string;
 use crate::protocol::inspect::LeaseView;
-use crate::session::{owner_label, uuid_string};
+use crate::session::owner_label;
 use crate::state::LockspaceState;
 
 /// How often a lockspace on network storage looks whether a check is due: a
 /// reload that shortens `lease_check_interval` takes effect within this.
 const CHECK_TICK: Duration = Duration::from_secs(1);
 
-pub struct Lockspace {
+pub struct LockspaceActor {
     space: LockSpace,
     storage: Storage,
-    /// The daemon-wide lease count (for `-t`): this lockspace's share is `counted`.
-    leases: Arc<AtomicUsize>,
-    counted: usize,
-    registry: Registry,
+    /// This lockspace's part of the daemon-wide lease count (for `-t`).
+    leases: LeaseShare,
+    lease_check: LeaseCheck,
+    vouched: VouchedOwners,
+    fencing: FencingMarks,
     last_check: Instant,
 }
 
-impl Lockspace {
-    pub fn new(space: LockSpace, storage: Storage, registry: Registry) -> Self {
-        let counted = space.len();
-        let leases = registry.lease_counter();
-        leases.fetch_add(counted, Ordering::AcqRel);
+/// The daemon-wide state a lockspace actor reads and changes.
+#[derive(Clone, Default)]
+pub struct LockspaceShared {
+    pub leases: LeaseCount,
+    pub lease_check: LeaseCheck,
+    pub vouched: VouchedOwners,
+    pub fencing: FencingMarks,
+}
+
+impl LockspaceActor {
+    pub fn new(space: LockSpace, storage: Storage, shared: LockspaceShared) -> Self {
         Self {
+            leases: shared.leases.share(space.len()),
             space,
             storage,
-            leases,
-            counted,
-            registry,
+            lease_check: shared.lease_check,
+            vouched: shared.vouched,
+            fencing: shared.fencing,
             last_check: Instant::now(),
         }
     }
 
     /// Revalidates the leases if a check is due (see `crate::lockspace::revalidate`).
     fn tick(&mut self, _: &mut Context<Self>) {
-        let Some(interval) = self.registry.lease_check().interval() else {
+        let Some(interval) = self.lease_check.interval() else {
             return;
         };
         // Half a tick of slack: ticks drift by a few ms, and a check due "just
@@ -80,16 +90,16 @@ impl Lockspace {
 
     /// Logs lost leases and runs the configured action on their owners.
     fn lost(&self, losses: Vec<Loss>) {
-        let action = self.registry.lease_check().action();
-        let lockspace = show(self.space.key());
+        let action = self.lease_check.action();
+        let lockspace = lossy_utf8(self.space.key());
         let mut owners = BTreeSet::new();
         for loss in &losses {
-            let resource = show(&loss.name);
+            let resource = lossy_utf8(&loss.name);
             for &pid in loss.owners.iter().collect::<BTreeSet<_>>() {
                 // What the owner registered when it acquired here.
                 let details = self.space.owner_details(pid);
                 let (name, uuid) = details.map_or(("unknown".into(), "unknown".into()), |o| {
-                    (show(&o.name), uuid_string(&o.uuid))
+                    (lossy_utf8(&o.name), uuid_string(&o.uuid))
                 });
                 tracing::error!(
                     lockspace = %lockspace,
@@ -116,7 +126,7 @@ impl Lockspace {
             // The owner pid is only what a client sent in REGISTER. Like
             // libvirt, kill only a process the kernel vouched for: one with an
             // open connection of its own (SO_PEERCRED pid == owner pid).
-            if !self.registry.is_vouched(pid) {
+            if !self.vouched.contains(pid) {
                 tracing::error!(
                     lockspace = %lockspace,
                     pid,
@@ -126,7 +136,7 @@ impl Lockspace {
                 continue;
             }
             // None: already being fenced (its connection closed); once is enough.
-            if let Some(fencing) = self.registry.start_fencing(pid, &label) {
+            if let Some(fencing) = self.fencing.start(pid, &label) {
                 fence::spawn(fencing);
             }
         }
@@ -135,29 +145,23 @@ impl Lockspace {
     /// Runs `op` on the table and keeps the daemon-wide lease count current.
     fn with_space<R>(&mut self, op: impl FnOnce(&mut LockSpace) -> R) -> R {
         let r = op(&mut self.space);
-        let now = self.space.len();
-        if now > self.counted {
-            self.leases.fetch_add(now - self.counted, Ordering::AcqRel);
-        } else {
-            self.leases.fetch_sub(self.counted - now, Ordering::AcqRel);
-        }
-        self.counted = now;
+        self.leases.set(self.space.len());
         r
     }
 }
 
-impl Actor for Lockspace {
+impl Actor for LockspaceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(
-            lockspace = %String::from_utf8_lossy(self.space.key()),
+            lockspace = %lossy_utf8(self.space.key()),
             storage = ?self.storage,
             "lockspace started"
         );
         // Only storage that can drop locks behind our back is revalidated;
         // this actor then runs on a thread of its own (see the supervisor).
-        if matches!(self.storage, Storage::Network(_)) {
+        if matches!(self.storage, Storage::MayHang(_)) {
             ctx.run_interval(CHECK_TICK, Self::tick);
         }
     }
@@ -174,7 +178,7 @@ pub struct Acquire {
     pub details: Option<std::sync::Arc<crate::protocol::lock::Owner>>,
 }
 
-impl Handler<Acquire> for Lockspace {
+impl Handler<Acquire> for LockspaceActor {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Acquire, _: &mut Self::Context) -> Self::Result {
         self.with_space(|s| s.acquire_as(&m.name, m.owner, m.flags, m.details))
@@ -189,7 +193,7 @@ pub struct Release {
     pub owner: OwnerPid,
 }
 
-impl Handler<Release> for Lockspace {
+impl Handler<Release> for LockspaceActor {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: Release, _: &mut Self::Context) -> Self::Result {
         self.with_space(|s| s.release(&m.name, m.owner))
@@ -203,7 +207,7 @@ pub struct CreateResource {
     pub name: Bytes,
 }
 
-impl Handler<CreateResource> for Lockspace {
+impl Handler<CreateResource> for LockspaceActor {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: CreateResource, _: &mut Self::Context) -> Self::Result {
         self.space.create_resource(&m.name)
@@ -217,7 +221,7 @@ pub struct DeleteResource {
     pub name: Bytes,
 }
 
-impl Handler<DeleteResource> for Lockspace {
+impl Handler<DeleteResource> for LockspaceActor {
     type Result = Result<(), LockError>;
     fn handle(&mut self, m: DeleteResource, _: &mut Self::Context) -> Self::Result {
         self.space.delete_resource(&m.name)
@@ -232,7 +236,7 @@ pub struct ReleaseOwner {
     pub owner: OwnerPid,
 }
 
-impl Handler<ReleaseOwner> for Lockspace {
+impl Handler<ReleaseOwner> for LockspaceActor {
     type Result = MessageResult<ReleaseOwner>;
     fn handle(&mut self, m: ReleaseOwner, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.with_space(|s| s.release_owner(m.owner)))
@@ -245,7 +249,7 @@ impl Handler<ReleaseOwner> for Lockspace {
 #[rtype(result = "Vec<Vec<u8>>")]
 pub struct ReleaseAll;
 
-impl Handler<ReleaseAll> for Lockspace {
+impl Handler<ReleaseAll> for LockspaceActor {
     type Result = MessageResult<ReleaseAll>;
     fn handle(&mut self, _: ReleaseAll, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.with_space(LockSpace::release_all))
@@ -260,7 +264,7 @@ pub struct Freeze {
     pub resume: oneshot::Receiver<()>,
 }
 
-impl Handler<Freeze> for Lockspace {
+impl Handler<Freeze> for LockspaceActor {
     type Result = MessageResult<Freeze>;
     fn handle(&mut self, m: Freeze, ctx: &mut Self::Context) -> Self::Result {
         let state = self.space.state();
@@ -276,7 +280,7 @@ impl Handler<Freeze> for Lockspace {
 #[rtype(result = "Vec<LeaseView>")]
 pub struct Inspect;
 
-impl Handler<Inspect> for Lockspace {
+impl Handler<Inspect> for LockspaceActor {
     type Result = MessageResult<Inspect>;
     fn handle(&mut self, _: Inspect, _: &mut Self::Context) -> Self::Result {
         MessageResult(crate::lockspace::inspect::leases(&self.space))

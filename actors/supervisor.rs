@@ -1,37 +1,42 @@
 //! The supervisor: owns the listening sockets, admits clients (peer credentials,
 //! `max_clients`), starts one connection actor per client, owns the lockspace
-//! registry and starts one lockspace actor per lockspace, and runs shutdown and
+//! table and starts one lockspace actor per lockspace, creates the daemon-wide
+//! shared state and hands each actor the pieces it uses, and runs shutdown and
 //! the idle timeout.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::stream::{self, Stream};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, error, info, warn};
 
+use super::accept::{accept_stream, Accepted};
 use super::admin::{AdminConnection, AdminInit, CloseAdmin};
 use super::admin_state::{AdminState, DaemonInfo, ServerSettings};
+use super::adopt::{adopt_listener, adopt_stream};
 use super::clients::{ClientRecord, ClientTable};
-use super::connection::{Close, Connection, ConnectionInit, Peer};
+use super::connection::{Close, Connection, ConnectionInit, ConnectionShared};
+use super::deferred_shutdown::DeferredShutdown;
 use super::fence;
 use super::gate::{ClientGate, Slot};
-use super::lockspace::{Lockspace, ReleaseAll};
-use super::registry::Registry;
+use super::handoff::UpgradeShared;
+use super::lockspace::{LockspaceActor, LockspaceShared, ReleaseAll};
+use super::lockspace_table::LockspaceTable;
+use super::rpc::{LinkInit, Peer};
+use crate::client_limits::ClientLimits;
 use crate::config::LossAction;
-use crate::lockspace::error::show;
+use crate::idle::IdleTimeout;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
+use crate::names::lossy_utf8;
 use crate::protocol::lock::Owner;
 use crate::session::Session;
 use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 
-/// How long accepting pauses when the process is out of file descriptors.
-const EMFILE_PAUSE: Duration = Duration::from_secs(5);
 /// How often the idle timeout is checked.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -82,7 +87,12 @@ struct Listening {
 }
 
 pub struct Supervisor {
-    registry: Registry,
+    lockspaces: LockspaceTable,
+    /// What lockspace actors share (lease count, settings, owners).
+    lockspace_shared: LockspaceShared,
+    /// What lock connections share besides the lockspace table.
+    connection_shared: ConnectionShared,
+    shutdown: DeferredShutdown,
     pending_listeners: Vec<ListenerSpec>,
     listeners: Vec<Listening>,
     accepting: Vec<SpawnHandle>,
@@ -92,8 +102,7 @@ pub struct Supervisor {
     connections: HashMap<u64, Addr<Connection>>,
     admin_connections: HashMap<u64, Addr<AdminConnection>>,
     euid: u32,
-    timeout: Option<Duration>,
-    idle_since: Option<Instant>,
+    idle: IdleTimeout,
     /// The idle check, running while a timeout is set.
     idle_check: Option<SpawnHandle>,
     clients: ClientTable,
@@ -106,10 +115,17 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(cfg: SupervisorConfig) -> Self {
-        let registry = Registry::default();
-        registry
-            .lease_check()
+        let lockspaces = LockspaceTable::default();
+        let lockspace_shared = LockspaceShared::default();
+        lockspace_shared
+            .lease_check
             .set(cfg.lease_check.0, cfg.lease_check.1);
+        let connection_shared = ConnectionShared {
+            lockspaces: lockspaces.clone(),
+            releases: Default::default(),
+            vouched: lockspace_shared.vouched.clone(),
+            fencing: lockspace_shared.fencing.clone(),
+        };
         let lock_gate = ClientGate::new(cfg.max_clients);
         let admin_gate = ClientGate::new(cfg.admin_max_clients);
         let clients = ClientTable::default();
@@ -117,11 +133,15 @@ impl Supervisor {
             clients: clients.clone(),
             lock: ServerSettings::new(lock_gate.clone()),
             admin: ServerSettings::new(admin_gate.clone()),
-            registry: registry.clone(),
+            lockspaces: lockspaces.clone(),
+            leases: lockspace_shared.leases.clone(),
             info: cfg.info,
         });
         Self {
-            registry,
+            lockspaces,
+            lockspace_shared,
+            connection_shared,
+            shutdown: DeferredShutdown::default(),
             pending_listeners: cfg.listeners,
             listeners: Vec::new(),
             accepting: Vec::new(),
@@ -131,8 +151,7 @@ impl Supervisor {
             connections: HashMap::new(),
             admin_connections: HashMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
-            timeout: cfg.timeout,
-            idle_since: None,
+            idle: IdleTimeout::new(cfg.timeout),
             idle_check: None,
             clients,
             admin_state,
@@ -142,8 +161,14 @@ impl Supervisor {
         }
     }
 
-    pub fn registry(&self) -> Registry {
-        self.registry.clone()
+    /// What a live upgrade of this daemon waits for, freezes and carries over.
+    pub fn upgrade_shared(&self) -> UpgradeShared {
+        UpgradeShared {
+            lockspaces: self.lockspaces.clone(),
+            releases: self.connection_shared.releases.clone(),
+            fencing: self.lockspace_shared.fencing.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     fn start_accepting(&mut self, ctx: &mut Context<Self>) {
@@ -171,7 +196,9 @@ impl Supervisor {
                 *next - 1
             }
         };
-        let conn_time = state.as_ref().map_or_else(Connection::now, |s| s.conn_time);
+        let conn_time = state
+            .as_ref()
+            .map_or_else(crate::clock::now_epoch_seconds, |s| s.conn_time);
         let (session, pending) = match state {
             Some(s) => (restore_session(s.session), s.pending),
             None => (Session::default(), Vec::new()),
@@ -187,32 +214,29 @@ impl Supervisor {
                 restricted: session.is_restricted(),
             },
         );
+        let link = LinkInit {
+            server,
+            id,
+            peer,
+            stream,
+            slot,
+            supervisor: ctx.address(),
+            conn_time,
+            pending,
+            entry,
+        };
         match server {
             Server::Lock => {
                 let addr = Connection::launch(ConnectionInit {
-                    id,
-                    peer,
-                    stream,
-                    slot,
-                    registry: self.registry.clone(),
-                    supervisor: ctx.address(),
-                    conn_time,
+                    link,
+                    shared: self.connection_shared.clone(),
                     session,
-                    pending,
-                    entry,
                 });
                 self.connections.insert(id, addr);
             }
             Server::Admin => {
                 let addr = AdminConnection::launch(AdminInit {
-                    id,
-                    peer,
-                    stream,
-                    slot,
-                    supervisor: ctx.address(),
-                    conn_time,
-                    pending,
-                    entry,
+                    link,
                     state: self.admin_state.clone(),
                 });
                 self.admin_connections.insert(id, addr);
@@ -247,15 +271,11 @@ impl Supervisor {
             };
             self.next_client_id
                 .insert(server, srv.next_client_id.max(1));
-            // Limits as the old image left them (admin API, reload), not as
-            // this image's config says: libvirt's restart does the same.
-            let max = usize::try_from(srv.max_clients).unwrap_or(usize::MAX);
             let settings = self.admin_state.server(server);
-            settings.gate.set_max(max);
-            settings.unauth_max.set(
-                srv.max_unauth_clients
-                    .map_or(max, |u| usize::try_from(u).unwrap_or(usize::MAX).min(max)),
-            );
+            settings.set_limits(ClientLimits::restored(
+                srv.max_clients,
+                srv.max_unauth_clients,
+            ));
             if let Some(prio) = srv.prio_workers {
                 settings.prio_workers.set(prio);
             }
@@ -318,17 +338,17 @@ impl Supervisor {
                     let key = space.key().to_vec();
                     let leases = space.len();
                     let addr = self.start_lockspace(space, storage);
-                    self.registry.insert_new(key.clone(), addr);
-                    info!(lockspace = %show(&key), leases, "lockspace restored");
+                    self.lockspaces.insert_new(key.clone(), addr);
+                    info!(lockspace = %lossy_utf8(&key), leases, "lockspace restored");
                 }
             }
             Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
         }
         if let Some(secs) = snapshot.timeout {
-            self.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
+            self.idle.set_secs(secs);
         }
         for f in snapshot.fencing {
-            if let Some(fencing) = self.registry.start_fencing(f.pid, &f.label) {
+            if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
                 fence::spawn(fencing);
             }
         }
@@ -343,14 +363,14 @@ impl Supervisor {
 
     /// Starts a lockspace actor where its storage allows: on the event thread for
     /// local filesystems, on a thread of its own otherwise.
-    fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<Lockspace> {
-        let registry = self.registry.clone();
+    fn start_lockspace(&self, space: LockSpace, storage: Storage) -> Addr<LockspaceActor> {
+        let shared = self.lockspace_shared.clone();
         match storage {
-            Storage::Local => Lockspace::new(space, storage, registry).start(),
-            Storage::Network(_) => {
+            Storage::Local => LockspaceActor::new(space, storage, shared).start(),
+            Storage::MayHang(_) => {
                 let arbiter = Arbiter::new();
-                Lockspace::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Lockspace::new(space, storage, registry)
+                LockspaceActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    LockspaceActor::new(space, storage, shared)
                 })
             }
         }
@@ -366,73 +386,33 @@ impl Supervisor {
         Ok(peer)
     }
 
-    fn check_idle(&mut self, _ctx: &mut Context<Self>) {
-        let Some(timeout) = self.timeout else { return };
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
         let idle = self.lock_gate.connected() == 0
             && self.admin_gate.connected() == 0
-            && self.registry.leases() == 0;
-        if !idle {
-            self.idle_since = None;
-            return;
-        }
-        let since = *self.idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= timeout && !self.shutting_down {
+            && self.lockspace_shared.leases.get() == 0;
+        if self.idle.expired(idle, Instant::now()) && !self.shutting_down {
             info!(
-                timeout = timeout.as_secs(),
+                timeout = self.idle.secs(),
                 "no clients and no leases; shutting down"
             );
-            _ctx.address().do_send(Shutdown);
+            ctx.address().do_send(Shutdown);
         }
     }
-}
 
-/// Accepts on one listener while the server has room for a client.
-fn accept_stream(
-    server: Server,
-    listener: Rc<UnixListener>,
-    gate: Arc<ClientGate>,
-) -> impl Stream<Item = Option<Accepted>> {
-    stream::unfold((listener, gate), move |(listener, gate)| async move {
-        if gate.full() {
-            warn!(
-                server = server.name(),
-                max = gate.max(),
-                "client limit reached; new connections wait in the backlog"
-            );
-            gate.room().await;
-            info!(
-                server = server.name(),
-                "below the client limit again; accepting"
-            );
-        }
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                () = gate.lowered() => {
-                    if gate.full() {
-                        // Back to the top: wait for room before accepting again.
-                        return Some((None, (listener, gate)));
-                    }
-                    continue;
-                }
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let item = Accepted {
-                        server,
-                        stream,
-                        slot: gate.take(),
-                    };
-                    return Some((Some(item), (listener, gate)));
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    error!(server = server.name(), error = %e, "out of file descriptors; pausing accept");
-                    actix_rt::time::sleep(EMFILE_PAUSE).await;
-                }
-                Err(e) => warn!(server = server.name(), error = %e, "accept failed"),
+    /// Runs the idle check exactly while a timeout is set.
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        match (self.idle.timeout().is_some(), self.idle_check.is_some()) {
+            (true, false) => {
+                self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
             }
+            (false, true) => {
+                if let Some(h) = self.idle_check.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            _ => {}
         }
-    })
+    }
 }
 
 impl Actor for Supervisor {
@@ -444,8 +424,8 @@ impl Actor for Supervisor {
         } else {
             // The default lockspace's files may be on any filesystem, NFS included,
             // so it gets a thread of its own like every lockspace that may block.
-            let default = self.start_lockspace(LockSpace::default_space(), Storage::Network("any"));
-            self.registry.insert_new(Vec::new(), default);
+            let default = self.start_lockspace(LockSpace::default_space(), Storage::ANYWHERE);
+            self.lockspaces.insert_new(Vec::new(), default);
         }
         for spec in std::mem::take(&mut self.pending_listeners) {
             let listener = spec
@@ -465,9 +445,7 @@ impl Actor for Supervisor {
             }
         }
         self.start_accepting(ctx);
-        if self.timeout.is_some() {
-            self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
-        }
+        self.schedule_idle_check(ctx);
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
     }
@@ -482,46 +460,6 @@ fn restore_session(s: Option<crate::state::SessionState>) -> Session {
         pid: o.pid,
     });
     Session::restored(owner, s.restricted)
-}
-
-/// Takes ownership of an inherited fd after checking it is open.
-fn owned_fd(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: only a flag query on a borrowed fd.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)?;
-    // SAFETY: inherited across exec for exactly this use; open (checked above).
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-fn adopt_listener(l: &ListenerState) -> std::io::Result<UnixListener> {
-    let std_listener = std::os::unix::net::UnixListener::from(owned_fd(l.fd)?);
-    std_listener.set_nonblocking(true)?;
-    UnixListener::from_std(std_listener)
-}
-
-fn adopt_stream(fd: i32) -> std::io::Result<UnixStream> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    // One F_GETFL both proves the fd open and tells whether O_NONBLOCK (a flag
-    // of the open file, which survives exec) still needs setting.
-    // SAFETY: a flag query on a borrowed fd.
-    let flags = fcntl(
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        FcntlArg::F_GETFL,
-    )?;
-    // SAFETY: inherited across exec for this client; open (checked above).
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let flags = OFlag::from_bits_truncate(flags);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(&owned, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    }
-    UnixStream::from_std(std::os::unix::net::UnixStream::from(owned))
-}
-
-/// A connection that passed accept().
-pub struct Accepted {
-    server: Server,
-    stream: UnixStream,
-    slot: Slot,
 }
 
 impl StreamHandler<Option<Accepted>> for Supervisor {
@@ -609,9 +547,7 @@ impl Handler<Pause> for Supervisor {
             })
             .collect();
         MessageResult(Some(Paused {
-            timeout: self
-                .timeout
-                .map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX)),
+            timeout: self.idle.secs(),
             servers,
             lock_clients: self.connections.values().cloned().collect(),
             admin_clients: self.admin_connections.values().cloned().collect(),
@@ -628,7 +564,7 @@ impl Handler<Resume> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
         self.upgrading = false;
-        if self.registry.shutdown_requested() {
+        if self.shutdown.requested() {
             ctx.notify(Shutdown);
         } else if self.accepting.is_empty() && !self.shutting_down {
             self.start_accepting(ctx);
@@ -659,8 +595,8 @@ impl Handler<OpenLockspace> for Supervisor {
     type Result = ResponseActFuture<Self, Result<(), OpenError>>;
 
     fn handle(&mut self, m: OpenLockspace, _: &mut Self::Context) -> Self::Result {
-        let shown = show(&m.path);
-        if self.registry.contains(&m.path) {
+        let shown = lossy_utf8(&m.path);
+        if self.lockspaces.contains(&m.path) {
             let r = if m.must_be_new {
                 Err(OpenError::Exists(shown))
             } else {
@@ -675,7 +611,7 @@ impl Handler<OpenLockspace> for Supervisor {
                 <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path),
             );
             // An unknown filesystem is treated as one that may block.
-            Ok::<_, LockError>(lease::storage_of(os).unwrap_or(Storage::Network("unknown")))
+            Ok::<_, LockError>(lease::storage_of(os).unwrap_or(Storage::MayHang("unknown")))
         });
         Box::pin(prepare.into_actor(self).map(move |joined, act, _| {
             let storage = match joined {
@@ -689,7 +625,7 @@ impl Handler<OpenLockspace> for Supervisor {
                 }
             };
             // Another request may have created it while we were in mkdir.
-            if act.registry.contains(&m.path) {
+            if act.lockspaces.contains(&m.path) {
                 return if m.must_be_new {
                     Err(OpenError::Exists(shown))
                 } else {
@@ -697,7 +633,7 @@ impl Handler<OpenLockspace> for Supervisor {
                 };
             }
             let addr = act.start_lockspace(LockSpace::directory(m.path.clone()), storage);
-            act.registry.insert_new(m.path, addr);
+            act.lockspaces.insert_new(m.path, addr);
             info!(lockspace = %shown, ?storage, "lockspace created");
             Ok(())
         }))
@@ -716,25 +652,13 @@ pub struct SetLimits {
 impl Handler<SetLimits> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetLimits, _: &mut Self::Context) {
-        // libvirt's virtlockd does not re-read limits on SIGHUP at all; ours
-        // does, so srv-clients-info must stay consistent with it: the unauth
-        // maximum follows max_clients as at startup (where both are equal),
-        // except that a lower value set by the admin API is kept, clamped to
-        // the new max_clients (never above it, which srv-clients-set refuses).
         for (server, max) in [
             (Server::Lock, m.max_clients),
             (Server::Admin, m.admin_max_clients),
         ] {
             let s = self.admin_state.server(server);
-            let unauth = s.unauth_max.get();
-            s.unauth_max.set(if unauth == s.gate.max() {
-                max
-            } else {
-                unauth.min(max)
-            });
+            s.set_limits(s.limits().reloaded(max));
         }
-        self.lock_gate.set_max(m.max_clients);
-        self.admin_gate.set_max(m.admin_max_clients);
         info!(
             max_clients = m.max_clients,
             admin_max_clients = m.admin_max_clients,
@@ -755,7 +679,9 @@ pub struct SetLeaseCheck {
 impl Handler<SetLeaseCheck> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetLeaseCheck, _: &mut Self::Context) {
-        self.registry.lease_check().set(m.interval_secs, m.action);
+        self.lockspace_shared
+            .lease_check
+            .set(m.interval_secs, m.action);
         info!(
             lease_check_interval = m.interval_secs,
             lease_loss_action = m.action.name(),
@@ -782,21 +708,21 @@ impl Handler<Shutdown> for Supervisor {
         if self.upgrading {
             // Every client is paused by the upgrade: let it abort, then shut down.
             info!("shutdown requested during a live upgrade; it will follow");
-            self.registry.request_shutdown();
+            self.shutdown.request();
             return Box::pin(fut::ready(()));
         }
         self.shutting_down = true;
         crate::systemd::notify("STOPPING=1");
         info!(
             clients = self.connections.len(),
-            leases = self.registry.leases(),
+            leases = self.lockspace_shared.leases.get(),
             "shutting down"
         );
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
         let closes: Vec<_> = self.connections.values().map(|c| c.send(Close)).collect();
-        let lockspaces = self.registry.all();
+        let lockspaces = self.lockspaces.all();
         let unlink: Vec<std::path::PathBuf> = self
             .listeners
             .iter()
@@ -810,7 +736,7 @@ impl Handler<Shutdown> for Supervisor {
                 for ls in lockspaces {
                     if let Ok(names) = ls.send(ReleaseAll).await {
                         for n in names {
-                            warn!(resource = %show(&n), "lease released at shutdown");
+                            warn!(resource = %lossy_utf8(&n), "lease released at shutdown");
                         }
                     }
                 }
@@ -862,19 +788,8 @@ pub struct SetTimeout(pub u32);
 impl Handler<SetTimeout> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetTimeout, ctx: &mut Self::Context) {
-        self.timeout = (m.0 > 0).then(|| Duration::from_secs(m.0.into()));
-        self.idle_since = None;
-        match (self.timeout.is_some(), self.idle_check.is_some()) {
-            (true, false) => {
-                self.idle_check = Some(ctx.run_interval(IDLE_TICK, Self::check_idle));
-            }
-            (false, true) => {
-                if let Some(h) = self.idle_check.take() {
-                    ctx.cancel_future(h);
-                }
-            }
-            _ => {}
-        }
+        self.idle.set_secs(m.0);
+        self.schedule_idle_check(ctx);
         info!(timeout = m.0, "idle timeout set");
     }
 }

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 #[path = "common/stand_in.rs"]
 mod stand_in;
 
-use sha2::{Digest, Sha256};
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{Owner, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
@@ -80,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     qemu.register(&vm).await?;
     qemu.restrict().await?;
 
-    let disk_hash = hex(Sha256::digest(b(&disk)));
+    let disk_hash = virtlockd::names::lease_name(&b(&disk));
     let leases = [
         Lease {
             what: "custom lease",
@@ -162,8 +161,4 @@ async fn session(socket: &str, vm: &Owner) -> Result<Client, Box<dyn std::error:
     let mut c = Client::connect(socket).await?;
     c.register(vm).await?;
     Ok(c)
-}
-
-fn hex(bytes: impl AsRef<[u8]>) -> String {
-    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

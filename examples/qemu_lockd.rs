@@ -21,7 +21,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
 use virtlockd::client::{owner, Client};
 use virtlockd::config::VirConfFormat;
 use virtlockd::protocol::lock::{Owner, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
@@ -99,7 +98,7 @@ impl PluginConf {
         }
         Ok(match &self.file_lockspace_dir {
             Some(dir) => {
-                let hash = hex(Sha256::digest(bytes(disk)));
+                let hash = virtlockd::names::lease_name(&bytes(disk));
                 Lease::new(
                     "SHA-256 of path",
                     dir,
@@ -320,8 +319,4 @@ fn default_socket() -> PathBuf {
 fn bytes(p: &Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     p.as_os_str().as_bytes().to_vec()
-}
-
-fn hex(bytes: impl AsRef<[u8]>) -> String {
-    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -182,10 +182,11 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             }
         },
     };
-    let (upgrades, started_at) = restored.as_ref().map_or(
-        (0, crate::actors::connection::Connection::now()),
-        |(s, _)| (s.upgrades, s.started_at),
-    );
+    let (upgrades, started_at) = restored
+        .as_ref()
+        .map_or((0, crate::clock::now_epoch_seconds()), |(s, _)| {
+            (s.upgrades, s.started_at)
+        });
 
     let admin_log = log.clone();
     let reload = Reload {
@@ -227,10 +228,16 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
                 started_at,
             },
         });
-        let registry = supervisor.registry();
+        let upgrade_shared = supervisor.upgrade_shared();
         let supervisor = supervisor.start();
-        let handoff =
-            Handoff::new(supervisor.clone(), registry, plan, upgrades, started_at).start();
+        let handoff = Handoff::new(
+            supervisor.clone(),
+            upgrade_shared,
+            plan,
+            upgrades,
+            started_at,
+        )
+        .start();
         actix::spawn(handle_signals(signals, supervisor, handoff, reload));
     });
     if let Some(r) = ready {
@@ -414,7 +421,7 @@ fn classify(snapshot: &Snapshot) -> Vec<Storage> {
         .lockspaces
         .iter()
         .map(|ls| match &ls.directory {
-            None => Storage::Network("any"),
+            None => Storage::ANYWHERE,
             Some(dir) => {
                 let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir));
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -423,7 +430,7 @@ fn classify(snapshot: &Snapshot) -> Vec<Storage> {
                 });
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(Ok(s)) => s,
-                    _ => Storage::Network("unresponsive"),
+                    _ => Storage::MayHang("unresponsive"),
                 }
             }
         })

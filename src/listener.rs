@@ -2,7 +2,6 @@
 //! (safe because the pid file is already held), inode mode 0700, backlog 30,
 //! close-on-exec.
 
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -33,6 +32,5 @@ pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     umask(old);
     bound?;
     listen(&fd, Backlog::new(BACKLOG)?)?;
-    // SAFETY: the fd is a freshly created, bound and listening socket we own.
-    Ok(unsafe { UnixListener::from_raw_fd(fd.into_raw_fd()) })
+    Ok(UnixListener::from(fd))
 }

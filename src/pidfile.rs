@@ -10,10 +10,20 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{fcntl, FcntlArg};
 use thiserror::Error;
 
+/// How often acquiring starts over when the file was unlinked or replaced
+/// between our open and our lock (a previous daemon exiting does it once).
+/// libvirt retries forever: a process replacing the file in a loop would hold
+/// the daemon in start-up for ever.
+const MAX_ATTEMPTS: usize = 64;
+
 #[derive(Debug, Error)]
 pub enum PidFileError {
     #[error("Failed to acquire pid file '{0}': another daemon holds it")]
     Busy(PathBuf),
+    #[error(
+        "Failed to acquire pid file '{0}': it was replaced {MAX_ATTEMPTS} times while being locked"
+    )]
+    Unstable(PathBuf),
     #[error("Failed to create pid file '{path}': {source}")]
     Io {
         path: PathBuf,
@@ -34,7 +44,7 @@ impl PidFile {
             path: path.to_path_buf(),
             source,
         };
-        loop {
+        for _ in 0..MAX_ATTEMPTS {
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -66,6 +76,7 @@ impl PidFile {
                 file: Some(file),
             });
         }
+        Err(PidFileError::Unstable(path.to_path_buf()))
     }
 }
 

@@ -3,6 +3,7 @@
 //! before it touches a lockspace. Pure: the connection actor applies it.
 
 use crate::lockspace::OwnerPid;
+use crate::names::{lossy_utf8, uuid_string};
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{LockCall, Owner};
 use crate::protocol::RemoteError;
@@ -85,25 +86,11 @@ pub fn owner_label(pid: OwnerPid, owner: Option<&Owner>) -> String {
     match owner {
         Some(o) => format!(
             "{} uuid={} pid={pid}",
-            crate::lockspace::error::show(&o.name),
+            lossy_utf8(&o.name),
             uuid_string(&o.uuid)
         ),
         None => format!("unknown uuid=unknown pid={pid}"),
     }
-}
-
-/// Canonical lowercase UUID text, as libvirt logs and stores it.
-pub fn uuid_string(uuid: &[u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for (i, b) in uuid.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -163,15 +150,6 @@ mod tests {
     }
 
     #[test]
-    fn uuid_text() {
-        let mut u = [0u8; 16];
-        for (i, b) in u.iter_mut().enumerate() {
-            *b = (i * 0x11) as u8;
-        }
-        assert_eq!(uuid_string(&u), "00112233-4455-6677-8899-aabbccddeeff");
-    }
-
-    #[test]
     fn owner_labels() {
         let o = Owner {
             uuid: [0xab; 16],
@@ -183,7 +161,7 @@ mod tests {
             owner_label(4321, Some(&o)),
             format!(
                 "{} uuid=abababab-abab-abab-abab-abababababab pid=4321",
-                crate::lockspace::error::show(b"vm\x01")
+                crate::names::lossy_utf8(b"vm\x01")
             )
         );
         assert_eq!(owner_label(9, None), "unknown uuid=unknown pid=9");

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::fscheck::{Reach, Report};
 use crate::lockspace::lease::Storage;
+use crate::names::uuid_string;
 use crate::protocol::inspect::{ClientView, LeaseStatus, LeaseView, OwnerView, StatusView};
-use crate::session::uuid_string;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -305,7 +305,7 @@ fn reach_name(r: Reach) -> &'static str {
 fn storage_name(s: Storage) -> String {
     match s {
         Storage::Local => "local".into(),
-        Storage::Network(kind) => format!("network:{kind}"),
+        Storage::MayHang(kind) => format!("network:{kind}"),
     }
 }
 

@@ -6,17 +6,8 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
+use crate::names::lease_name;
 use crate::protocol::inspect::LeaseView;
-
-/// libvirt's lease name of a disk path in a file lockspace.
-pub fn lease_name(path: &[u8]) -> String {
-    Sha256::digest(path)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The spellings of `path` a lease may have been taken under.
 fn spellings(path: &Path) -> Vec<Vec<u8>> {
@@ -42,19 +33,4 @@ pub fn leases_of(path: &Path, leases: &[LeaseView]) -> Vec<LeaseView> {
         })
         .cloned()
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sha256_name_as_libvirt() {
-        // echo -n /var/lib/libvirt/images/demo.qcow2 | sha256sum
-        assert_eq!(lease_name(b"").len(), 64);
-        assert_eq!(
-            lease_name(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 }

@@ -77,11 +77,6 @@ impl From<LockError> for RemoteError {
     }
 }
 
-/// Bytes as they appear in a message.
-pub fn show(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

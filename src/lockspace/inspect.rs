@@ -18,12 +18,12 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
             path: r.path.as_os_str().as_bytes().to_vec(),
             shared: r.shared(),
             autocreate: r.autocreate(),
-            acquired_at: super::epoch_seconds(r.acquired_at),
+            acquired_at: crate::clock::epoch_seconds(r.acquired_at),
             status: match &r.status {
                 super::LeaseStatus::Held => LeaseStatus::Held,
                 super::LeaseStatus::Lost { cause, since } => LeaseStatus::Lost {
                     reason: cause.to_string(),
-                    since: super::epoch_seconds(*since),
+                    since: crate::clock::epoch_seconds(*since),
                 },
             },
             owners: r

@@ -58,8 +58,9 @@ struct Held {
 /// An open lease file. Dropping it closes the fd, which releases the kernel lock.
 #[derive(Debug)]
 pub struct Lease {
-    /// Closed in `Drop` while [`HELD`] is locked (see there).
-    fd: std::mem::ManuallyDrop<OwnedFd>,
+    /// Closed in `Drop` while [`HELD`] is locked (see there); `None` only
+    /// there, once taken.
+    fd: Option<OwnedFd>,
     id: FileId,
 }
 
@@ -112,10 +113,7 @@ impl Lease {
             return Err(OpenError::HeldElsewhere);
         }
         entry.leases = 1;
-        Ok(Self {
-            fd: std::mem::ManuallyDrop::new(fd),
-            id,
-        })
+        Ok(Self { fd: Some(fd), id })
     }
 
     /// Adopts fds inherited across exec (live upgrade), with the file identity
@@ -145,10 +143,7 @@ impl Lease {
                 // SAFETY: open (see above), inherited for this lease and owned
                 // by nothing else in this process.
                 let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-                Ok(Self {
-                    fd: std::mem::ManuallyDrop::new(fd),
-                    id,
-                })
+                Ok(Self { fd: Some(fd), id })
             })
             .collect()
     }
@@ -171,7 +166,7 @@ impl Lease {
             l_len: 1,
             l_pid: 0,
         };
-        fcntl(self.fd.as_fd(), FcntlArg::F_SETLK(&fl)).map(drop)
+        fcntl(self.fd()?, FcntlArg::F_SETLK(&fl)).map(drop)
     }
 
     /// Adopts an inherited fd whose file can no longer be identified (its
@@ -184,7 +179,7 @@ impl Lease {
         // SAFETY: open (checked above), inherited for this lease, owned by nothing else.
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         Ok(Self {
-            fd: std::mem::ManuallyDrop::new(owned),
+            fd: Some(owned),
             id: (UNIDENTIFIED_DEV, fd as u64),
         })
     }
@@ -192,7 +187,7 @@ impl Lease {
     /// What kind of filesystem the open file lives on (fstatfs of our fd: no
     /// second open, which could drop our lock when closed).
     pub fn storage(&self) -> Result<Storage, Errno> {
-        let fs = nix::sys::statfs::fstatfs(self.fd.as_fd())?;
+        let fs = nix::sys::statfs::fstatfs(self.fd()?)?;
         Ok(storage_from_magic(fs.filesystem_type().0 as u64))
     }
 
@@ -204,7 +199,12 @@ impl Lease {
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// The open fd (always there outside `drop`).
+    pub(super) fn fd(&self) -> Result<BorrowedFd<'_>, Errno> {
+        self.fd.as_ref().map(AsFd::as_fd).ok_or(Errno::EBADF)
     }
 }
 
@@ -214,8 +214,7 @@ impl Drop for Lease {
         // could claim and lock the same file between our bookkeeping and our
         // close, and our close would drop its brand-new lock.
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: taken exactly once, here; the field is never used again.
-        let fd = unsafe { std::mem::ManuallyDrop::take(&mut self.fd) };
+        let Some(fd) = self.fd.take() else { return };
         match held.get_mut(&self.id) {
             Some(entry) if entry.leases > 1 => {
                 // Another lease (adopted from a state that held the file under
@@ -385,10 +384,19 @@ pub fn make_dirs(path: &Path) -> Result<(), Errno> {
 /// Where a lockspace's files live, as far as blocking is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
-    /// A local filesystem: syscalls return promptly.
+    /// A local filesystem: syscalls return promptly, so the lockspace runs on
+    /// the event thread.
     Local,
-    /// A network or FUSE filesystem whose syscalls can hang; names the kind.
-    Network(&'static str),
+    /// Syscalls may hang: a network or FUSE filesystem (named by its kind), one
+    /// that could not be classified, or anywhere at all (the default
+    /// lockspace). Such a lockspace needs a thread of its own, and its leases
+    /// are revalidated.
+    MayHang(&'static str),
+}
+
+impl Storage {
+    /// The default lockspace's: its files may be on any filesystem.
+    pub const ANYWHERE: Storage = Storage::MayHang("any");
 }
 
 /// Classifies the filesystem under `path` by its statfs magic number.
@@ -428,7 +436,7 @@ pub fn storage_from_magic(magic: u64) -> Storage {
     NETWORK_FILESYSTEMS
         .iter()
         .find(|(m, _)| *m == magic)
-        .map_or(Storage::Local, |(_, kind)| Storage::Network(kind))
+        .map_or(Storage::Local, |(_, kind)| Storage::MayHang(kind))
 }
 
 #[cfg(test)]
@@ -467,10 +475,10 @@ mod tests {
     #[test]
     fn tmp_is_local_and_nfs_is_not() {
         assert_eq!(storage_of(Path::new("/tmp")).unwrap(), Storage::Local);
-        assert_eq!(storage_from_magic(0x6969), Storage::Network("nfs"));
+        assert_eq!(storage_from_magic(0x6969), Storage::MayHang("nfs"));
         assert_eq!(
             storage_from_magic(0x6a65_6a63),
-            Storage::Network("virtiofs")
+            Storage::MayHang("virtiofs")
         );
         assert_eq!(storage_from_magic(0xef53), Storage::Local);
     }

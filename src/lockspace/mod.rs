@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use tracing::warn;
 
-use error::show;
+use crate::names::lossy_utf8;
 pub use error::LockError;
 use lease::{is_conflict, Lease, LockMode, OpenError, PathKind};
 pub use revalidate::{LeaseStatus, Loss, LossCause};
@@ -168,8 +168,8 @@ impl LockSpace {
         let Some(dir) = &self.dir else { return Ok(()) };
         if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
             return Err(LockError::InvalidName {
-                name: show(name),
-                dir: show(dir),
+                name: lossy_utf8(name),
+                dir: lossy_utf8(dir),
             });
         }
         Ok(())
@@ -220,7 +220,7 @@ impl LockSpace {
                 res.owners.push(owner);
                 return Ok(());
             }
-            return Err(LockError::Busy(show(name)));
+            return Err(LockError::Busy(lossy_utf8(name)));
         }
         let path = self.path_of(name);
         let mode = if want_shared {
@@ -236,7 +236,7 @@ impl LockSpace {
                     path: path.display().to_string(),
                     errno,
                 },
-                OpenError::HeldElsewhere => LockError::Busy(show(name)),
+                OpenError::HeldElsewhere => LockError::Busy(lossy_utf8(name)),
             })?;
             lock(&lease, &path, name, mode)?;
             lease
@@ -262,7 +262,7 @@ impl LockSpace {
         let res = self
             .resources
             .get_mut(name)
-            .ok_or_else(|| LockError::NotLocked(show(name)))?;
+            .ok_or_else(|| LockError::NotLocked(lossy_utf8(name)))?;
         let idx = res
             .owners
             .iter()
@@ -317,14 +317,14 @@ impl LockSpace {
                     lock_held: !r.status.is_lost(),
                     flags: r.flags,
                     owners: r.owners.clone(),
-                    acquired_at: epoch_seconds(r.acquired_at),
+                    acquired_at: crate::clock::epoch_seconds(r.acquired_at),
                     lost_reason: match &r.status {
                         LeaseStatus::Held => None,
                         LeaseStatus::Lost { cause, .. } => Some(cause.to_string()),
                     },
                     lost_since: match &r.status {
                         LeaseStatus::Held => 0,
-                        LeaseStatus::Lost { since, .. } => epoch_seconds(*since),
+                        LeaseStatus::Lost { since, .. } => crate::clock::epoch_seconds(*since),
                     },
                     file_id: r.lease.file_id(),
                 })
@@ -373,13 +373,13 @@ impl LockSpace {
                     match Lease::adopt_unidentified(r.fd) {
                         Ok(l) => l,
                         Err(e) => {
-                            warn!(resource = %show(&r.name), fd = r.fd, error = %e, "lost lease's fd gone in the upgrade; dropped");
+                            warn!(resource = %lossy_utf8(&r.name), fd = r.fd, error = %e, "lost lease's fd gone in the upgrade; dropped");
                             continue;
                         }
                     }
                 }
                 Err(e) => {
-                    warn!(resource = %show(&r.name), fd = r.fd, error = %e, "lease fd lost in the upgrade; dropped");
+                    warn!(resource = %lossy_utf8(&r.name), fd = r.fd, error = %e, "lease fd lost in the upgrade; dropped");
                     continue;
                 }
             };
@@ -462,7 +462,7 @@ impl LockSpace {
     pub fn create_resource(&mut self, name: &[u8]) -> Result<(), LockError> {
         self.check_name(name)?;
         if self.resources.contains_key(name) {
-            return Err(LockError::Busy(show(name)));
+            return Err(LockError::Busy(lossy_utf8(name)));
         }
         let path = self.path_of(name);
         lease::touch(&path).map_err(|errno| LockError::CreateFile {
@@ -475,7 +475,7 @@ impl LockSpace {
     pub fn delete_resource(&mut self, name: &[u8]) -> Result<(), LockError> {
         self.check_name(name)?;
         if self.resources.contains_key(name) {
-            return Err(LockError::Busy(show(name)));
+            return Err(LockError::Busy(lossy_utf8(name)));
         }
         let path = self.path_of(name);
         lease::remove(&path).map_err(|errno| LockError::Delete {
@@ -485,16 +485,10 @@ impl LockSpace {
     }
 }
 
-/// Seconds since the epoch (0 before it), as states and inspection carry times.
-fn epoch_seconds(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn lock(lease: &Lease, path: &Path, name: &[u8], mode: LockMode) -> Result<(), LockError> {
     lease.lock(mode).map_err(|errno| {
         if is_conflict(errno) {
-            LockError::Busy(show(name))
+            LockError::Busy(lossy_utf8(name))
         } else {
             LockError::Lock {
                 path: path.display().to_string(),
@@ -514,7 +508,7 @@ fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease,
                 path: shown(),
                 errno,
             },
-            OpenError::HeldElsewhere => LockError::Busy(show(name)),
+            OpenError::HeldElsewhere => LockError::Busy(lossy_utf8(name)),
         })?;
         lock(&lease, path, name, mode)?;
         match lease.is_at(path) {
@@ -523,7 +517,7 @@ fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease,
             _ => continue,
         }
     }
-    Err(LockError::Busy(show(name)))
+    Err(LockError::Busy(lossy_utf8(name)))
 }
 
 /// Makes sure a directory lockspace's directory exists (`mkdir -p`, mode 0700).
@@ -532,15 +526,15 @@ pub fn create_directory(dir: &[u8]) -> Result<(), LockError> {
     let path = Path::new(OsStr::from_bytes(dir));
     match lease::path_kind(path) {
         Ok(PathKind::Directory) => Ok(()),
-        Ok(PathKind::Other) => Err(LockError::NotADirectory(show(dir))),
+        Ok(PathKind::Other) => Err(LockError::NotADirectory(lossy_utf8(dir))),
         Ok(PathKind::Missing) => {
             lease::make_dirs(path).map_err(|errno| LockError::CreateLockspace {
-                dir: show(dir),
+                dir: lossy_utf8(dir),
                 errno,
             })
         }
         Err(errno) => Err(LockError::CreateLockspace {
-            dir: show(dir),
+            dir: lossy_utf8(dir),
             errno,
         }),
     }

@@ -129,7 +129,7 @@ impl LockSpace {
                 Err(LossCause::Failed(errno)) if res.failures + 1 < FAILED_CHECKS_FOR_LOSS => {
                     res.failures += 1;
                     warn!(
-                        resource = %super::error::show(name),
+                        resource = %crate::names::lossy_utf8(name),
                         path = %res.path.display(),
                         error = %errno,
                         "lease check failed; lost if the next check fails too"
@@ -185,8 +185,9 @@ fn reassert(lease: &Lease, mode: LockMode) -> Result<(), LossCause> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
+
+    use nix::fcntl::{fcntl, FcntlArg};
 
     use super::*;
     use crate::lockspace::create_directory;
@@ -212,29 +213,31 @@ mod tests {
     /// dropped (behind our back) and an OFD lock, which conflicts with ours even
     /// inside this process, takes byte 0.
     fn taken_by_another_host(ls: &LockSpace, name: &[u8]) -> std::fs::File {
-        let res = &ls.resources[name];
-        let unlock = libc::flock {
-            l_type: libc::F_UNLCK as libc::c_short,
+        drop_our_lock(ls, name);
+        let other = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&ls.resources[name].path)
+            .unwrap();
+        lock_as_another_host(&other);
+        other
+    }
+
+    /// Byte 0 of a lease file, as leases lock it.
+    fn byte_zero(l_type: libc::c_int) -> libc::flock {
+        libc::flock {
+            l_type: l_type as libc::c_short,
             l_whence: libc::SEEK_SET as libc::c_short,
             l_start: 0,
             l_len: 1,
             l_pid: 0,
-        };
-        // SAFETY: plain fcntl on an fd the resource keeps open.
-        assert_eq!(unsafe { libc::fcntl(res.fd(), libc::F_SETLK, &unlock) }, 0);
-        let other = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&res.path)
-            .unwrap();
-        let ofd = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            ..unlock
-        };
-        // SAFETY: as above, on our own file.
-        let r = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_SETLK, &ofd) };
-        assert_eq!(r, 0, "{}", Errno::last());
-        other
+        }
+    }
+
+    /// An OFD write lock on byte 0 of `file`: it conflicts with our POSIX
+    /// locks even inside this process, as another host's lock would.
+    fn lock_as_another_host(file: &std::fs::File) {
+        fcntl(file, FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_WRLCK))).expect("OFD lock");
     }
 
     #[test]
@@ -318,16 +321,8 @@ mod tests {
     /// Drops our POSIX lock on `name` behind our back, as a filesystem that
     /// lost it would.
     fn drop_our_lock(ls: &LockSpace, name: &[u8]) {
-        let unlock = libc::flock {
-            l_type: libc::F_UNLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 1,
-            l_pid: 0,
-        };
-        // SAFETY: plain fcntl on an fd the resource keeps open.
-        let r = unsafe { libc::fcntl(ls.resources[name].fd(), libc::F_SETLK, &unlock) };
-        assert_eq!(r, 0);
+        let fd = ls.resources[name].lease.fd().expect("open lease");
+        fcntl(fd, FcntlArg::F_SETLK(&byte_zero(libc::F_UNLCK))).expect("unlock");
     }
 
     #[test]
@@ -342,16 +337,7 @@ mod tests {
         drop_our_lock(&ls, b"a");
         std::fs::remove_file(dir.join("a")).unwrap();
         let other = std::fs::File::create_new(dir.join("a")).unwrap();
-        let ofd = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 1,
-            l_pid: 0,
-        };
-        // SAFETY: fcntl on our own new file.
-        let r = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_SETLK, &ofd) };
-        assert_eq!(r, 0, "{}", Errno::last());
+        lock_as_another_host(&other);
         let losses = ls.revalidate();
         assert_eq!(
             losses.into_iter().map(|l| l.cause).collect::<Vec<_>>(),

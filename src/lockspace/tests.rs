@@ -238,11 +238,11 @@ fn one_file_under_two_names_is_never_leased_twice() {
     let alias = path.as_os_str().as_bytes();
     assert_eq!(
         default.acquire(alias, 7, 0),
-        Err(LockError::Busy(show(alias)))
+        Err(LockError::Busy(lossy_utf8(alias)))
     );
     assert_eq!(
         default.acquire(alias, 7, SHARED | AUTO),
-        Err(LockError::Busy(show(alias)))
+        Err(LockError::Busy(lossy_utf8(alias)))
     );
     // The refused attempts must not have dropped the holder's kernel lock.
     assert_eq!(kernel_modes(&path), ["POSIX WRITE 0-Some(0)"]);

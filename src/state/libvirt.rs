@@ -771,7 +771,7 @@ fn write_client(client: &ClientState, lock: bool) -> ClientOut {
             owner_pid,
             owner_id,
             owner_name,
-            owner_uuid: format_uuid(&uuid),
+            owner_uuid: crate::names::uuid_string(&uuid),
         })
     } else {
         PrivateOut::Admin(Empty {})
@@ -792,18 +792,6 @@ fn write_client(client: &ClientState, lock: bool) -> ClientOut {
         },
         private_data,
     }
-}
-
-/// `virUUIDFormat`: canonical lowercase 8-4-4-4-12.
-fn format_uuid(uuid: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
-    for (i, b) in uuid.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 fn write_lockspace(ls: &LockspaceState) -> LockspaceOut {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{example, Daemon};
@@ -26,10 +25,7 @@ fn sample_conf(name: &str, base: &Path) -> PathBuf {
 
 fn sha256_hex(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    Sha256::digest(path.as_os_str().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    virtlockd::names::lease_name(path.as_os_str().as_bytes())
 }
 
 /// A running `qemu_lockd --hold`: leases taken, waiting to release.

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use virtlockd::client::{owner, Client};
-use virtlockd::ctl::who::lease_name;
+use virtlockd::names::lease_name;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 use crate::support::ctl::{ctl, ctl_json};
 use crate::support::{bytes, until, Daemon};
 
 fn now() -> i64 {
-    virtlockd::actors::connection::Connection::now()
+    virtlockd::clock::now_epoch_seconds()
 }
 
 struct Setup {
@@ -114,7 +114,7 @@ async fn locks_who_clients_status_with_direct_file_and_shared_leases() {
         ),
         (Some(4_000_101), Some("vm-a"), Some(1))
     );
-    let uuid = virtlockd::session::uuid_string(&owner("vm-a", 1, 4_000_101).uuid);
+    let uuid = virtlockd::names::uuid_string(&owner("vm-a", 1, 4_000_101).uuid);
     assert_eq!(o["uuid"], uuid.as_str());
     let at = direct["acquired_at"].as_i64().unwrap();
     assert!(at >= t0 && at <= now(), "{at} not in [{t0}, now]");

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::support::process::quiet_success;
 
 /// Where the guests' disk lives (inside the sandbox).
@@ -56,7 +54,7 @@ impl Mode {
     pub fn resource(self) -> String {
         match self {
             Mode::Direct => DISK.to_owned(),
-            Mode::Indirect => format!("{:x}", Sha256::digest(DISK.as_bytes())),
+            Mode::Indirect => virtlockd::names::lease_name(DISK.as_bytes()),
         }
     }
 
