@@ -100,7 +100,7 @@ fn place(at: &str, key: &str) -> String {
 }
 
 /// The error for a refusal `msg` (from serde or [`super::fields`]) at `path` below
-/// `at`, in this module's words.
+/// `base`, in this module's words.
 fn locate(base: &[Step], path: &serde_path_to_error::Path, msg: &str) -> StateError {
     let steps: Vec<Step> = base
         .iter()
@@ -111,27 +111,24 @@ fn locate(base: &[Step], path: &serde_path_to_error::Path, msg: &str) -> StateEr
             Segment::Enum { .. } | Segment::Unknown => None,
         }))
         .collect();
-    locate_steps(&steps, msg)
-}
-
-fn locate_steps(steps: &[Step], msg: &str) -> StateError {
-    // serde's text for a required key that is absent; the path is the object's.
+    // serde's text for a required key that is absent (`de::Error::missing_field`);
+    // the path is the object's.
     if let Some(key) = msg
         .strip_prefix("missing field `")
         .and_then(|rest| rest.strip_suffix('`'))
     {
-        return invalid(format!("missing {}", place(&join(steps), key)));
+        return invalid(format!("missing {}", place(&join(&steps), key)));
     }
     // A misplaced value where an object belongs is named by its path.
     if msg.starts_with("must be an object,") {
-        return invalid(format!("{} {msg}", join(steps)));
+        return invalid(format!("{} {msg}", join(&steps)));
     }
-    match steps {
+    match steps.as_slice() {
         [parent @ .., Step::Key(key)] => invalid(format!("{} {msg}", place(&join(parent), key))),
         [resource @ .., Step::Key("owners"), Step::Index(i)] => {
             invalid(format!("owner {i} in {} {msg}", join(resource)))
         }
-        _ => invalid(format!("{} {msg}", join(steps))),
+        _ => invalid(format!("{} {msg}", join(&steps))),
     }
 }
 
