@@ -104,6 +104,13 @@ fn parse(v: &Value) -> Result<Snapshot, StateError> {
     from_json(&v.to_string())
 }
 
+/// The owner registered on the first client of the first server of `v`.
+fn first_owner(v: &Value) -> OwnerState {
+    let s = parse(v).unwrap();
+    let session = s.servers[0].clients[0].session.clone().unwrap();
+    session.owner.unwrap()
+}
+
 fn err(v: &Value) -> String {
     match parse(v) {
         Ok(s) => panic!("accepted: {s:?}"),
@@ -139,95 +146,135 @@ fn remove(doc: &mut Value, path: &[&str], key: &str) {
 
 // --- reading -------------------------------------------------------------
 
-#[test]
-fn appendix_b_every_field() {
-    let s = from_json(&appendix_b()).unwrap();
-    let expected = Snapshot {
+// --- expected snapshots ----------------------------------------------------
+
+/// A snapshot with what libvirt's JSON carries; the rest at its JSON value.
+fn snapshot(magic: u32, servers: Vec<ServerState>, lockspaces: Vec<LockspaceState>) -> Snapshot {
+    Snapshot {
         format: FORMAT.into(),
         version: VERSION,
-        magic: 4242,
-        servers: vec![
-            ServerState {
-                name: LOCK_SERVER.into(),
-                max_clients: 1024,
-                next_client_id: 4,
-                listeners: vec![ListenerState {
-                    fd: 3,
-                    unlink: false,
-                }],
-                clients: vec![ClientState {
-                    id: 2,
-                    fd: 7,
-                    conn_time: 1_700_000_000,
-                    session: Some(SessionState {
-                        restricted: true,
-                        owner: Some(OwnerState {
-                            uuid: [
-                                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa,
-                                0xbb, 0xcc, 0xdd, 0xee, 0xff,
-                            ],
-                            name: b"vm1".to_vec(),
-                            id: 1,
-                            pid: 12345,
-                        }),
-                    }),
-                    pending: vec![],
-                    peer_pid: None,
-                    peer_ids: None,
-                }],
-                max_unauth_clients: None,
-                prio_workers: None,
-            },
-            ServerState {
-                name: ADMIN_SERVER.into(),
-                max_clients: 5000,
-                next_client_id: 2,
-                listeners: vec![ListenerState {
-                    fd: 4,
-                    unlink: false,
-                }],
-                clients: vec![ClientState {
-                    id: 1,
-                    fd: 9,
-                    conn_time: 1_700_000_100,
-                    session: None,
-                    pending: vec![],
-                    peer_pid: None,
-                    peer_ids: None,
-                }],
-                max_unauth_clients: None,
-                prio_workers: None,
-            },
-        ],
-        lockspaces: vec![
-            LockspaceState {
-                directory: None,
-                owners: Vec::new(),
-                resources: vec![],
-            },
-            LockspaceState {
-                directory: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
-                owners: Vec::new(),
-                resources: vec![ResourceState {
-                    name: HEX.as_bytes().to_vec(),
-                    path: format!("/var/lib/libvirt/lockd/files/{HEX}").into_bytes(),
-                    fd: 8,
-                    lock_held: true,
-                    flags: 2,
-                    owners: vec![12345],
-                    acquired_at: 0,
-                    lost_reason: None,
-                    lost_since: 0,
-                    file_id: None,
-                }],
-            },
-        ],
+        magic,
+        servers,
+        lockspaces,
         upgrades: 0,
         started_at: 0,
         fencing: vec![],
         token: 0,
         timeout: None,
+    }
+}
+
+/// A server; `listeners` are (fd, unlink) pairs.
+fn server_state(
+    name: &str,
+    max_clients: u64,
+    next_client_id: u64,
+    listeners: &[(i32, bool)],
+    clients: Vec<ClientState>,
+) -> ServerState {
+    ServerState {
+        name: name.into(),
+        max_clients,
+        next_client_id,
+        listeners: listeners
+            .iter()
+            .map(|&(fd, unlink)| ListenerState { fd, unlink })
+            .collect(),
+        clients,
+        max_unauth_clients: None,
+        prio_workers: None,
+    }
+}
+
+fn client_state(id: u64, fd: i32, conn_time: i64, session: Option<SessionState>) -> ClientState {
+    ClientState {
+        id,
+        fd,
+        conn_time,
+        session,
+        pending: vec![],
+        peer_pid: None,
+        peer_ids: None,
+    }
+}
+
+fn lockspace_state(directory: Option<&[u8]>, resources: Vec<ResourceState>) -> LockspaceState {
+    LockspaceState {
+        directory: directory.map(<[u8]>::to_vec),
+        owners: Vec::new(),
+        resources,
+    }
+}
+
+fn resource_state(
+    name: &[u8],
+    path: &[u8],
+    fd: i32,
+    (lock_held, flags): (bool, u32),
+    owners: Vec<i32>,
+) -> ResourceState {
+    ResourceState {
+        name: name.to_vec(),
+        path: path.to_vec(),
+        fd,
+        lock_held,
+        flags,
+        owners,
+        acquired_at: 0,
+        lost_reason: None,
+        lost_since: 0,
+        file_id: None,
+    }
+}
+
+#[test]
+fn appendix_b_every_field() {
+    let s = from_json(&appendix_b()).unwrap();
+    let vm1 = SessionState {
+        restricted: true,
+        owner: Some(OwnerState {
+            uuid: [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff,
+            ],
+            name: b"vm1".to_vec(),
+            id: 1,
+            pid: 12345,
+        }),
     };
+    let path = format!("/var/lib/libvirt/lockd/files/{HEX}");
+    let expected = snapshot(
+        4242,
+        vec![
+            server_state(
+                LOCK_SERVER,
+                1024,
+                4,
+                &[(3, false)],
+                vec![client_state(2, 7, 1_700_000_000, Some(vm1))],
+            ),
+            server_state(
+                ADMIN_SERVER,
+                5000,
+                2,
+                &[(4, false)],
+                vec![client_state(1, 9, 1_700_000_100, None)],
+            ),
+        ],
+        vec![
+            lockspace_state(None, vec![]),
+            lockspace_state(
+                Some(b"/var/lib/libvirt/lockd/files"),
+                vec![resource_state(
+                    HEX.as_bytes(),
+                    path.as_bytes(),
+                    8,
+                    (true, 2),
+                    vec![12345],
+                )],
+            ),
+        ],
+    );
     assert_eq!(s, expected);
     assert_eq!(s.fds(), vec![3, 7, 4, 9, 8]);
 }
@@ -548,13 +595,7 @@ fn unregistered_owner_and_uuid_forms() {
         "  abcdef01 2345-6789-abcd-ef0123456789\n",
     ] {
         set(&mut srv, &uuid_at, json!(good));
-        let s = parse(&doc(srv.clone())).unwrap();
-        let owner = s.servers[0].clients[0]
-            .session
-            .clone()
-            .unwrap()
-            .owner
-            .unwrap();
+        let owner = first_owner(&doc(srv.clone()));
         assert_eq!(owner.uuid, want, "{good}");
         assert_eq!((owner.id, owner.pid, owner.name), (9, 101, b"vm1".to_vec()));
     }
@@ -612,13 +653,7 @@ fn numbers_are_integers_of_the_right_range() {
         &["clients", "0", "privateData", "ownerPid"],
         json!(-2),
     );
-    let s = parse(&doc(srv.clone())).unwrap();
-    let owner = s.servers[0].clients[0]
-        .session
-        .clone()
-        .unwrap()
-        .owner
-        .unwrap();
+    let owner = first_owner(&doc(srv.clone()));
     assert_eq!(owner.pid, u32::MAX - 1);
     // Signed 32-bit ones do not.
     set(
@@ -711,137 +746,36 @@ fn owner(id: u32, pid: u32, name: &[u8]) -> Option<OwnerState> {
 }
 
 fn rich() -> Snapshot {
+    let path = format!("/var/lib/libvirt/lockd/files/{HEX}");
+    let lock_clients = vec![
+        ClientState {
+            pending: vec![0, 0, 0, 0x1c, 1],
+            ..client_state(
+                9,
+                10,
+                1_700_000_000,
+                Some(SessionState {
+                    restricted: true,
+                    owner: owner(1, 4000, "vmé".as_bytes()),
+                }),
+            )
+        },
+        client_state(10, 11, 0, Some(SessionState::default())),
+        client_state(
+            11,
+            12,
+            -5,
+            Some(SessionState {
+                restricted: false,
+                owner: owner(7, u32::MAX, b"big-pid"),
+            }),
+        ),
+    ];
+    let admin_client = ClientState {
+        pending: vec![9],
+        ..client_state(2, 13, 1_700_000_100, None)
+    };
     Snapshot {
-        format: FORMAT.into(),
-        version: VERSION,
-        magic: 31337,
-        servers: vec![
-            ServerState {
-                name: LOCK_SERVER.into(),
-                max_clients: 1024,
-                next_client_id: 12,
-                listeners: vec![
-                    ListenerState {
-                        fd: 3,
-                        unlink: true,
-                    },
-                    ListenerState {
-                        fd: 4,
-                        unlink: false,
-                    },
-                ],
-                clients: vec![
-                    ClientState {
-                        id: 9,
-                        fd: 10,
-                        conn_time: 1_700_000_000,
-                        session: Some(SessionState {
-                            restricted: true,
-                            owner: owner(1, 4000, "vmé".as_bytes()),
-                        }),
-                        pending: vec![0, 0, 0, 0x1c, 1],
-                        peer_pid: None,
-                        peer_ids: None,
-                    },
-                    ClientState {
-                        id: 10,
-                        fd: 11,
-                        conn_time: 0,
-                        session: Some(SessionState::default()),
-                        pending: vec![],
-                        peer_pid: None,
-                        peer_ids: None,
-                    },
-                    ClientState {
-                        id: 11,
-                        fd: 12,
-                        conn_time: -5,
-                        session: Some(SessionState {
-                            restricted: false,
-                            owner: owner(7, u32::MAX, b"big-pid"),
-                        }),
-                        pending: vec![],
-                        peer_pid: None,
-                        peer_ids: None,
-                    },
-                ],
-                max_unauth_clients: None,
-                prio_workers: None,
-            },
-            ServerState {
-                name: ADMIN_SERVER.into(),
-                max_clients: 5000,
-                next_client_id: 3,
-                listeners: vec![ListenerState {
-                    fd: 5,
-                    unlink: true,
-                }],
-                clients: vec![ClientState {
-                    id: 2,
-                    fd: 13,
-                    conn_time: 1_700_000_100,
-                    session: None,
-                    pending: vec![9],
-                    peer_pid: None,
-                    peer_ids: None,
-                }],
-                max_unauth_clients: None,
-                prio_workers: None,
-            },
-        ],
-        lockspaces: vec![
-            LockspaceState {
-                directory: None,
-                owners: Vec::new(),
-                resources: vec![ResourceState {
-                    name: b"/images/disk.qcow2".to_vec(),
-                    path: b"/images/disk.qcow2".to_vec(),
-                    fd: 14,
-                    lock_held: true,
-                    flags: 3,
-                    owners: vec![-1, 4000, 4000],
-                    acquired_at: 1_700_000_001,
-                    lost_reason: None,
-                    lost_since: 0,
-                    file_id: None,
-                }],
-            },
-            LockspaceState {
-                directory: Some(b"/var/lib/libvirt/lockd/files".to_vec()),
-                owners: Vec::new(),
-                resources: vec![
-                    ResourceState {
-                        name: HEX.as_bytes().to_vec(),
-                        path: format!("/var/lib/libvirt/lockd/files/{HEX}").into_bytes(),
-                        fd: 15,
-                        lock_held: true,
-                        flags: 2,
-                        owners: vec![i32::MIN],
-                        acquired_at: 7,
-                        lost_reason: None,
-                        lost_since: 0,
-                        file_id: None,
-                    },
-                    ResourceState {
-                        name: b"quote\"back\\slash\ttab".to_vec(),
-                        path: b"/var/lib/libvirt/lockd/files/quote\"back\\slash\ttab".to_vec(),
-                        fd: 16,
-                        lock_held: false,
-                        flags: 0,
-                        owners: vec![],
-                        acquired_at: 0,
-                        lost_reason: Some("another host or process holds the lock now".into()),
-                        lost_since: 1_700_000_002,
-                        file_id: None,
-                    },
-                ],
-            },
-            LockspaceState {
-                directory: Some(b"/empty".to_vec()),
-                owners: Vec::new(),
-                resources: vec![],
-            },
-        ],
         upgrades: 5,
         started_at: 1_600_000_000,
         fencing: vec![FenceState {
@@ -849,7 +783,61 @@ fn rich() -> Snapshot {
             label: "vmé".into(),
         }],
         token: 77,
-        timeout: None,
+        ..snapshot(
+            31337,
+            vec![
+                server_state(
+                    LOCK_SERVER,
+                    1024,
+                    12,
+                    &[(3, true), (4, false)],
+                    lock_clients,
+                ),
+                server_state(ADMIN_SERVER, 5000, 3, &[(5, true)], vec![admin_client]),
+            ],
+            vec![
+                lockspace_state(
+                    None,
+                    vec![ResourceState {
+                        acquired_at: 1_700_000_001,
+                        ..resource_state(
+                            b"/images/disk.qcow2",
+                            b"/images/disk.qcow2",
+                            14,
+                            (true, 3),
+                            vec![-1, 4000, 4000],
+                        )
+                    }],
+                ),
+                lockspace_state(
+                    Some(b"/var/lib/libvirt/lockd/files"),
+                    vec![
+                        ResourceState {
+                            acquired_at: 7,
+                            ..resource_state(
+                                HEX.as_bytes(),
+                                path.as_bytes(),
+                                15,
+                                (true, 2),
+                                vec![i32::MIN],
+                            )
+                        },
+                        ResourceState {
+                            lost_reason: Some("another host or process holds the lock now".into()),
+                            lost_since: 1_700_000_002,
+                            ..resource_state(
+                                b"quote\"back\\slash\ttab",
+                                b"/var/lib/libvirt/lockd/files/quote\"back\\slash\ttab",
+                                16,
+                                (false, 0),
+                                vec![],
+                            )
+                        },
+                    ],
+                ),
+                lockspace_state(Some(b"/empty"), vec![]),
+            ],
+        )
     }
 }
 
@@ -913,15 +901,7 @@ fn unregistered_client_gets_placeholder_owner() {
     s.servers[0].clients.truncate(2);
     s.servers[0].clients.remove(0);
     // A lock client without any session is written the same way.
-    s.servers[0].clients.push(ClientState {
-        id: 20,
-        fd: 20,
-        conn_time: 0,
-        session: None,
-        pending: vec![],
-        peer_pid: None,
-        peer_ids: None,
-    });
+    s.servers[0].clients.push(client_state(20, 20, 0, None));
     let text = to_json(&s).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     for c in v["daemon"]["servers"]["virtlockd"]["clients"]
@@ -1012,32 +992,16 @@ fn key_order_is_libvirts() {
     // The admin server: same keys, empty private data.
     in_order(&text, "\"admin\":{", &server[..32]);
     assert!(text.contains("\"privateData\":{}"));
+    let resource = ["name", "path", "fd", "lockHeld", "flags", "owners"];
     in_order(
         &text,
         "\"defaultLockspace\"",
-        &[
-            "resources",
-            "name",
-            "path",
-            "fd",
-            "lockHeld",
-            "flags",
-            "owners",
-        ],
+        &[&["resources"][..], &resource].concat(),
     );
     in_order(
         &text,
         "\"lockspaces\"",
-        &[
-            "directory",
-            "resources",
-            "name",
-            "path",
-            "fd",
-            "lockHeld",
-            "flags",
-            "owners",
-        ],
+        &[&["directory", "resources"][..], &resource].concat(),
     );
     // No directory key for the default lockspace.
     let default =
