@@ -51,7 +51,7 @@ impl PluginConf {
         };
         let text = std::fs::read_to_string(path)?;
         let conf = config::Config::builder()
-            .add_source(config::File::from_str(&text, VirConfFormat::default()))
+            .add_source(config::File::from_str(&text, VirConfFormat))
             .build()?;
         let dir = |key: &str| conf.get_string(key).ok().map(PathBuf::from);
         Ok(Self {
