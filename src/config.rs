@@ -263,7 +263,9 @@ impl Config {
             };
         }
 
-        warnings.sort_by_key(|(line, _)| *line);
+        // By line, then by text: several settings can share a line (`a = 1; b = 2`,
+        // or lines ended by CR) and the table's key order is random per parse.
+        warnings.sort();
         Ok((cfg, warnings.into_iter().map(|(_, w)| w).collect()))
     }
 }
@@ -921,6 +923,23 @@ mod tests {
                 "test.conf:4: unknown setting 'Log_Level' ignored",
             ]
         );
+    }
+
+    #[test]
+    fn warnings_of_one_line_come_out_in_the_same_order_every_time() {
+        // Found by fuzzing: the unknown keys came in the table's random order.
+        for _ in 0..16 {
+            let (_, warnings) = parse("zz = 0; qq = 1; mm = 2\rkk = 3\n").expect("warnings only");
+            assert_eq!(
+                warnings,
+                [
+                    "test.conf:1: unknown setting 'kk' ignored",
+                    "test.conf:1: unknown setting 'mm' ignored",
+                    "test.conf:1: unknown setting 'qq' ignored",
+                    "test.conf:1: unknown setting 'zz' ignored",
+                ]
+            );
+        }
     }
 
     #[test]
