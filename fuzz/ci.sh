@@ -34,7 +34,9 @@ for t in "${targets[@]}"; do
     else
         status=1
         echo "fuzz $t: FAILED"
-        tail -n 60 "$work/$t.log"
+        # The panic or sanitizer report first, then how libFuzzer ended.
+        grep -A 3 -E "panicked at|ERROR: AddressSanitizer|ERROR: libFuzzer" "$work/$t.log" | head -n 40
+        grep -E "^(SUMMARY|MS:|artifact_prefix)" "$work/$t.log" | head -n 10
         for a in "$work/$t"-*; do
             [ -e "$a" ] || continue
             echo "input ($a):"
