@@ -187,6 +187,12 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         .map_or((0, crate::clock::now_epoch_seconds()), |(s, _)| {
             (s.upgrades, s.started_at)
         });
+    // libvirt's restart state has no start time (0): the process's own is it.
+    let started_at = match started_at {
+        0 => crate::clock::process_start_epoch_seconds()
+            .unwrap_or_else(crate::clock::now_epoch_seconds),
+        t => t,
+    };
 
     let admin_log = log.clone();
     let reload = Reload {

@@ -230,7 +230,8 @@ impl Config {
             ));
         }
         warnings.extend(odd_values);
-        // Stable: several warnings on one line keep the order above.
+        // Stable: several warnings on one line (`a = 1; b = 2`, or lines ended
+        // by CR) keep the order above, which is the file's.
         warnings.sort_by_key(|(line, _)| *line);
         Ok((cfg, warnings.into_iter().map(|(_, w)| w).collect()))
     }

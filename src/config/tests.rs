@@ -276,6 +276,24 @@ fn unknown_and_duplicate_keys_warn() {
 }
 
 #[test]
+fn warnings_of_one_line_come_out_in_the_same_order_every_time() {
+    // Found by fuzzing (the keys once came in a hash table's random order):
+    // settings that share a line are warned about in the file's order.
+    for _ in 0..16 {
+        let (_, warnings) = parse("zz = 0; qq = 1; mm = 2\rkk = 3\n").expect("warnings only");
+        assert_eq!(
+            warnings,
+            [
+                "test.conf:1: unknown setting 'zz' ignored",
+                "test.conf:1: unknown setting 'qq' ignored",
+                "test.conf:1: unknown setting 'mm' ignored",
+                "test.conf:1: unknown setting 'kk' ignored",
+            ]
+        );
+    }
+}
+
+#[test]
 fn zero_client_limit_warns() {
     let (cfg, warnings) = parse("\nmax_clients = 0\n").expect("zero");
     assert_eq!(cfg.max_clients, 0);

@@ -212,13 +212,19 @@ fn libvirt_version(v: u64) -> String {
     format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
+/// Seconds since the daemon started, by its own clock; 0 if that clock says
+/// otherwise. Both times come from the daemon: any values must do.
+fn uptime(s: &StatusView) -> i64 {
+    s.now.saturating_sub(s.started_at).max(0)
+}
+
 pub fn status_json(s: &StatusView) -> Value {
     json!({
         "version": s.version,
         "libvirt_version": libvirt_version(s.libvirt_version),
         "pid": s.pid,
         "started_at": s.started_at,
-        "uptime_seconds": (s.now - s.started_at).max(0),
+        "uptime_seconds": uptime(s),
         "lock_clients": s.lock_clients,
         "admin_clients": s.admin_clients,
         "lockspaces": s.lockspaces,
@@ -253,7 +259,7 @@ pub fn status_text(s: &StatusView) -> String {
         ),
         ("pid", s.pid.to_string()),
         ("started", time(s.started_at)),
-        ("uptime", duration(s.now - s.started_at)),
+        ("uptime", duration(uptime(s))),
         ("lock clients", s.lock_clients.to_string()),
         ("admin clients", s.admin_clients.to_string()),
         ("lockspaces", s.lockspaces.to_string()),
@@ -364,5 +370,32 @@ mod tests {
         assert_eq!(time(0), "-");
         assert_eq!(duration(3_725), "1h 2m 5s");
         assert_eq!(libvirt_version(9_000_000), "9.0.0");
+    }
+
+    #[test]
+    fn any_start_and_clock_times_render() {
+        // Found by fuzzing: the uptime subtraction overflowed on extreme times.
+        let status = |started_at, now| StatusView {
+            version: "0.1.0".into(),
+            libvirt_version: 9_000_000,
+            pid: 1,
+            started_at,
+            now,
+            upgrades: 0,
+            lock_clients: 0,
+            admin_clients: 0,
+            lockspaces: 0,
+            leases: 0,
+        };
+        for (started_at, now, uptime) in [
+            (i64::MIN, i64::MAX, i64::MAX),
+            (i64::MIN, 1, i64::MAX),
+            (i64::MAX, i64::MIN, 0),
+            (100, 3_825, 3_725),
+        ] {
+            let s = status(started_at, now);
+            assert_eq!(status_json(&s)["uptime_seconds"], uptime);
+            assert!(status_text(&s).contains(&format!("uptime        : {}\n", duration(uptime))));
+        }
     }
 }

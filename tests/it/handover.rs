@@ -12,6 +12,7 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 use crate::support::namespaced::{prerequisites, Impl, Namespaced, PATIENCE};
+use crate::support::wait::status_on;
 use crate::support::{assert_err, bytes};
 
 const RESTRICTED: &str = "operation forbidden: lock manager connection has been restricted";
@@ -332,6 +333,17 @@ async fn run(test: &str, path: &[Impl]) {
                     .count(),
                 adoptions,
                 "{when}: our daemon did not adopt libvirt's state; logs:\n{log}"
+            );
+            // libvirt's state has no start time; ours reports the process's
+            // own start (before libvirt's daemon handed over), never 0.
+            let admin = ns.inside("/run/libvirt/virtlockd-admin-sock");
+            let mut admin = Client::connect(&admin).await.expect("admin socket");
+            let status = status_on(&mut admin).await.expect("status");
+            let now = virtlockd::clock::now_epoch_seconds();
+            assert!(
+                status.started_at > now - 3600 && status.started_at <= now,
+                "{when}: started_at {} (now {now})",
+                status.started_at
             );
         }
         assert_intact(&ns, &mut leases, &mut probe, &when).await;
