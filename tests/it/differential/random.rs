@@ -1,0 +1,1484 @@
+//! Seeded random call sequences for the randomized differential test
+//! (`randomized.rs`), and the model of the daemon's state that predicts each
+//! step while generating it.
+//!
+//! A sequence mixes valid and malformed frames on six connections: four opened
+//! by the test (registered with made-up owner pids, so closing them releases
+//! nothing), and two opened by owner processes the test starts (`sleep`, which
+//! connects in its own name), so that registering their own pid and closing
+//! makes a real owner disconnect: release of every lease of that pid and
+//! fencing (SIGTERM) when it held any. Calls cover every procedure and flag
+//! check, several lockspaces (nested, aliased by a trailing slash, on a plain
+//! file, with a 256-byte component, non-UTF-8), shared and exclusive leases,
+//! AUTOCREATE, the default lockspace (including paths that alias a directory
+//! lockspace's files), RESTRICT, pipelines, calls split across writes, trailing
+//! bytes, CALL_WITH_FDS without fds, keepalive and frames the daemon rejects,
+//! ignores or closes the connection for.
+//!
+//! The model keeps what both daemons must agree on (lockspaces, the lease
+//! table with every ownership entry, which files and directories exist, each
+//! connection's registration and restriction, the owner processes) and
+//! predicts for every step the status (and error code and domain) of each
+//! reply, whether the daemon closes the connection, which owners are fenced,
+//! and whether the step exercises one of README's deliberate fixes, and which
+//! exact difference that fix must make. A step the model cannot predict exactly
+//! is never generated: NEW again on a key where libvirt stored a NULL
+//! lockspace once the directory could be created, names that escape a
+//! lockspace where libvirt's call would succeed, DELETE_RESOURCE of a leased
+//! file through another name (its lock would stay on an unlinked inode, named
+//! by inode number), a non-owner RELEASE by an owner process (the error quotes
+//! its pid, which differs between the two runs), and any owner disconnect after
+//! a NULL lockspace exists (libvirt segfaults). Steps after which the two
+//! daemons' states stay different (fixes 2, 6 and 11) end the sequence.
+//!
+//! Long run (documented in README's testing section):
+//!
+//! ```sh
+//! DIFF_SEEDS=500 DIFF_STEPS=300 nice -n 10 cargo test --test it random_differential -- --nocapture
+//! ```
+//!
+//! `DIFF_SEEDS=N` runs seeds 1..=N, `DIFF_SEED=S` only seed S (to replay a
+//! failure), `DIFF_STEPS` sets the steps per seed. Without them a fixed set of
+//! seeds runs (a few seconds).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, BytesMut};
+use virtlockd::client::owner;
+use virtlockd::protocol::lock::{self, LockCall};
+use virtlockd::protocol::{msg_type, status, Header, KEEPALIVE_PROGRAM};
+
+use super::scenario::BASE;
+
+/// Connection slots: 0..TEST_CONNS opened by the test, the rest by owner processes.
+pub const CONNS: usize = 6;
+const TEST_CONNS: usize = 4;
+/// One in this many candidate steps that end the sequence is taken.
+const TERMINAL_ODDS: u32 = 6;
+
+/// splitmix64: a few lines, deterministic on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, one_in: u32) -> bool {
+        self.below(one_in as usize) == 0
+    }
+
+    fn weighted<T: Clone>(&mut self, items: &[(u32, T)]) -> T {
+        let total: u32 = items.iter().map(|(w, _)| w).sum();
+        let mut at = self.below(total as usize) as u32;
+        for (w, item) in items {
+            if at < *w {
+                return item.clone();
+            }
+            at -= w;
+        }
+        unreachable!("weights add up")
+    }
+}
+
+/// Who a REGISTER names: a made-up owner (`Fake(id)`: id, pid 4_000_000 + id;
+/// id 0 is refused) or owner process number `k` of the run (`Child(k)`, its
+/// real pid, known only when the step runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerRef {
+    Fake(u32),
+    Child(usize),
+}
+
+/// A lock-program call, with the owner symbolic.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Register {
+        owner: OwnerRef,
+        flags: u32,
+    },
+    Restrict {
+        flags: u32,
+    },
+    New {
+        path: Vec<u8>,
+        flags: u32,
+    },
+    CreateLockspace {
+        path: Vec<u8>,
+    },
+    CreateResource {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    DeleteResource {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    Acquire {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+    Release {
+        path: Vec<u8>,
+        name: Vec<u8>,
+        flags: u32,
+    },
+}
+
+impl Op {
+    /// The call as sent, with `pid_of(k)` the pid of owner process `k`.
+    pub fn to_call(&self, pid_of: &dyn Fn(usize) -> u32) -> LockCall {
+        let b = |v: &Vec<u8>| bytes::Bytes::from(v.clone());
+        match self {
+            Op::Register { owner: o, flags } => LockCall::Register {
+                owner: match *o {
+                    OwnerRef::Fake(id) => owner(&format!("vm-{id}"), id, 4_000_000 + id),
+                    OwnerRef::Child(k) => owner(&format!("owner-{k}"), 100 + k as u32, pid_of(k)),
+                },
+                flags: *flags,
+            },
+            Op::Restrict { flags } => LockCall::Restrict { flags: *flags },
+            Op::New { path, flags } => LockCall::New {
+                path: b(path),
+                flags: *flags,
+            },
+            Op::CreateLockspace { path } => LockCall::CreateLockspace { path: b(path) },
+            Op::CreateResource { path, name, flags } => LockCall::CreateResource {
+                path: b(path),
+                name: b(name),
+                flags: *flags,
+            },
+            Op::DeleteResource { path, name, flags } => LockCall::DeleteResource {
+                path: b(path),
+                name: b(name),
+                flags: *flags,
+            },
+            Op::Acquire { path, name, flags } => LockCall::Acquire {
+                path: b(path),
+                name: b(name),
+                flags: *flags,
+            },
+            Op::Release { path, name, flags } => LockCall::Release {
+                path: b(path),
+                name: b(name),
+                flags: *flags,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        let s = |v: &[u8]| shorten(v);
+        match self {
+            Op::Register { owner, flags } => format!("REGISTER {owner:?} flags={flags:#x}"),
+            Op::Restrict { flags } => format!("RESTRICT flags={flags:#x}"),
+            Op::New { path, flags } => format!("NEW {} flags={flags:#x}", s(path)),
+            Op::CreateLockspace { path } => format!("CREATE_LOCKSPACE {}", s(path)),
+            Op::CreateResource { path, name, flags } => {
+                format!("CREATE_RESOURCE {} {} flags={flags:#x}", s(path), s(name))
+            }
+            Op::DeleteResource { path, name, flags } => {
+                format!("DELETE_RESOURCE {} {} flags={flags:#x}", s(path), s(name))
+            }
+            Op::Acquire { path, name, flags } => {
+                format!("ACQUIRE {} {} flags={flags:#x}", s(path), s(name))
+            }
+            Op::Release { path, name, flags } => {
+                format!("RELEASE {} {} flags={flags:#x}", s(path), s(name))
+            }
+        }
+    }
+}
+
+/// Bytes as a readable, bounded string for traces.
+fn shorten(v: &[u8]) -> String {
+    let text = String::from_utf8_lossy(v).replace(BASE, "$B");
+    if text.len() > 40 {
+        format!("{:?}..({} bytes)", &text[..20], v.len())
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// How a call's frame is altered without changing its meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mangle {
+    None,
+    /// Eight bytes after the arguments (ignored by the decoder).
+    Trailing,
+    /// Type CALL_WITH_FDS with an fd count of 0.
+    WithNoFds,
+    /// The path argument followed by a NUL and more bytes (the daemon cuts there).
+    NulInPath,
+}
+
+/// One frame of a step.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Call { op: Op, serial: u32, mangle: Mangle },
+    Bytes { what: String, bytes: Vec<u8> },
+}
+
+impl Piece {
+    /// The bytes on the wire.
+    pub fn encode(&self, pid_of: &dyn Fn(usize) -> u32) -> Vec<u8> {
+        match self {
+            Piece::Bytes { bytes, .. } => bytes.clone(),
+            Piece::Call { op, serial, mangle } => {
+                let mut call = op.to_call(pid_of);
+                if *mangle == Mangle::NulInPath {
+                    if let LockCall::CreateLockspace { path } = &call {
+                        let mut p = path.to_vec();
+                        p.extend_from_slice(b"\0junk");
+                        call = LockCall::CreateLockspace { path: p.into() };
+                    }
+                }
+                let mut f = super::observe::call_frame(&call, *serial);
+                match mangle {
+                    Mangle::Trailing => f.extend_from_slice(&[0; 8]),
+                    Mangle::WithNoFds => {
+                        f[16..20].copy_from_slice(&msg_type::CALL_WITH_FDS.to_be_bytes());
+                        f.splice(28..28, [0u8; 4]);
+                    }
+                    Mangle::None | Mangle::NulInPath => {}
+                }
+                let len = f.len() as u32;
+                f[..4].copy_from_slice(&len.to_be_bytes());
+                f
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Piece::Bytes { what, .. } => what.clone(),
+            Piece::Call { op, serial, mangle } => {
+                let m = match mangle {
+                    Mangle::None => "",
+                    Mangle::Trailing => " +8 trailing bytes",
+                    Mangle::WithNoFds => " as CALL_WITH_FDS nfds=0",
+                    Mangle::NulInPath => " path+NUL+junk",
+                };
+                format!("{} serial={serial}{m}", op.describe())
+            }
+        }
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Act {
+    /// Opens the slot: by the test, or by a new owner process `child`.
+    Connect { conn: usize, child: Option<usize> },
+    /// Writes these frames (in two writes if `split`).
+    Send {
+        conn: usize,
+        pieces: Vec<Piece>,
+        split: bool,
+    },
+    /// The client closes the connection.
+    Close { conn: usize },
+    /// The test creates a plain file at `BASE/<rel>`.
+    File(String),
+}
+
+/// One reply as the model predicts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    Ok,
+    Err(i32, i32),
+    Pong,
+}
+
+/// A deliberate fix of README's Compatibility list, with the exact difference
+/// it makes at this step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// 1: NEW on a path that cannot be a directory: libvirt says OK, we give
+    /// this error (code, domain 51, message).
+    NewNotDirectory { code: i32, message: String },
+    /// 2: an owner disconnect with duplicate shared entries: libvirt leaks
+    /// these resources (paths below BASE; whether AUTOCREATE left a file).
+    LeakedEntries { leaked: Vec<(String, bool)> },
+    /// 3: a name that leaves the lockspace: our INVALID_ARG error.
+    EscapingName { message: String },
+    /// 6: CREATE_RESOURCE of a file leased under another name: libvirt drops
+    /// the kernel lock on it.
+    CreateOfLeasedFile { rel: String },
+    /// 9: an error quoting non-UTF-8 bytes: ours shows them as U+FFFD.
+    NonUtf8Text,
+    /// 11: a second lease on a leased file under another name: busy for us,
+    /// granted by libvirt (its lock then has `mode`).
+    SecondName {
+        message: String,
+        rel: String,
+        mode: &'static str,
+    },
+}
+
+impl Fix {
+    pub fn number(&self) -> u32 {
+        match self {
+            Fix::NewNotDirectory { .. } => 1,
+            Fix::LeakedEntries { .. } => 2,
+            Fix::EscapingName { .. } => 3,
+            Fix::CreateOfLeasedFile { .. } => 6,
+            Fix::NonUtf8Text => 9,
+            Fix::SecondName { .. } => 11,
+        }
+    }
+}
+
+/// What the model predicts for a step.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Reply frames of libvirt's daemon, in order.
+    pub replies: Vec<Expected>,
+    /// The daemon closes the connection after them.
+    pub closes: bool,
+    /// Owner processes fenced by this step.
+    pub kills: Vec<usize>,
+    pub fix: Option<Fix>,
+    /// The daemons' states differ after this step: the sequence ends here.
+    pub terminal: bool,
+}
+
+pub struct Step {
+    pub act: Act,
+    pub expect: Expect,
+}
+
+impl Step {
+    pub fn describe(&self) -> String {
+        let act = match &self.act {
+            Act::Connect { conn, child: None } => format!("c{conn} connect"),
+            Act::Connect {
+                conn,
+                child: Some(k),
+            } => format!("c{conn} connect as owner process {k}"),
+            Act::Close { conn } => format!("c{conn} close"),
+            Act::File(rel) => format!("file $B/{rel}"),
+            Act::Send {
+                conn,
+                pieces,
+                split,
+            } => {
+                let parts: Vec<String> = pieces.iter().map(Piece::describe).collect();
+                format!(
+                    "c{conn} {}{}",
+                    parts.join(" | "),
+                    if *split { " (split in two writes)" } else { "" }
+                )
+            }
+        };
+        let e = &self.expect;
+        let mut out = format!("{act}  => {:?}", e.replies);
+        if e.closes {
+            out += " closed";
+        }
+        if !e.kills.is_empty() {
+            out += &format!(" fences owner process {:?}", e.kills);
+        }
+        if let Some(f) = &e.fix {
+            out += &format!(" [fix {}]", f.number());
+        }
+        out
+    }
+}
+
+/// A step the model cannot predict exactly: the generator picks another.
+struct Unpredictable;
+
+type Predicted<T> = Result<T, Unpredictable>;
+
+#[derive(Debug, Clone)]
+struct ConnState {
+    /// The owner process that opened it, if not the test.
+    child: Option<usize>,
+    owner: Option<OwnerRef>,
+    restricted: bool,
+    serial: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Resource {
+    shared: bool,
+    autocreate: bool,
+    owners: Vec<OwnerRef>,
+    /// The file's canonical path.
+    file: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Space {
+    /// libvirt stored a NULL lockspace here (NEW that failed): looks missing.
+    null: bool,
+    resources: BTreeMap<Vec<u8>, Resource>,
+}
+
+/// What a path names (after the kernel's lookup rules).
+enum Node {
+    File,
+    Dir,
+    /// `parent`: whether the directory it would be created in exists.
+    Missing {
+        parent: bool,
+    },
+}
+
+const ENOENT: i32 = 2;
+const ENOTDIR: i32 = 20;
+const EISDIR: i32 = 21;
+const ENAMETOOLONG: i32 = 36;
+
+fn strerror(errno: i32) -> &'static str {
+    match errno {
+        ENOTDIR => "Not a directory",
+        ENAMETOOLONG => "File name too long",
+        ENOENT => "No such file or directory",
+        EISDIR => "Is a directory",
+        _ => "?",
+    }
+}
+
+/// Outcome of one call: the reply, and the fix it exercises.
+struct Outcome {
+    reply: Expected,
+    fix: Option<Fix>,
+    terminal: bool,
+}
+
+impl Outcome {
+    fn ok() -> Self {
+        Self {
+            reply: Expected::Ok,
+            fix: None,
+            terminal: false,
+        }
+    }
+
+    fn err(code: i32, domain: i32) -> Self {
+        Self {
+            reply: Expected::Err(code, domain),
+            fix: None,
+            terminal: false,
+        }
+    }
+
+    /// An error whose message quotes `text`: fix 9 when it is not UTF-8.
+    fn err_quoting(code: i32, domain: i32, text: &[u8]) -> Self {
+        Self {
+            reply: Expected::Err(code, domain),
+            fix: std::str::from_utf8(text)
+                .is_err()
+                .then_some(Fix::NonUtf8Text),
+            terminal: false,
+        }
+    }
+}
+
+const RPC: i32 = 7;
+const LOCKSPACE: i32 = 51;
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    conns: Vec<Option<ConnState>>,
+    /// Whether each owner process is still running.
+    children: Vec<bool>,
+    spaces: BTreeMap<Vec<u8>, Space>,
+    files: BTreeSet<Vec<u8>>,
+    dirs: BTreeSet<Vec<u8>>,
+}
+
+impl Model {
+    fn new() -> Self {
+        let mut spaces = BTreeMap::new();
+        spaces.insert(Vec::new(), Space::default());
+        let dirs = ["/", "/run", BASE]
+            .iter()
+            .map(|d| d.as_bytes().to_vec())
+            .collect();
+        Self {
+            conns: vec![None; CONNS],
+            children: Vec::new(),
+            spaces,
+            files: BTreeSet::new(),
+            dirs,
+        }
+    }
+
+    fn kind(&self, canon: &[u8]) -> Option<bool> {
+        if self.dirs.contains(canon) {
+            Some(true)
+        } else if self.files.contains(canon) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// The kernel's lookup of an absolute path, on the model's files.
+    fn resolve(&self, raw: &[u8]) -> Result<(Vec<u8>, Node), i32> {
+        let mut stack: Vec<&[u8]> = Vec::new();
+        let canon = |stack: &[&[u8]]| -> Vec<u8> {
+            if stack.is_empty() {
+                return b"/".to_vec();
+            }
+            let mut c = Vec::new();
+            for s in stack {
+                c.push(b'/');
+                c.extend_from_slice(s);
+            }
+            c
+        };
+        let comps: Vec<&[u8]> = raw.split(|&b| b == b'/').collect();
+        let last = comps.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+        for (i, comp) in comps.iter().enumerate() {
+            if comp.is_empty() {
+                continue;
+            }
+            match self.kind(&canon(&stack)) {
+                Some(true) => {}
+                Some(false) => return Err(ENOTDIR),
+                None => {
+                    return Ok((canon(&stack), Node::Missing { parent: false }));
+                }
+            }
+            match *comp {
+                b"." => {}
+                b".." => {
+                    stack.pop();
+                }
+                name if name.len() > 255 => return Err(ENAMETOOLONG),
+                name => stack.push(name),
+            }
+            if i == last {
+                break;
+            }
+        }
+        let c = canon(&stack);
+        let node = match self.kind(&c) {
+            Some(true) => Node::Dir,
+            Some(false) => Node::File,
+            None => Node::Missing { parent: true },
+        };
+        if raw.ends_with(b"/") && matches!(node, Node::File) {
+            return Err(ENOTDIR);
+        }
+        Ok((c, node))
+    }
+
+    /// `mkdir -p` (mode 0700) as both daemons create a lockspace directory.
+    fn make_lockspace_dir(&mut self, key: &[u8]) -> Result<(), (i32, String)> {
+        let shown = String::from_utf8_lossy(key);
+        match self.resolve(key) {
+            Ok((_, Node::Dir)) => Ok(()),
+            Ok((_, Node::File)) => Err((
+                1,
+                format!(
+                    "internal error: Lockspace location {shown} exists, but is not a directory"
+                ),
+            )),
+            Ok((_, Node::Missing { .. })) => {
+                // Every missing component becomes a directory.
+                let mut path = Vec::new();
+                for comp in key.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+                    path.push(b'/');
+                    path.extend_from_slice(comp);
+                    if comp.len() > 255 {
+                        return Err((
+                            38,
+                            format!(
+                                "Unable to create lockspace {shown}: {}",
+                                strerror(ENAMETOOLONG)
+                            ),
+                        ));
+                    }
+                    match self.kind(&path) {
+                        Some(true) => {}
+                        Some(false) => {
+                            return Err((
+                                38,
+                                format!(
+                                    "Unable to create lockspace {shown}: {}",
+                                    strerror(ENOTDIR)
+                                ),
+                            ))
+                        }
+                        None => {
+                            self.dirs.insert(path.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err((
+                38,
+                format!("Unable to create lockspace {shown}: {}", strerror(e)),
+            )),
+        }
+    }
+
+    fn space(&self, key: &[u8]) -> Option<&Space> {
+        self.spaces.get(key).filter(|s| !s.null)
+    }
+
+    fn path_of(key: &[u8], name: &[u8]) -> Vec<u8> {
+        if key.is_empty() {
+            return name.to_vec();
+        }
+        let mut p = key.to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+
+    /// The entry leasing `file` under another lockspace or name, if any.
+    fn leased_elsewhere(&self, file: &[u8], key: &[u8], name: &[u8]) -> Option<&Resource> {
+        self.spaces.iter().find_map(|(k, s)| {
+            s.resources
+                .iter()
+                .find(|(n, r)| r.file == file && !(k.as_slice() == key && n.as_slice() == name))
+                .map(|(_, r)| r)
+        })
+    }
+
+    fn rel(file: &[u8]) -> String {
+        let f = String::from_utf8_lossy(file);
+        f.strip_prefix(&format!("{BASE}/")).unwrap_or(&f).to_owned()
+    }
+
+    /// Checks (a) flags, (b) restricted, (c) registered, in libvirt's order.
+    fn admit(&self, conn: usize, flags: u32, allowed: u32, needs_owner: bool) -> Option<Outcome> {
+        let c = self.conns[conn].as_ref()?;
+        if flags & !allowed != 0 {
+            return Some(Outcome::err(8, RPC));
+        }
+        if c.restricted {
+            return Some(Outcome::err(29, RPC));
+        }
+        if needs_owner && c.owner.is_none() {
+            return Some(Outcome::err(55, RPC));
+        }
+        None
+    }
+
+    /// Checks, lockspace lookup and fix 3's name check of the resource calls.
+    fn resource_checks(
+        &self,
+        conn: usize,
+        key: &[u8],
+        name: &[u8],
+        flags: u32,
+        allowed: u32,
+    ) -> Result<Option<Fix>, Outcome> {
+        if let Some(o) = self.admit(conn, flags, allowed, true) {
+            return Err(o);
+        }
+        if self.space(key).is_none() {
+            return Err(Outcome::err_quoting(1, RPC, key));
+        }
+        let escapes = !key.is_empty()
+            && (name.is_empty() || name == b"." || name == b".." || name.contains(&b'/'));
+        Ok(escapes.then(|| Fix::EscapingName {
+            message: format!(
+                "invalid argument: resource name '{}' is not valid in lockspace '{}'",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(key)
+            ),
+        }))
+    }
+
+    fn owner_of(&self, conn: usize) -> OwnerRef {
+        self.conns[conn]
+            .as_ref()
+            .and_then(|c| c.owner)
+            .unwrap_or(OwnerRef::Fake(0))
+    }
+
+    fn call(&mut self, conn: usize, op: &Op) -> Predicted<Outcome> {
+        match op {
+            Op::Register { owner, flags } => {
+                if let Some(o) = self.admit(conn, *flags, 0, false) {
+                    return Ok(o);
+                }
+                if *owner == OwnerRef::Fake(0) {
+                    return Ok(Outcome::err(55, RPC));
+                }
+                if let Some(c) = self.conns[conn].as_mut() {
+                    c.owner = Some(*owner);
+                }
+                Ok(Outcome::ok())
+            }
+            Op::Restrict { flags } => {
+                if let Some(o) = self.admit(conn, *flags, 0, true) {
+                    return Ok(o);
+                }
+                if let Some(c) = self.conns[conn].as_mut() {
+                    c.restricted = true;
+                }
+                Ok(Outcome::ok())
+            }
+            Op::New { path, flags } => {
+                if let Some(o) = self.admit(conn, *flags, 0, true) {
+                    return Ok(o);
+                }
+                if path.is_empty() {
+                    return Ok(Outcome::err(55, RPC));
+                }
+                if self.space(path).is_some() {
+                    return Ok(Outcome::err_quoting(1, RPC, path));
+                }
+                let was_null = self.spaces.contains_key(path);
+                match self.make_lockspace_dir(path) {
+                    Ok(()) if was_null => Err(Unpredictable),
+                    Ok(()) => {
+                        self.spaces.insert(path.clone(), Space::default());
+                        Ok(Outcome::ok())
+                    }
+                    Err(_) if std::str::from_utf8(path).is_err() => Err(Unpredictable),
+                    Err((code, message)) => {
+                        self.spaces.insert(
+                            path.clone(),
+                            Space {
+                                null: true,
+                                ..Space::default()
+                            },
+                        );
+                        Ok(Outcome {
+                            reply: Expected::Ok,
+                            fix: Some(Fix::NewNotDirectory { code, message }),
+                            terminal: false,
+                        })
+                    }
+                }
+            }
+            Op::CreateLockspace { path } => {
+                if let Some(o) = self.admit(conn, 0, 0, false) {
+                    return Ok(o);
+                }
+                if self.space(path).is_some() {
+                    return Ok(Outcome::ok());
+                }
+                let was_null = self.spaces.contains_key(path);
+                match self.make_lockspace_dir(path) {
+                    Ok(()) if was_null => Err(Unpredictable),
+                    Ok(()) => {
+                        self.spaces.insert(path.clone(), Space::default());
+                        Ok(Outcome::ok())
+                    }
+                    Err((code, _)) => Ok(Outcome::err_quoting(code, LOCKSPACE, path)),
+                }
+            }
+            Op::CreateResource { path, name, flags } => {
+                let fix = match self.resource_checks(conn, path, name, *flags, 0) {
+                    Err(o) => return Ok(o),
+                    Ok(f) => f,
+                };
+                let held = self
+                    .space(path)
+                    .is_some_and(|s| s.resources.contains_key(name));
+                let file = Self::path_of(path, name);
+                let outcome = if held {
+                    Outcome::err_quoting(87, LOCKSPACE, name)
+                } else {
+                    match self.resolve(&file) {
+                        Err(_) | Ok((_, Node::Dir)) | Ok((_, Node::Missing { parent: false })) => {
+                            Outcome::err_quoting(38, 0, &file)
+                        }
+                        Ok((canon, Node::File)) => {
+                            if self.leased_elsewhere(&canon, path, name).is_some() {
+                                if fix.is_some() || std::str::from_utf8(&file).is_err() {
+                                    return Err(Unpredictable);
+                                }
+                                return Ok(Outcome {
+                                    reply: Expected::Ok,
+                                    fix: Some(Fix::CreateOfLeasedFile {
+                                        rel: Self::rel(&canon),
+                                    }),
+                                    terminal: true,
+                                });
+                            }
+                            Outcome::ok()
+                        }
+                        Ok((canon, Node::Missing { parent: true })) => {
+                            if fix.is_some() {
+                                // libvirt would create a file outside the lockspace.
+                                return Err(Unpredictable);
+                            }
+                            self.files.insert(canon);
+                            Outcome::ok()
+                        }
+                    }
+                };
+                with_escape_fix(outcome, fix)
+            }
+            Op::DeleteResource { path, name, flags } => {
+                let fix = match self.resource_checks(conn, path, name, *flags, 0) {
+                    Err(o) => return Ok(o),
+                    Ok(f) => f,
+                };
+                let held = self
+                    .space(path)
+                    .is_some_and(|s| s.resources.contains_key(name));
+                let file = Self::path_of(path, name);
+                let outcome = if held {
+                    Outcome::err_quoting(87, LOCKSPACE, name)
+                } else {
+                    match self.resolve(&file) {
+                        Err(_) | Ok((_, Node::Dir)) => Outcome::err_quoting(38, LOCKSPACE, &file),
+                        Ok((_, Node::Missing { .. })) => Outcome::ok(),
+                        Ok((canon, Node::File)) => {
+                            if fix.is_some() || self.leased_elsewhere(&canon, path, name).is_some()
+                            {
+                                return Err(Unpredictable);
+                            }
+                            self.files.remove(&canon);
+                            Outcome::ok()
+                        }
+                    }
+                };
+                with_escape_fix(outcome, fix)
+            }
+            Op::Acquire { path, name, flags } => {
+                let fix = match self.resource_checks(
+                    conn,
+                    path,
+                    name,
+                    *flags,
+                    lock::ACQUIRE_SHARED | lock::ACQUIRE_AUTOCREATE,
+                ) {
+                    Err(o) => return Ok(o),
+                    Ok(f) => f,
+                };
+                let owner = self.owner_of(conn);
+                let shared = flags & lock::ACQUIRE_SHARED != 0;
+                let autocreate = flags & lock::ACQUIRE_AUTOCREATE != 0;
+                let space = self.spaces.get_mut(path.as_slice()).ok_or(Unpredictable)?;
+                if let Some(r) = space.resources.get_mut(name.as_slice()) {
+                    if fix.is_some() {
+                        return Err(Unpredictable);
+                    }
+                    if r.shared && shared {
+                        r.owners.push(owner);
+                        return Ok(Outcome::ok());
+                    }
+                    return Ok(Outcome::err_quoting(87, LOCKSPACE, name));
+                }
+                let file = Self::path_of(path, name);
+                let (canon, created) = match self.resolve(&file) {
+                    Err(_) | Ok((_, Node::Dir)) | Ok((_, Node::Missing { parent: false })) => {
+                        return with_escape_fix(Outcome::err_quoting(38, LOCKSPACE, &file), fix);
+                    }
+                    Ok((_, Node::Missing { parent: true })) if !autocreate => {
+                        return with_escape_fix(Outcome::err_quoting(38, LOCKSPACE, &file), fix);
+                    }
+                    Ok((canon, Node::Missing { parent: true })) => (canon, true),
+                    Ok((canon, Node::File)) => (canon, false),
+                };
+                if fix.is_some() {
+                    // libvirt would lease a file outside the lockspace.
+                    return Err(Unpredictable);
+                }
+                if self.leased_elsewhere(&canon, path, name).is_some() {
+                    if std::str::from_utf8(name).is_err() {
+                        return Err(Unpredictable);
+                    }
+                    return Ok(Outcome {
+                        reply: Expected::Ok,
+                        fix: Some(Fix::SecondName {
+                            message: format!(
+                                "resource busy: Lockspace resource '{}' is locked",
+                                String::from_utf8_lossy(name)
+                            ),
+                            rel: Self::rel(&canon),
+                            mode: if shared { "READ" } else { "WRITE" },
+                        }),
+                        terminal: true,
+                    });
+                }
+                if created {
+                    self.files.insert(canon.clone());
+                }
+                let space = self.spaces.get_mut(path.as_slice()).ok_or(Unpredictable)?;
+                space.resources.insert(
+                    name.clone(),
+                    Resource {
+                        shared,
+                        autocreate,
+                        owners: vec![owner],
+                        file: canon,
+                    },
+                );
+                Ok(Outcome::ok())
+            }
+            Op::Release { path, name, flags } => {
+                if let Some(o) = self.admit(conn, *flags, 0, true) {
+                    return Ok(o);
+                }
+                if self.space(path).is_none() {
+                    return Ok(Outcome::err_quoting(1, RPC, path));
+                }
+                let owner = self.owner_of(conn);
+                let space = self.spaces.get_mut(path.as_slice()).ok_or(Unpredictable)?;
+                let Some(r) = space.resources.get_mut(name.as_slice()) else {
+                    return Ok(Outcome::err_quoting(87, LOCKSPACE, name));
+                };
+                let Some(at) = r.owners.iter().position(|&o| o == owner) else {
+                    if matches!(owner, OwnerRef::Child(_)) {
+                        // The error quotes the owner's pid, different in each run.
+                        return Err(Unpredictable);
+                    }
+                    return Ok(Outcome::err(1, LOCKSPACE));
+                };
+                r.owners.remove(at);
+                if r.owners.is_empty() {
+                    if let Some(r) = space.resources.remove(name.as_slice()) {
+                        if r.autocreate {
+                            self.files.remove(&r.file);
+                        }
+                    }
+                }
+                Ok(Outcome::ok())
+            }
+        }
+    }
+
+    /// The connection is gone (closed by either side): an owner process's own
+    /// connection releases its leases, and it is fenced if it held any.
+    fn disconnect(&mut self, conn: usize, expect: &mut Expect) -> Predicted<()> {
+        let Some(c) = self.conns[conn].take() else {
+            return Ok(());
+        };
+        let (Some(k), Some(OwnerRef::Child(o))) = (c.child, c.owner) else {
+            return Ok(());
+        };
+        if k != o {
+            return Ok(());
+        }
+        if self.spaces.values().any(|s| s.null) {
+            // libvirt dereferences the NULL lockspace and segfaults.
+            return Err(Unpredictable);
+        }
+        let owner = OwnerRef::Child(k);
+        let mut held = 0;
+        let mut leaked = Vec::new();
+        for space in self.spaces.values_mut() {
+            let mut freed = Vec::new();
+            for (name, r) in space.resources.iter_mut() {
+                let mine = r.owners.iter().filter(|&&x| x == owner).count();
+                if mine == 0 {
+                    continue;
+                }
+                held += 1;
+                if mine > 1 {
+                    if mine < r.owners.len() {
+                        // libvirt's leftover entry would not show yet.
+                        return Err(Unpredictable);
+                    }
+                    leaked.push((Self::rel(&r.file), r.autocreate));
+                }
+                r.owners.retain(|&x| x != owner);
+                if r.owners.is_empty() {
+                    freed.push(name.clone());
+                }
+            }
+            for name in freed {
+                if let Some(r) = space.resources.remove(&name) {
+                    if r.autocreate {
+                        self.files.remove(&r.file);
+                    }
+                }
+            }
+        }
+        if held > 0 {
+            self.children[k] = false;
+            expect.kills.push(k);
+        }
+        if !leaked.is_empty() {
+            if expect.fix.is_some() {
+                return Err(Unpredictable);
+            }
+            expect.fix = Some(Fix::LeakedEntries { leaked });
+            expect.terminal = true;
+        }
+        Ok(())
+    }
+
+    fn next_serial(&mut self, conn: usize) -> u32 {
+        match self.conns[conn].as_mut() {
+            Some(c) => {
+                c.serial += 1;
+                c.serial - 1
+            }
+            None => 0,
+        }
+    }
+
+    /// Applies a candidate step; `Unpredictable` leaves the model to be discarded.
+    fn apply(&mut self, act: Act, malformed: &[Malformed]) -> Predicted<Step> {
+        let mut expect = Expect::default();
+        match &act {
+            Act::Connect { conn, child } => {
+                if let Some(k) = child {
+                    self.children.push(true);
+                    debug_assert_eq!(*k + 1, self.children.len());
+                }
+                self.conns[*conn] = Some(ConnState {
+                    child: *child,
+                    owner: None,
+                    restricted: false,
+                    serial: 0,
+                });
+            }
+            Act::Close { conn } => self.disconnect(*conn, &mut expect)?,
+            Act::File(rel) => {
+                let path = format!("{BASE}/{rel}").into_bytes();
+                match self.resolve(&path) {
+                    Ok((canon, Node::Missing { parent: true })) => {
+                        self.files.insert(canon);
+                    }
+                    _ => return Err(Unpredictable),
+                }
+            }
+            Act::Send { conn, pieces, .. } => {
+                for (i, piece) in pieces.iter().enumerate() {
+                    let effect = match piece {
+                        Piece::Call { op, .. } => {
+                            let o = self.call(*conn, op)?;
+                            if o.fix.is_some() || o.terminal {
+                                if pieces.len() > 1 {
+                                    return Err(Unpredictable);
+                                }
+                                expect.fix = o.fix;
+                                expect.terminal = o.terminal;
+                            }
+                            Effect::Reply(o.reply)
+                        }
+                        Piece::Bytes { .. } => malformed[i],
+                    };
+                    match effect {
+                        Effect::Reply(r) => expect.replies.push(r),
+                        Effect::Nothing => {}
+                        Effect::Close => {
+                            expect.closes = true;
+                            self.disconnect(*conn, &mut expect)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Step { act, expect })
+    }
+}
+
+/// Adds fix 3 to an outcome of libvirt that changes nothing; our reply is the
+/// INVALID_ARG error.
+fn with_escape_fix(outcome: Outcome, fix: Option<Fix>) -> Predicted<Outcome> {
+    match fix {
+        None => Ok(outcome),
+        Some(_) if outcome.fix.is_some() => Err(Unpredictable),
+        Some(f) => Ok(Outcome {
+            fix: Some(f),
+            ..outcome
+        }),
+    }
+}
+
+/// What a malformed frame does to the connection.
+pub type Malformed = Effect;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Effect {
+    Reply(Expected),
+    Nothing,
+    Close,
+}
+
+/// A frame with this header (length word computed) and payload.
+fn frame(
+    prog: u32,
+    vers: u32,
+    proc_: i32,
+    kind: i32,
+    st: i32,
+    serial: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u32((4 + 24 + payload.len()) as u32);
+    Header {
+        prog,
+        vers,
+        proc_,
+        msg_type: kind,
+        serial,
+        status: st,
+    }
+    .encode(&mut out);
+    out.put_slice(payload);
+    out.to_vec()
+}
+
+/// The keepalive PING the runner also uses to mark the end of a step's replies.
+pub fn ping() -> Vec<u8> {
+    frame(
+        KEEPALIVE_PROGRAM,
+        1,
+        1,
+        msg_type::MESSAGE,
+        status::OK,
+        0,
+        &[],
+    )
+}
+
+fn register_payload() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    Op::Register {
+        owner: OwnerRef::Fake(9),
+        flags: 0,
+    }
+    .to_call(&|_| 0)
+    .encode(&mut b);
+    b.to_vec()
+}
+
+/// A malformed or unusual frame, with what it must do.
+fn malformed(rng: &mut Rng, serial: u32) -> (Piece, Effect) {
+    let (lp, lv, call, ok) = (lock::PROGRAM, lock::VERSION, msg_type::CALL, status::OK);
+    let reg = register_payload();
+    let rpc_error = Effect::Reply(Expected::Err(39, RPC));
+    let (what, bytes, effect) = match rng.below(11) {
+        0 => {
+            let p = *[0, 9, -1, 100].get(rng.below(4)).unwrap_or(&0);
+            (
+                format!("procedure {p}"),
+                frame(lp, lv, p, call, ok, serial, &[]),
+                rpc_error,
+            )
+        }
+        1 => (
+            "wrong program".to_owned(),
+            frame(0x2000_8086, 1, 1, call, ok, serial, &reg),
+            rpc_error,
+        ),
+        2 => (
+            "wrong version".to_owned(),
+            frame(lp, 2, 1, call, ok, serial, &reg),
+            rpc_error,
+        ),
+        3 => {
+            let t = *[msg_type::REPLY, msg_type::MESSAGE, msg_type::STREAM, 99]
+                .get(rng.below(4))
+                .unwrap_or(&99);
+            (
+                format!("REGISTER as type {t}"),
+                frame(lp, lv, 1, t, ok, serial, &reg),
+                Effect::Nothing,
+            )
+        }
+        4 => {
+            let s = *[1, 2, -1].get(rng.below(3)).unwrap_or(&1);
+            (
+                format!("REGISTER with status {s}"),
+                frame(lp, lv, 1, call, s, serial, &reg),
+                rpc_error,
+            )
+        }
+        5 => {
+            let p = 1 + rng.below(8) as i32;
+            (
+                format!("procedure {p} without arguments"),
+                frame(lp, lv, p, call, ok, serial, &[]),
+                rpc_error,
+            )
+        }
+        6 => (
+            "REGISTER truncated to 10 bytes".to_owned(),
+            frame(lp, lv, 1, call, ok, serial, &reg[..10]),
+            rpc_error,
+        ),
+        7 => (
+            "CREATE_LOCKSPACE string of 65537 bytes announced".to_owned(),
+            frame(lp, lv, 8, call, ok, serial, &[0, 1, 0, 1]),
+            rpc_error,
+        ),
+        8 => (
+            "keepalive PING".to_owned(),
+            ping(),
+            Effect::Reply(Expected::Pong),
+        ),
+        9 => (
+            "keepalive PONG".to_owned(),
+            frame(KEEPALIVE_PROGRAM, 1, 2, msg_type::MESSAGE, ok, 0, &[]),
+            Effect::Nothing,
+        ),
+        _ => {
+            let len = *[0u32, 4, 12, 27].get(rng.below(4)).unwrap_or(&0);
+            let mut bytes = len.to_be_bytes().to_vec();
+            bytes.resize((len as usize).max(4), 0);
+            (format!("length word {len}"), bytes, Effect::Close)
+        }
+    };
+    (Piece::Bytes { what, bytes }, effect)
+}
+
+fn base(rel: &str) -> Vec<u8> {
+    format!("{BASE}/{rel}").into_bytes()
+}
+
+fn long_name() -> Vec<u8> {
+    vec![b'n'; 256]
+}
+
+fn pick_key(rng: &mut Rng) -> Vec<u8> {
+    let mut non_utf8 = base("");
+    non_utf8.push(0xff);
+    let mut long = base("");
+    long.extend(long_name());
+    rng.weighted(&[
+        (30, base("a")),
+        (20, base("b")),
+        (15, Vec::new()),
+        (4, base("a/")),
+        (4, base("a/n")),
+        (3, base("f")),
+        (1, base("f/x")),
+        (1, long),
+        (3, non_utf8),
+    ])
+}
+
+fn pick_name(rng: &mut Rng, key: &[u8]) -> Vec<u8> {
+    if key.is_empty() {
+        let mut non_utf8 = base("");
+        non_utf8.extend_from_slice(b"\xff/r1");
+        return rng.weighted(&[
+            (20, base("d1")),
+            (10, base("d2")),
+            (4, base("a/r1")),
+            (3, base("f")),
+            (1, base("a")),
+            (2, non_utf8),
+            (1, base("zz/x")),
+        ]);
+    }
+    rng.weighted(&[
+        (30, b"r1".to_vec()),
+        (20, b"r2".to_vec()),
+        (10, b"r3".to_vec()),
+        (3, b"n".to_vec()),
+        (4, b"\xff\xfe".to_vec()),
+        (1, long_name()),
+        (1, Vec::new()),
+        (1, b".".to_vec()),
+        (1, b"..".to_vec()),
+        (1, b"sub/x".to_vec()),
+        (1, b"../zz/x".to_vec()),
+    ])
+}
+
+fn pick_flags(rng: &mut Rng, rare: u32) -> u32 {
+    if rng.chance(25) {
+        rare
+    } else {
+        0
+    }
+}
+
+fn pick_owner(rng: &mut Rng, m: &Model, conn: usize) -> OwnerRef {
+    let own = m.conns[conn].as_ref().and_then(|c| c.child);
+    let any_child = (!m.children.is_empty()).then(|| OwnerRef::Child(rng.below(m.children.len())));
+    let mut choices = vec![
+        (10, OwnerRef::Fake(1)),
+        (10, OwnerRef::Fake(2)),
+        (6, OwnerRef::Fake(3)),
+        (1, OwnerRef::Fake(0)),
+    ];
+    if let Some(k) = own {
+        choices.push((40, OwnerRef::Child(k)));
+    }
+    if let Some(c) = any_child {
+        choices.push((3, c));
+    }
+    rng.weighted(&choices)
+}
+
+fn pick_op(rng: &mut Rng, m: &Model, conn: usize) -> Op {
+    let registered = m.conns[conn].as_ref().is_some_and(|c| c.owner.is_some());
+    if !registered && rng.chance(2) {
+        return Op::Register {
+            owner: pick_owner(rng, m, conn),
+            flags: pick_flags(rng, 1),
+        };
+    }
+    let key = pick_key(rng);
+    let name = pick_name(rng, &key);
+    if m.space(&key).is_none() && rng.chance(3) {
+        // Most calls need a lockspace: create the missing one more often.
+        return Op::CreateLockspace { path: key };
+    }
+    match rng.weighted(&[
+        (5, 0),
+        (1, 1),
+        (3, 2),
+        (5, 3),
+        (5, 4),
+        (5, 5),
+        (30, 6),
+        (20, 7),
+    ]) {
+        0 => Op::Register {
+            owner: pick_owner(rng, m, conn),
+            flags: pick_flags(rng, 1),
+        },
+        1 => Op::Restrict {
+            flags: pick_flags(rng, 1),
+        },
+        2 => Op::New {
+            path: key,
+            flags: pick_flags(rng, 1),
+        },
+        3 => Op::CreateLockspace { path: key },
+        4 => Op::CreateResource {
+            path: key,
+            name,
+            flags: pick_flags(rng, 1),
+        },
+        5 => Op::DeleteResource {
+            path: key,
+            name,
+            flags: pick_flags(rng, 1),
+        },
+        6 => Op::Acquire {
+            path: key,
+            name,
+            flags: if rng.chance(30) {
+                *[4u32, u32::MAX].get(rng.below(2)).unwrap_or(&4)
+            } else {
+                rng.below(4) as u32
+            },
+        },
+        _ => Op::Release {
+            path: key,
+            name,
+            flags: pick_flags(rng, lock::ACQUIRE_SHARED),
+        },
+    }
+}
+
+/// A candidate step and the effects of its malformed frames.
+fn propose(rng: &mut Rng, m: &mut Model) -> (Act, Vec<Effect>) {
+    let conn = if rng.chance(3) {
+        TEST_CONNS + rng.below(CONNS - TEST_CONNS)
+    } else {
+        rng.below(TEST_CONNS)
+    };
+    if m.conns[conn].is_none() {
+        let child = (conn >= TEST_CONNS).then_some(m.children.len());
+        return (Act::Connect { conn, child }, Vec::new());
+    }
+    match rng.weighted(&[(70, 0), (4, 1), (2, 2), (7, 3), (5, 4)]) {
+        0 => {
+            let op = pick_op(rng, m, conn);
+            let mangle = match (&op, rng.below(20)) {
+                (Op::CreateLockspace { .. }, 0 | 1) => Mangle::NulInPath,
+                (_, 2) => Mangle::Trailing,
+                (_, 3) => Mangle::WithNoFds,
+                _ => Mangle::None,
+            };
+            let serial = m.next_serial(conn);
+            let split = rng.chance(20);
+            let piece = Piece::Call { op, serial, mangle };
+            (
+                Act::Send {
+                    conn,
+                    pieces: vec![piece],
+                    split,
+                },
+                vec![Effect::Nothing],
+            )
+        }
+        1 => (Act::Close { conn }, Vec::new()),
+        2 => {
+            let rel = rng.weighted(&[(3, "f"), (2, "a/r1"), (2, "a/r2"), (1, "b/r1"), (2, "d1")]);
+            (Act::File(rel.to_owned()), Vec::new())
+        }
+        3 => {
+            let serial = m.next_serial(conn);
+            let (piece, effect) = malformed(rng, serial);
+            (
+                Act::Send {
+                    conn,
+                    pieces: vec![piece],
+                    split: false,
+                },
+                vec![effect],
+            )
+        }
+        _ => {
+            let n = 2 + rng.below(2);
+            let mut pieces = Vec::new();
+            for _ in 0..n {
+                let op = pick_op(rng, m, conn);
+                let serial = m.next_serial(conn);
+                pieces.push(Piece::Call {
+                    op,
+                    serial,
+                    mangle: Mangle::None,
+                });
+            }
+            let effects = vec![Effect::Nothing; n];
+            (
+                Act::Send {
+                    conn,
+                    pieces,
+                    split: false,
+                },
+                effects,
+            )
+        }
+    }
+}
+
+/// The sequence of a seed: up to `steps` steps, fewer if one ends it.
+pub fn generate(seed: u64, steps: usize) -> Vec<Step> {
+    let mut rng = Rng::new(seed);
+    let mut model = Model::new();
+    let mut out: Vec<Step> = Vec::with_capacity(steps);
+    while out.len() < steps {
+        let step = loop {
+            let mut trial = model.clone();
+            let (act, effects) = propose(&mut rng, &mut trial);
+            match trial.apply(act, &effects) {
+                Ok(step) if !step.expect.terminal || rng.chance(TERMINAL_ODDS) => {
+                    model = trial;
+                    break step;
+                }
+                _ => {}
+            }
+        };
+        let last = step.expect.terminal;
+        out.push(step);
+        if last {
+            break;
+        }
+    }
+    out
+}
