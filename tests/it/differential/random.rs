@@ -54,7 +54,7 @@ use super::scenario::BASE;
 pub const CONNS: usize = 6;
 const TEST_CONNS: usize = 4;
 /// One in this many candidate steps that end the sequence is taken.
-const TERMINAL_ODDS: u32 = 6;
+const TERMINAL_ODDS: u32 = 10;
 
 /// splitmix64: a few lines, deterministic on every platform.
 pub struct Rng(u64);
@@ -93,9 +93,10 @@ impl Rng {
     }
 }
 
-/// Who a REGISTER names: a made-up owner (`Fake(id)`: id, pid 4_000_000 + id;
-/// id 0 is refused) or owner process number `k` of the run (`Child(k)`, its
-/// real pid, known only when the step runs).
+/// Who a REGISTER names: a made-up owner (`Fake(id)`: id, pid 4_000_000 + id,
+/// but pid 0 for id 7, which libvirt accepts; id 0 is refused) or owner
+/// process number `k` of the run (`Child(k)`, its real pid, known only when the
+/// step runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnerRef {
     Fake(u32),
@@ -148,6 +149,7 @@ impl Op {
         match self {
             Op::Register { owner: o, flags } => LockCall::Register {
                 owner: match *o {
+                    OwnerRef::Fake(7) => owner("vm-7", 7, 0),
                     OwnerRef::Fake(id) => owner(&format!("vm-{id}"), id, 4_000_000 + id),
                     OwnerRef::Child(k) => owner(&format!("owner-{k}"), 100 + k as u32, pid_of(k)),
                 },
@@ -225,6 +227,8 @@ pub enum Mangle {
     WithNoFds,
     /// The path argument followed by a NUL and more bytes (the daemon cuts there).
     NulInPath,
+    /// Type CALL_WITH_FDS with an fd count of 1, the fd sent after the frame.
+    WithOneFd,
 }
 
 /// One frame of a step.
@@ -251,9 +255,10 @@ impl Piece {
                 let mut f = super::observe::call_frame(&call, *serial);
                 match mangle {
                     Mangle::Trailing => f.extend_from_slice(&[0; 8]),
-                    Mangle::WithNoFds => {
+                    Mangle::WithNoFds | Mangle::WithOneFd => {
+                        let nfds = u32::from(*mangle == Mangle::WithOneFd);
                         f[16..20].copy_from_slice(&msg_type::CALL_WITH_FDS.to_be_bytes());
-                        f.splice(28..28, [0u8; 4]);
+                        f.splice(28..28, nfds.to_be_bytes());
                     }
                     Mangle::None | Mangle::NulInPath => {}
                 }
@@ -273,6 +278,7 @@ impl Piece {
                     Mangle::Trailing => " +8 trailing bytes",
                     Mangle::WithNoFds => " as CALL_WITH_FDS nfds=0",
                     Mangle::NulInPath => " path+NUL+junk",
+                    Mangle::WithOneFd => " as CALL_WITH_FDS with one fd attached",
                 };
                 format!("{} serial={serial}{m}", op.describe())
             }
@@ -322,6 +328,12 @@ pub enum Fix {
     CreateOfLeasedFile { rel: String },
     /// 9: an error quoting non-UTF-8 bytes: ours shows them as U+FFFD.
     NonUtf8Text,
+    /// 10: a call with an fd attached: we close the connection, libvirt
+    /// answers the call.
+    FdAttached,
+    /// 16: a length word below 28 without the bytes it announces: we close the
+    /// connection at once, libvirt waits for them.
+    ShortLengthWord,
     /// 11: a second lease on a leased file under another name: busy for us,
     /// granted by libvirt (its lock then has `mode`).
     SecondName {
@@ -339,6 +351,8 @@ impl Fix {
             Fix::EscapingName { .. } => 3,
             Fix::CreateOfLeasedFile { .. } => 6,
             Fix::NonUtf8Text => 9,
+            Fix::FdAttached => 10,
+            Fix::ShortLengthWord => 16,
             Fix::SecondName { .. } => 11,
         }
     }
@@ -351,6 +365,9 @@ pub struct Expect {
     pub replies: Vec<Expected>,
     /// The daemon closes the connection after them.
     pub closes: bool,
+    /// libvirt's daemon stays silent and keeps the connection open while it
+    /// waits for more bytes: nothing else may be written.
+    pub silent: bool,
     /// Owner processes fenced by this step.
     pub kills: Vec<usize>,
     pub fix: Option<Fix>,
@@ -390,6 +407,9 @@ impl Step {
         let mut out = format!("{act}  => {:?}", e.replies);
         if e.closes {
             out += " closed";
+        }
+        if e.silent {
+            out += " silent";
         }
         if !e.kills.is_empty() {
             out += &format!(" fences owner process {:?}", e.kills);
@@ -503,6 +523,9 @@ pub struct Model {
     spaces: BTreeMap<Vec<u8>, Space>,
     files: BTreeSet<Vec<u8>>,
     dirs: BTreeSet<Vec<u8>>,
+    /// A connection the two daemons no longer agree on (one closed it): the
+    /// client closes it next.
+    doomed: Option<usize>,
 }
 
 impl Model {
@@ -519,6 +542,7 @@ impl Model {
             spaces,
             files: BTreeSet::new(),
             dirs,
+            doomed: None,
         }
     }
 
@@ -1046,7 +1070,12 @@ impl Model {
                     serial: 0,
                 });
             }
-            Act::Close { conn } => self.disconnect(*conn, &mut expect)?,
+            Act::Close { conn } => {
+                if self.doomed == Some(*conn) {
+                    self.doomed = None;
+                }
+                self.disconnect(*conn, &mut expect)?
+            }
             Act::File(rel) => {
                 let path = format!("{BASE}/{rel}").into_bytes();
                 match self.resolve(&path) {
@@ -1057,6 +1086,20 @@ impl Model {
                 }
             }
             Act::Send { conn, pieces, .. } => {
+                let one_fd = matches!(
+                    pieces.as_slice(),
+                    [Piece::Call {
+                        mangle: Mangle::WithOneFd,
+                        ..
+                    }]
+                );
+                if one_fd {
+                    // Only a test connection: closing it releases nothing.
+                    if *conn >= TEST_CONNS {
+                        return Err(Unpredictable);
+                    }
+                    self.doomed = Some(*conn);
+                }
                 for (i, piece) in pieces.iter().enumerate() {
                     let effect = match piece {
                         Piece::Call { op, .. } => {
@@ -1075,11 +1118,25 @@ impl Model {
                     match effect {
                         Effect::Reply(r) => expect.replies.push(r),
                         Effect::Nothing => {}
+                        Effect::WaitsForMore => {
+                            if *conn >= TEST_CONNS || pieces.len() > 1 {
+                                return Err(Unpredictable);
+                            }
+                            expect.silent = true;
+                            expect.fix = Some(Fix::ShortLengthWord);
+                            self.doomed = Some(*conn);
+                        }
                         Effect::Close => {
                             expect.closes = true;
                             self.disconnect(*conn, &mut expect)?;
                         }
                     }
+                }
+                if one_fd {
+                    if expect.fix.is_some() {
+                        return Err(Unpredictable);
+                    }
+                    expect.fix = Some(Fix::FdAttached);
                 }
             }
         }
@@ -1108,6 +1165,8 @@ pub enum Effect {
     Reply(Expected),
     Nothing,
     Close,
+    /// libvirt waits for the rest of the frame (fix 16: we close).
+    WaitsForMore,
 }
 
 /// A frame with this header (length word computed) and payload.
@@ -1164,7 +1223,7 @@ fn malformed(rng: &mut Rng, serial: u32) -> (Piece, Effect) {
     let (lp, lv, call, ok) = (lock::PROGRAM, lock::VERSION, msg_type::CALL, status::OK);
     let reg = register_payload();
     let rpc_error = Effect::Reply(Expected::Err(39, RPC));
-    let (what, bytes, effect) = match rng.below(11) {
+    let (what, bytes, effect) = match rng.below(12) {
         0 => {
             let p = *[0, 9, -1, 100].get(rng.below(4)).unwrap_or(&0);
             (
@@ -1229,6 +1288,14 @@ fn malformed(rng: &mut Rng, serial: u32) -> (Piece, Effect) {
             frame(KEEPALIVE_PROGRAM, 1, 2, msg_type::MESSAGE, ok, 0, &[]),
             Effect::Nothing,
         ),
+        10 => {
+            let len = *[8u32, 12, 27].get(rng.below(3)).unwrap_or(&8);
+            (
+                format!("length word {len} alone"),
+                len.to_be_bytes().to_vec(),
+                Effect::WaitsForMore,
+            )
+        }
         _ => {
             let len = *[0u32, 4, 12, 27].get(rng.below(4)).unwrap_or(&0);
             let mut bytes = len.to_be_bytes().to_vec();
@@ -1257,6 +1324,8 @@ fn pick_key(rng: &mut Rng) -> Vec<u8> {
         (20, base("b")),
         (15, Vec::new()),
         (4, base("a/")),
+        (2, base("/a")),
+        (2, base("./b")),
         (4, base("a/n")),
         (3, base("f")),
         (1, base("f/x")),
@@ -1309,6 +1378,7 @@ fn pick_owner(rng: &mut Rng, m: &Model, conn: usize) -> OwnerRef {
         (10, OwnerRef::Fake(1)),
         (10, OwnerRef::Fake(2)),
         (6, OwnerRef::Fake(3)),
+        (2, OwnerRef::Fake(7)),
         (1, OwnerRef::Fake(0)),
     ];
     if let Some(k) = own {
@@ -1320,8 +1390,32 @@ fn pick_owner(rng: &mut Rng, m: &Model, conn: usize) -> OwnerRef {
     rng.weighted(&choices)
 }
 
+/// A shared lease the owner registered on `conn` holds, if any: taking it
+/// again gives the owner two entries (fix 2 at its disconnect).
+fn held_shared(rng: &mut Rng, m: &Model, conn: usize) -> Option<Op> {
+    let owner = m.conns[conn].as_ref()?.owner?;
+    let held: Vec<(&Vec<u8>, &Vec<u8>)> = m
+        .spaces
+        .iter()
+        .flat_map(|(k, s)| s.resources.iter().map(move |(n, r)| (k, n, r)))
+        .filter(|(_, _, r)| r.shared && r.owners.contains(&owner))
+        .map(|(k, n, _)| (k, n))
+        .collect();
+    let (key, name) = held.get(rng.below(held.len().max(1)))?;
+    Some(Op::Acquire {
+        path: key.to_vec(),
+        name: name.to_vec(),
+        flags: lock::ACQUIRE_SHARED,
+    })
+}
+
 fn pick_op(rng: &mut Rng, m: &Model, conn: usize) -> Op {
     let registered = m.conns[conn].as_ref().is_some_and(|c| c.owner.is_some());
+    if conn >= TEST_CONNS && rng.chance(4) {
+        if let Some(op) = held_shared(rng, m, conn) {
+            return op;
+        }
+    }
     if !registered && rng.chance(2) {
         return Op::Register {
             owner: pick_owner(rng, m, conn),
@@ -1390,11 +1484,17 @@ fn propose(rng: &mut Rng, m: &mut Model) -> (Act, Vec<Effect>) {
     } else {
         rng.below(TEST_CONNS)
     };
+    if let Some(conn) = m.doomed {
+        return (Act::Close { conn }, Vec::new());
+    }
     if m.conns[conn].is_none() {
         let child = (conn >= TEST_CONNS).then_some(m.children.len());
         return (Act::Connect { conn, child }, Vec::new());
     }
-    match rng.weighted(&[(70, 0), (4, 1), (2, 2), (7, 3), (5, 4)]) {
+    // Owner processes' connections close more often: each close is an owner
+    // disconnect.
+    let close = if conn >= TEST_CONNS { 8 } else { 4 };
+    match rng.weighted(&[(70, 0), (close, 1), (2, 2), (7, 3), (5, 4), (1, 5)]) {
         0 => {
             let op = pick_op(rng, m, conn);
             let mangle = match (&op, rng.below(20)) {
@@ -1416,6 +1516,26 @@ fn propose(rng: &mut Rng, m: &mut Model) -> (Act, Vec<Effect>) {
             )
         }
         1 => (Act::Close { conn }, Vec::new()),
+        5 => {
+            let op = Op::Register {
+                owner: OwnerRef::Fake(1 + rng.below(3) as u32),
+                flags: 0,
+            };
+            let serial = m.next_serial(conn);
+            let piece = Piece::Call {
+                op,
+                serial,
+                mangle: Mangle::WithOneFd,
+            };
+            (
+                Act::Send {
+                    conn,
+                    pieces: vec![piece],
+                    split: false,
+                },
+                vec![Effect::Nothing],
+            )
+        }
         2 => {
             let rel = rng.weighted(&[(3, "f"), (2, "a/r1"), (2, "a/r2"), (1, "b/r1"), (2, "d1")]);
             (Act::File(rel.to_owned()), Vec::new())
@@ -1433,18 +1553,29 @@ fn propose(rng: &mut Rng, m: &mut Model) -> (Act, Vec<Effect>) {
             )
         }
         _ => {
+            // Calls, and now and then a frame that is answered or ignored
+            // without closing the connection.
             let n = 2 + rng.below(2);
             let mut pieces = Vec::new();
-            for _ in 0..n {
-                let op = pick_op(rng, m, conn);
+            let mut effects = Vec::new();
+            while pieces.len() < n {
                 let serial = m.next_serial(conn);
+                if rng.chance(4) {
+                    let (piece, effect) = malformed(rng, serial);
+                    if matches!(effect, Effect::Reply(_) | Effect::Nothing) {
+                        pieces.push(piece);
+                        effects.push(effect);
+                    }
+                    continue;
+                }
+                let op = pick_op(rng, m, conn);
                 pieces.push(Piece::Call {
                     op,
                     serial,
                     mangle: Mangle::None,
                 });
+                effects.push(Effect::Nothing);
             }
-            let effects = vec![Effect::Nothing; n];
             (
                 Act::Send {
                     conn,
@@ -1467,7 +1598,12 @@ pub fn generate(seed: u64, steps: usize) -> Vec<Step> {
             let mut trial = model.clone();
             let (act, effects) = propose(&mut rng, &mut trial);
             match trial.apply(act, &effects) {
-                Ok(step) if !step.expect.terminal || rng.chance(TERMINAL_ODDS) => {
+                // Fix 2 needs a rare state: always taken.
+                Ok(step)
+                    if !step.expect.terminal
+                        || matches!(step.expect.fix, Some(Fix::LeakedEntries { .. }))
+                        || rng.chance(TERMINAL_ODDS) =>
+                {
                     model = trial;
                     break step;
                 }

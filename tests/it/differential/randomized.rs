@@ -23,7 +23,7 @@ use super::observe::{
     compatibility_fixes, difference, files, locks, prepare, read_frame, Conn, Observation, Reply,
     REPLY_PATIENCE,
 };
-use super::random::{self, Act, Expected, Fix, Step};
+use super::random::{self, Act, Expect, Expected, Fix, Mangle, Piece, Step};
 use super::scenario::BASE;
 
 /// Seeds and steps of the run in every `cargo test` (a few seconds).
@@ -72,6 +72,18 @@ async fn random_differential() {
             if let Some(f) = &step.expect.fix {
                 *fixes_seen.entry(f.number()).or_default() += 1;
             }
+        }
+        if env("DIFF_SEEDS").is_some() || env("DIFF_SEED").is_some() {
+            let f: std::collections::BTreeSet<u32> = seq
+                .iter()
+                .filter_map(|s| s.expect.fix.as_ref())
+                .map(Fix::number)
+                .collect();
+            eprintln!(
+                "seed {seed}: {} steps, fixes {f:?}, {:.1?} so far",
+                seq.len(),
+                started.elapsed()
+            );
         }
         total_steps += seq.len();
         fenced += seq.iter().map(|s| s.expect.kills.len()).sum::<usize>();
@@ -130,6 +142,8 @@ fn check(step: &Step, ours: &Observation, libvirt: &Observation) -> Result<(), S
             (shown != ours.replies || shown == libvirt.replies)
                 .then(|| "ours is not libvirt's reply with U+FFFD for invalid UTF-8".to_owned())
         }
+        Fix::FdAttached | Fix::ShortLengthWord => (ours.replies != [Reply::Closed])
+            .then(|| "ours did not close the connection at once".to_owned()),
         Fix::LeakedEntries { .. } | Fix::CreateOfLeasedFile { .. } => {
             (ours.replies != libvirt.replies).then(|| "replies differ".to_owned())
         }
@@ -270,6 +284,9 @@ fn in_step_with_model(step: &Step, libvirt: &Observation) -> Result<(), String> 
     if e.closes {
         want.push("Closed".to_owned());
     }
+    if e.silent {
+        want.push("Silence".to_owned());
+    }
     let got: Vec<String> = libvirt
         .replies
         .iter()
@@ -371,6 +388,15 @@ impl Drop for OwnerProcess {
     }
 }
 
+/// Waits (bounded) until these owner processes have ended.
+async fn wait_ends(owners: &mut [OwnerProcess], which: &[usize]) {
+    for &k in which {
+        if let Some(o) = owners.get_mut(k) {
+            o.wait_end().await;
+        }
+    }
+}
+
 /// Runs a sequence against one implementation; one observation per step.
 async fn run(which: Impl, steps: &[Step]) -> Vec<Observation> {
     let mut ns = Namespaced::start(which);
@@ -417,18 +443,29 @@ async fn run(which: Impl, steps: &[Step]) -> Vec<Observation> {
                     .filter(|r| **r == Expected::Pong)
                     .count();
                 let c = conns.get_mut(conn).expect("open connection");
-                let replies = exchange(c, bytes, *split, pings, step.expect.closes).await;
+                let fd = pieces.iter().any(|p| {
+                    matches!(
+                        p,
+                        Piece::Call {
+                            mangle: Mangle::WithOneFd,
+                            ..
+                        }
+                    )
+                });
+                // Fenced owners are reaped while the reply is awaited: libvirt
+                // closes the socket only after its kill loop, which probes the
+                // owner until it is gone (a zombie still counts).
+                let (replies, ()) = tokio::join!(
+                    exchange(c, bytes, *split, fd, pings, &step.expect),
+                    wait_ends(&mut owners, &step.expect.kills)
+                );
                 if step.expect.closes {
                     conns.remove(conn);
                 }
                 replies
             }
         };
-        for &k in &step.expect.kills {
-            if let Some(o) = owners.get_mut(k) {
-                o.wait_end().await;
-            }
-        }
+        wait_ends(&mut owners, &step.expect.kills).await;
         out.push(Observation {
             replies,
             files: files(&ns),
@@ -444,17 +481,24 @@ async fn run(which: Impl, steps: &[Step]) -> Vec<Observation> {
     out
 }
 
-/// Writes a step's frames and reads what they bring: every frame until the
-/// connection closes (when the model says it will) or until the PONG to a
-/// PING written after them (so that nothing waits for silence).
+/// How long a daemon that waits for more bytes must stay silent.
+const SILENCE: Duration = Duration::from_millis(200);
+
+/// Writes a step's frames (then an fd, for `fd`) and reads what they bring:
+/// every frame until the connection closes (when the model says it will), or
+/// until the PONG to a PING written after them (so that nothing waits for
+/// silence), or for [`SILENCE`] when libvirt is to wait for more bytes.
 async fn exchange(
     c: &mut Conn,
     mut bytes: Vec<u8>,
     split: bool,
+    fd: bool,
     pings: usize,
-    closes: bool,
+    expect: &Expect,
 ) -> Vec<Reply> {
-    if !closes {
+    let closes = expect.closes;
+    let sentinel = !closes && !expect.silent && !fd;
+    if sentinel {
         bytes.extend(random::ping());
     }
     // The daemon may close early; that shows in the read.
@@ -467,10 +511,20 @@ async fn exchange(
     } else {
         let _ = c.stream.write_all(&bytes).await;
     }
+    if fd {
+        send_fd(c);
+        let _ = c.stream.write_all(&random::ping()).await;
+    }
+    let patience = if expect.silent {
+        SILENCE
+    } else {
+        REPLY_PATIENCE
+    };
+    let sentinel = sentinel || fd;
     let mut replies = Vec::new();
     let mut pongs = 0;
     loop {
-        match tokio::time::timeout(REPLY_PATIENCE, read_frame(&mut c.stream)).await {
+        match tokio::time::timeout(patience, read_frame(&mut c.stream)).await {
             Err(_) => {
                 replies.push(Reply::Silence);
                 return replies;
@@ -483,7 +537,7 @@ async fn exchange(
                 let is_pong = frame.get(4..8) == Some(&KEEPALIVE_PROGRAM.to_be_bytes()[..]);
                 if is_pong {
                     pongs += 1;
-                    if !closes && pongs > pings {
+                    if sentinel && pongs > pings {
                         return replies;
                     }
                 }
@@ -491,4 +545,21 @@ async fn exchange(
             }
         }
     }
+}
+
+/// Sends an fd (of /dev/null) as libvirt's clients do after a CALL_WITH_FDS
+/// frame: one byte of data carrying it. The daemon may have closed already.
+fn send_fd(c: &Conn) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    let fds = [null.as_raw_fd()];
+    let _ = sendmsg::<()>(
+        c.stream.as_raw_fd(),
+        &[std::io::IoSlice::new(&[0])],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
 }
