@@ -478,6 +478,9 @@ async fn run(which: Impl, steps: &[Step]) -> Vec<Observation> {
         });
     }
     ns.assert_alive(&format!("{which:?} at the end of the sequence"));
+    // Before the connections close: after a NULL lockspace (fix 1) an owner
+    // disconnect would crash libvirt's daemon.
+    ns.kill();
     out
 }
 
