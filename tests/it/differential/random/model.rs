@@ -21,7 +21,8 @@ pub const CONNS: usize = 6;
 pub(super) const TEST_CONNS: usize = 4;
 
 /// Who a REGISTER names: a made-up owner (`Fake(id)`: id, pid 4_000_000 + id,
-/// but pid 0 for id 7, which libvirt accepts; id 0 is refused) or owner
+/// but pid 0 for id 7 and pid 0xFFFFFFFF (-1 as a pid_t) for id 8, both
+/// accepted by libvirt; id 0 is refused) or owner
 /// process number `k` of the run (`Child(k)`, its real pid, known only when the
 /// step runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,7 @@ impl Op {
             Op::Register { owner: o, flags } => LockCall::Register {
                 owner: match *o {
                     OwnerRef::Fake(7) => owner("vm-7", 7, 0),
+                    OwnerRef::Fake(8) => owner("vm-8", 8, u32::MAX),
                     OwnerRef::Fake(id) => owner(&format!("vm-{id}"), id, 4_000_000 + id),
                     OwnerRef::Child(k) => owner(&format!("owner-{k}"), 100 + k as u32, pid_of(k)),
                 },
