@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the compatibility, end-to-end and multi-host
 # tests drive: libvirt's own virtlockd, libvirtd with its QEMU driver and lockd
-# plugin, virsh and virt-admin, QEMU (TCG is enough), and GlusterFS.
+# plugin, virsh and virt-admin, QEMU (TCG is enough), GlusterFS, and
+# systemd-nspawn to boot real systemd in a container.
 #
 # Idempotent and never fatal: without root or apt-get (or with the network
 # down) it says so, and the tests that need a missing package report SKIPPED.
@@ -17,6 +18,7 @@ packages=(
   iproute2                    # ss, ip
   procps
   util-linux                  # unshare, nsenter, lslocks
+  systemd-container           # systemd-nspawn: the tests under real systemd (PID 1 in a container)
 )
 
 missing=()

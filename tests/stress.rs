@@ -1,19 +1,19 @@
 //! Heavy tests, in their own test binary so that they never run beside the
 //! latency-bounded tests of `tests/it` (test binaries run one after another).
 
-#[path = "it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+/// The integration tests' support module; this binary uses a few of its helpers.
+#[path = "it/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use harness::{assert_err, bytes};
+use support::{assert_err, bytes};
 
 /// libvirt's reader refuses a state over 10 MiB (about 3000 leases with long
 /// paths) and its daemon then exits, dropping every lock. Ours has no limit but
@@ -43,22 +43,21 @@ async fn huge_state_survives_an_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"))
-        .arg("--runtime-dir")
-        .arg(&run)
-        .arg("-v")
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"));
+    // Warnings only: a debug line per lease would make the log huge.
+    let mut child = support::daemon::verbose_in(&mut daemon, &run)
         .env("LIBVIRT_LOG_OUTPUTS", "2:stderr")
-        .stdin(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
     let pid = child.id();
     let socket = run.join("virtlockd-sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Client::connect(&socket).await.is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let admin_socket = run.join("virtlockd-admin-sock");
+    support::until("daemon start", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            && std::os::unix::net::UnixStream::connect(&admin_socket).is_ok()
+    })
+    .await;
     // A lockspace path of about 3.4 KB: every lease's path carries it.
     let shm = tempfile::Builder::new()
         .prefix("vl-huge")
@@ -122,21 +121,16 @@ async fn huge_state_survives_an_upgrade() {
             .count()
     };
     assert_eq!(count(), leases + 1, "leases + pid file");
+    let mut admin = Client::connect(&admin_socket).await.unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
     let logf = dir.path().join("log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&logf)
-        .unwrap()
-        .matches("virtlockd ready")
-        .count()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "upgrade with {leases} leases did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait::wait_upgraded_within(&mut admin, 1, Duration::from_secs(60), || {
+        format!(
+            "upgrade with {leases} leases did not finish:\n{}",
+            std::fs::read_to_string(&logf).unwrap_or_default()
+        )
+    })
+    .await;
     clients[0].ping().await.unwrap();
     assert_eq!(count(), leases + 1, "every lease kept");
     let mut probe = Client::connect(&socket).await.unwrap();

@@ -4,15 +4,21 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use virtlockd::client::{owner, Client, ClientError};
+use bytes::BytesMut;
+use virtlockd::client::owner;
 use virtlockd::protocol::admin::{self, procedure as p, TypedParam, Value};
 use virtlockd::protocol::xdr::XdrWrite;
 
-use crate::harness::{bytes, Daemon, Holder};
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::admin::{
+    admin_client, admin_ready, args, call, client_args, daemon_timeout_args, flags_args,
+    lock_client_ids, params_args, server_args, shut_down,
+};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::process::outcome;
+use crate::support::wait::within;
+use crate::support::{assert_err, bytes, next_frame, Daemon, Holder};
 
 /// Whether virt-admin is installed; prints the skip note if not.
 fn have_virt_admin(test: &str) -> bool {
@@ -21,9 +27,14 @@ fn have_virt_admin(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        crate::harness::skip(test, "virt-admin not installed (package libvirt-clients)");
+        crate::support::skip(test, "virt-admin not installed (package libvirt-clients)");
     }
     ok
+}
+
+/// A daemon for a virt-admin test; `None` (and the skip note) without virt-admin.
+fn daemon_for_virt_admin(test: &str) -> Option<Daemon> {
+    have_virt_admin(test).then(Daemon::start)
 }
 
 /// Runs virt-admin against `d`; returns (exit code, stdout, stderr).
@@ -42,11 +53,7 @@ fn va_at(socket: &Path, args: &[&str]) -> (i32, String, String) {
         .env("LC_ALL", "C")
         .output()
         .expect("run virt-admin");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(out)
 }
 
 #[track_caller]
@@ -66,97 +73,11 @@ fn va_fails(d: &Daemon, args: &[&str], stderr: &str) {
     );
 }
 
-/// A raw connection to the admin socket. The daemon binds it just after the
-/// lock socket the harness waits for, so it may need a moment.
-pub async fn admin_client(d: &Daemon) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match Client::connect(d.admin_socket()).await {
-            Ok(c) => return c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "admin connect: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// A daemon whose admin socket accepts connections.
-pub async fn start() -> Daemon {
-    let d = Daemon::start();
-    drop(admin_client(&d).await);
-    d
-}
-
-pub async fn call(c: &mut Client, proc_: i32, args: BytesMut) -> Result<Bytes, ClientError> {
-    c.call_program(admin::PROGRAM, admin::VERSION, proc_, args.freeze())
-        .await
-}
-
-#[track_caller]
-pub fn expect_err(r: Result<Bytes, ClientError>, code: i32, domain: i32, message: &str) {
-    let e = r.expect_err("expected an error");
-    let e = e
-        .remote()
-        .unwrap_or_else(|| panic!("not a remote error: {e}"));
-    assert_eq!(
-        (e.code, e.domain, e.message.as_str()),
-        (code, domain, message)
-    );
-}
-
-pub fn args(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
-    let mut b = BytesMut::new();
-    f(&mut b);
-    b
-}
-
-pub fn server_args(name: &str, flags: u32) -> BytesMut {
-    args(|b| {
-        b.put_xdr_string(name.as_bytes());
-        b.put_xdr_u32(flags);
-    })
-}
-
-pub fn client_args(server: &str, id: u64, flags: u32) -> BytesMut {
-    args(|b| {
-        b.put_xdr_string(server.as_bytes());
-        b.put_xdr_u64(id);
-        b.put_xdr_u64(0);
-        b.put_xdr_u32(0);
-        b.put_xdr_u32(flags);
-    })
-}
-
-pub fn params_args(server: &str, params: &[TypedParam], flags: u32) -> BytesMut {
-    args(|b| {
-        b.put_xdr_string(server.as_bytes());
-        b.put_xdr_u32(params.len() as u32);
-        for p in params {
-            p.encode(b);
-        }
-        b.put_xdr_u32(flags);
-    })
-}
-
-/// The lock clients' ids in connection order (srv-clients-list over the wire).
-pub async fn lock_client_ids(admin: &mut Client) -> Vec<u64> {
-    let mut a = BytesMut::new();
-    a.put_xdr_string(b"virtlockd");
-    a.put_xdr_u32(1);
-    a.put_xdr_u32(0);
-    let reply = call(admin, p::SERVER_LIST_CLIENTS, a).await.unwrap();
-    let (clients, n) = admin::decode_clients(&reply).unwrap();
-    assert_eq!(clients.len(), n as usize);
-    clients.into_iter().map(|c| c.id).collect()
-}
-
 #[tokio::test]
 async fn virt_admin_server_commands_match_libvirt() {
-    if !have_virt_admin("virt_admin_server_commands_match_libvirt") {
+    let Some(d) = daemon_for_virt_admin("virt_admin_server_commands_match_libvirt") else {
         return;
-    }
-    let d = start().await;
+    };
     assert_eq!(
         va_ok(&d, &["srv-list"]),
         " Id   Name\n-----------------\n 0    admin\n 1    virtlockd\n\n"
@@ -232,10 +153,9 @@ async fn virt_admin_server_commands_match_libvirt() {
 
 #[tokio::test]
 async fn virt_admin_lists_clients_and_their_identity() {
-    if !have_virt_admin("virt_admin_lists_clients_and_their_identity") {
+    let Some(d) = daemon_for_virt_admin("virt_admin_lists_clients_and_their_identity") else {
         return;
-    }
-    let d = start().await;
+    };
     let mut called = d.client().await;
     called.ping().await.unwrap();
     called.create_lockspace(b"").await.unwrap();
@@ -289,10 +209,9 @@ async fn virt_admin_lists_clients_and_their_identity() {
 
 #[tokio::test]
 async fn virt_admin_changes_logging_live() {
-    if !have_virt_admin("virt_admin_changes_logging_live") {
+    let Some(d) = daemon_for_virt_admin("virt_admin_changes_logging_live") else {
         return;
-    }
-    let d = start().await;
+    };
     assert_eq!(va_ok(&d, &["daemon-log-filters"]), " Logging filters: \n\n");
     va_ok(&d, &["daemon-log-filters", "--filters", "1:rpc 3:util.foo"]);
     assert_eq!(
@@ -320,18 +239,13 @@ async fn virt_admin_changes_logging_live() {
     let mut c = d.client().await;
     c.create_lockspace(b"").await.unwrap();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(&file)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nothing logged to {}",
-            file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let logged = within(Duration::from_secs(5), || {
+        !std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    assert!(logged, "nothing logged to {}", file.display());
     va_fails(
         &d,
         &["daemon-log-outputs", "--outputs", "9:foo"],
@@ -346,10 +260,11 @@ async fn virt_admin_changes_logging_live() {
 
 #[tokio::test]
 async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
-    if !have_virt_admin("client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner") {
+    let Some(d) =
+        daemon_for_virt_admin("client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner")
+    else {
         return;
-    }
-    let d = start().await;
+    };
     let disks = d.base();
     let own = disks.join("own.img");
     let foreign = disks.join("foreign.img");
@@ -370,13 +285,13 @@ async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
     let mut admin = admin_client(&d).await;
     let ids = lock_client_ids(&mut admin).await;
     assert_eq!(ids.len(), 2);
-    let mut a = BytesMut::new();
-    a.put_xdr_string(b"virtlockd");
-    a.put_xdr_u64(ids[0]);
-    a.put_xdr_u64(0);
-    a.put_xdr_u32(0);
-    a.put_xdr_u32(0);
-    let info = call(&mut admin, p::CLIENT_GET_INFO, a).await.unwrap();
+    let info = call(
+        &mut admin,
+        p::CLIENT_GET_INFO,
+        client_args("virtlockd", ids[0], 0),
+    )
+    .await
+    .unwrap();
     let params = admin::decode_params(&info, 64).unwrap();
     assert!(params.contains(&TypedParam::new("unix_process_id", Value::Int(holder_pid))));
 
@@ -396,20 +311,21 @@ async fn client_disconnect_is_a_hang_up_release_and_fencing_for_an_owner() {
     // The owner's connection: its lease is released and the owner is fenced.
     let status = holder.wait(Duration::from_secs(10)).await;
     assert!(!status.success(), "owner not fenced: {status:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !d.kernel_locks_on(&own).is_empty() {
-        assert!(Instant::now() < deadline, "lease not released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let released = within(Duration::from_secs(5), || {
+        d.kernel_locks_on(&own).is_empty()
+    })
+    .await;
+    assert!(released, "lease not released");
     assert_eq!(lock_client_ids(&mut admin).await, Vec::<u64>::new());
 }
 
 #[tokio::test]
 async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
-    if !have_virt_admin("lowering_max_clients_suspends_accept_and_raising_it_resumes") {
+    let Some(d) =
+        daemon_for_virt_admin("lowering_max_clients_suspends_accept_and_raising_it_resumes")
+    else {
         return;
-    }
-    let d = start().await;
+    };
     let mut a = d.client().await;
     a.ping().await.unwrap();
     va_ok(
@@ -424,6 +340,7 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
         ],
     );
     let mut queued = d.client().await;
+    // Deliberately a wait for nothing: no answer may come within it.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), queued.ping())
             .await
@@ -432,25 +349,21 @@ async fn lowering_max_clients_suspends_accept_and_raising_it_resumes() {
     assert!(va_ok(&d, &["srv-clients-info", "virtlockd"])
         .starts_with("nclients_max        : 1\nnclients            : 1\n"));
     va_ok(&d, &["srv-clients-set", "virtlockd", "--max-clients", "5"]);
-    let pong = tokio::time::timeout(Duration::from_secs(5), queued.recv_frame())
-        .await
-        .expect("raised limit did not admit the waiting client")
-        .unwrap();
+    let pong = next_frame(&mut queued, "raised limit did not admit the waiting client").await;
     assert!(pong.is_some());
 }
 
 #[tokio::test]
 async fn raw_admin_calls_get_libvirts_errors() {
-    let d = start().await;
+    let d = Daemon::start();
     let mut c = admin_client(&d).await;
-    let flags = |f: u32| args(|b| b.put_xdr_u32(f));
-    expect_err(
-        call(&mut c, p::CONNECT_OPEN, flags(1)).await,
+    assert_err(
+        call(&mut c, p::CONNECT_OPEN, flags_args(1)).await,
         8,
         62,
         "unsupported flags (0x1) in function adminDispatchConnectOpen",
     );
-    call(&mut c, p::CONNECT_OPEN, flags(0)).await.unwrap();
+    call(&mut c, p::CONNECT_OPEN, flags_args(0)).await.unwrap();
     let v = call(&mut c, p::CONNECT_GET_LIB_VERSION, BytesMut::new())
         .await
         .unwrap();
@@ -467,7 +380,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
     .await
     .unwrap();
     assert_eq!(&r[..], &[0, 0, 0, 0, 0, 0, 0, 2]);
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::CONNECT_LIST_SERVERS,
@@ -546,7 +459,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         ),
     ];
     for (procedure, call_args, code, domain, message) in rows {
-        expect_err(
+        assert_err(
             call(&mut c, procedure, call_args).await,
             code,
             domain,
@@ -556,7 +469,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
 
     // Typed parameters: libvirt's validation, domain 0.
     let set = |ps: &[TypedParam]| params_args("virtlockd", ps, 0);
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_SET_THREADPOOL_PARAMETERS,
@@ -567,7 +480,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         0,
         "argument unsupported: parameter 'nWorkers' not supported",
     );
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_SET_THREADPOOL_PARAMETERS,
@@ -578,7 +491,7 @@ async fn raw_admin_calls_get_libvirts_errors() {
         0,
         "invalid argument: invalid type 'int' for parameter 'maxWorkers', expected 'uint'",
     );
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_SET_CLIENT_LIMITS,
@@ -592,13 +505,13 @@ async fn raw_admin_calls_get_libvirts_errors() {
         0,
         "invalid argument: parameter 'nclients_max' occurs multiple times",
     );
-    expect_err(
+    assert_err(
         call(&mut c, p::SERVER_SET_CLIENT_LIMITS, set(&[TypedParam::new("nclients_max", Value::UInt(9))])).await,
         8,
         7,
         "invalid argument: The overall maximum number of clients waiting for authentication must not be less than the overall maximum number of clients",
     );
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::SERVER_UPDATE_TLS_FILES,
@@ -610,31 +523,28 @@ async fn raw_admin_calls_get_libvirts_errors() {
         "internal error: no tls service found, unable to update tls files",
     );
     // Log filters: none set is an absent string with count 0.
-    let r = call(&mut c, p::CONNECT_GET_LOGGING_FILTERS, flags(0))
+    let r = call(&mut c, p::CONNECT_GET_LOGGING_FILTERS, flags_args(0))
         .await
         .unwrap();
     assert_eq!(&r[..], &[0; 8]);
-    expect_err(
+    assert_err(
         call(
             &mut c,
             p::CONNECT_SET_DAEMON_TIMEOUT,
-            args(|b| {
-                b.put_xdr_u32(5);
-                b.put_xdr_u32(1);
-            }),
+            daemon_timeout_args(5, 1),
         )
         .await,
         8,
         62,
         "unsupported flags (0x1) in function adminConnectSetDaemonTimeout",
     );
-    expect_err(
+    assert_err(
         call(&mut c, 21, BytesMut::new()).await,
         39,
         7,
         "unknown procedure: 21",
     );
-    expect_err(
+    assert_err(
         call(&mut c, p::CONNECT_OPEN, BytesMut::new()).await,
         39,
         7,
@@ -649,67 +559,33 @@ async fn raw_admin_calls_get_libvirts_errors() {
 
 #[tokio::test]
 async fn daemon_shutdown_over_the_admin_socket_exits_cleanly() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     let mut c = admin_client(&d).await;
-    expect_err(
-        call(
-            &mut c,
-            p::CONNECT_DAEMON_SHUTDOWN,
-            args(|b| b.put_xdr_u32(2)),
-        )
-        .await,
+    assert_err(
+        call(&mut c, p::CONNECT_DAEMON_SHUTDOWN, flags_args(2)).await,
         8,
         62,
         "unsupported flags (0x2) in function adminConnectDaemonShutdown",
     );
-    call(
-        &mut c,
-        p::CONNECT_DAEMON_SHUTDOWN,
-        args(|b| b.put_xdr_u32(admin::DAEMON_SHUTDOWN_PRESERVE)),
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "daemon still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    shut_down(&mut c).await;
+    d.wait_exited(Duration::from_secs(10), "daemon still running");
     assert!(!d.admin_socket().exists());
 }
 
 #[tokio::test]
 async fn daemon_timeout_set_over_the_admin_socket_shuts_an_idle_daemon_down() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     {
         let mut c = admin_client(&d).await;
         call(
             &mut c,
             p::CONNECT_SET_DAEMON_TIMEOUT,
-            args(|b| {
-                b.put_xdr_u32(1);
-                b.put_xdr_u32(0);
-            }),
+            daemon_timeout_args(1, 0),
         )
         .await
         .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "idle daemon did not time out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until a namespaced daemon's admin socket accepts connections.
-pub async fn admin_ready(ns: &mut Namespaced) -> std::path::PathBuf {
-    let socket = ns.inside("/run/libvirt/virtlockd-admin-sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        ns.assert_alive("starting");
-        assert!(Instant::now() < deadline, "admin socket never answered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    socket
+    d.wait_exited(Duration::from_secs(10), "idle daemon did not time out");
 }
 
 /// The same virt-admin session against libvirt's virtlockd and ours, both with

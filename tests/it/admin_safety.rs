@@ -20,13 +20,13 @@ use virtlockd::protocol::xdr::XdrWrite;
 
 use virtlockd::client::{Client, ClientError};
 
-use crate::admin::{
-    admin_client, admin_ready, args, call, client_args, expect_err, lock_client_ids, params_args,
-    server_args, start,
+use crate::support::admin::{
+    admin_client, admin_ready, args, call, client_args, daemon_timeout_args, flags_args,
+    lock_client_ids, params_args, server_args, shut_down,
 };
-use crate::harness::Daemon;
-use crate::harness::Holder;
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced, PRIVATE_MOUNTS};
+use crate::support::wait::wait_upgraded_on;
+use crate::support::{assert_err, wait_logged, Daemon, Holder};
 
 fn outputs_args(outputs: &str) -> BytesMut {
     args(|b| {
@@ -37,13 +37,13 @@ fn outputs_args(outputs: &str) -> BytesMut {
 
 #[tokio::test]
 async fn a_held_lease_is_refused_as_a_log_output_and_stays_locked() {
-    let d = start().await;
+    let d = Daemon::start();
     let ls = d.base().join("ls");
     let lease = ls.join("lease");
     let _holder = Holder::start(&d, &ls, "lease", &[]).await;
     assert_eq!(d.kernel_locks_on(&lease), ["POSIX WRITE 0-0"]);
     let mut admin = admin_client(&d).await;
-    expect_err(
+    assert_err(
         call(
             &mut admin,
             p::CONNECT_SET_LOGGING_OUTPUTS,
@@ -74,7 +74,7 @@ async fn a_held_lease_is_refused_as_a_log_output_and_stays_locked() {
 
 #[tokio::test]
 async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
-    let d = start().await;
+    let d = Daemon::start();
     // Opening a FIFO for writing blocks until somebody opens it for reading,
     // like an open on a hung NFS mount.
     let fifo = d.dir.path().join("log.fifo");
@@ -89,6 +89,7 @@ async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
         )
         .await
     });
+    // Deliberately let time pass: the call must not finish within it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!setting.is_finished(), "the open was expected to block");
     // Meanwhile lock clients and other admin clients are served.
@@ -125,7 +126,7 @@ async fn a_log_output_that_blocks_on_open_stalls_no_lock_client() {
 
 #[tokio::test]
 async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
-    let d = start().await;
+    let d = Daemon::start();
     let mut admin = admin_client(&d).await;
     let long = "x".repeat(80);
     let param = |field: &str| [TypedParam::new(field, Value::UInt(0))];
@@ -135,14 +136,14 @@ async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
         p::SERVER_SET_CLIENT_LIMITS,
     ] {
         // Checked after the server lookup...
-        expect_err(
+        assert_err(
             call(&mut admin, proc_, params_args("nosuch", &param(&long), 0)).await,
             95,
             62,
             "Server not found: no server with matching name 'nosuch' found",
         );
         // ...and before the flags and the names.
-        expect_err(
+        assert_err(
             call(
                 &mut admin,
                 proc_,
@@ -161,7 +162,7 @@ async fn typed_parameter_names_of_80_bytes_are_refused_like_libvirt() {
             params_args("virtlockd", &param(&fits), 0),
         )
         .await;
-        expect_err(
+        assert_err(
             r,
             74,
             0,
@@ -212,6 +213,14 @@ async fn long_parameter_names_get_the_same_errors_from_libvirts_daemon_and_ours(
     assert_eq!(replies[1], replies[0]);
 }
 
+/// SERVER_SET_CLIENT_LIMITS / SERVER_SET_THREADPOOL_PARAMETERS of the lock
+/// server, which must succeed.
+async fn set(admin: &mut Client, proc_: i32, params: &[TypedParam]) {
+    call(admin, proc_, params_args("virtlockd", params, 0))
+        .await
+        .unwrap();
+}
+
 /// SERVER_GET_CLIENT_LIMITS / SERVER_GET_THREADPOOL_PARAMETERS as (field, value).
 async fn uint_params(admin: &mut Client, proc_: i32) -> Vec<(String, u32)> {
     let reply = call(admin, proc_, server_args("virtlockd", 0))
@@ -235,52 +244,27 @@ async fn uint_param(admin: &mut Client, proc_: i32, field: &str) -> u32 {
         .1
 }
 
-/// Waits until `d` has logged `text` `n` times.
-async fn wait_logged(d: &Daemon, text: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches(text).count() < n {
-        assert!(Instant::now() < deadline, "no {n}x `{text}`:\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn admin_settings_survive_a_live_upgrade() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     let mut admin = admin_client(&d).await;
     let limits = [
         TypedParam::new("nclients_max", Value::UInt(50)),
         TypedParam::new("nclients_unauth_max", Value::UInt(7)),
     ];
-    call(
-        &mut admin,
-        p::SERVER_SET_CLIENT_LIMITS,
-        params_args("virtlockd", &limits, 0),
-    )
-    .await
-    .unwrap();
+    set(&mut admin, p::SERVER_SET_CLIENT_LIMITS, &limits).await;
     let prio = [TypedParam::new("prioWorkers", Value::UInt(3))];
-    call(
-        &mut admin,
-        p::SERVER_SET_THREADPOOL_PARAMETERS,
-        params_args("virtlockd", &prio, 0),
-    )
-    .await
-    .unwrap();
+    set(&mut admin, p::SERVER_SET_THREADPOOL_PARAMETERS, &prio).await;
     // One second idle, once this connection (carried over the upgrade) closes.
     call(
         &mut admin,
         p::CONNECT_SET_DAEMON_TIMEOUT,
-        args(|b| {
-            b.put_xdr_u32(1);
-            b.put_xdr_u32(0);
-        }),
+        daemon_timeout_args(1, 0),
     )
     .await
     .unwrap();
-    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_logged(&d, "restoring after live upgrade", 1).await;
-    wait_logged(&d, "virtlockd ready", 2).await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded_on(&mut admin, 1, || d.log()).await;
     let limits = uint_params(&mut admin, p::SERVER_GET_CLIENT_LIMITS).await;
     assert!(limits.contains(&("nclients_max".into(), 50)), "{limits:?}");
     assert!(
@@ -298,15 +282,7 @@ async fn admin_settings_survive_a_live_upgrade() {
     );
     // The timeout too: with the last client gone, the new image exits.
     drop(admin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(
-            Instant::now() < deadline,
-            "idle timeout lost in the upgrade:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_exited(Duration::from_secs(10), "idle timeout lost in the upgrade");
 }
 
 /// (nclients_max, nclients_unauth_max) of the lock server.
@@ -335,22 +311,16 @@ async fn a_reload_keeps_the_unauth_limit_within_max_clients() {
     assert_eq!(client_limits(&mut admin).await, (20, 20));
     // Never set apart: the unauth limit follows max_clients, as at startup.
     let n = reload("max_clients = 40\n");
-    wait_logged(&d, "configuration reloaded", n).await;
+    wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (40, 40));
     // Lowered by the admin API: kept, but never above max_clients.
     let unauth = [TypedParam::new("nclients_unauth_max", Value::UInt(10))];
-    call(
-        &mut admin,
-        p::SERVER_SET_CLIENT_LIMITS,
-        params_args("virtlockd", &unauth, 0),
-    )
-    .await
-    .unwrap();
+    set(&mut admin, p::SERVER_SET_CLIENT_LIMITS, &unauth).await;
     let n = reload("max_clients = 60\n");
-    wait_logged(&d, "configuration reloaded", n).await;
+    wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (60, 10));
     let n = reload("max_clients = 4\n");
-    wait_logged(&d, "configuration reloaded", n).await;
+    wait_logged(&d, "client limits set", n, "reload").await;
     assert_eq!(client_limits(&mut admin).await, (4, 4));
 }
 
@@ -372,7 +342,7 @@ fn can_unshare_mounts(test: &str) -> bool {
         None
     };
     if let Some(r) = reason {
-        crate::harness::skip(test, r);
+        crate::support::skip(test, r);
     }
     reason.is_none()
 }
@@ -389,7 +359,8 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
     let fifo = dir.path().join("group.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+    cmd.args(PRIVATE_MOUNTS)
+        .args(["sh", "-c"])
         .arg(r#"f=$1; bin=$2; shift 2; mount --bind "$f" /etc/group && exec "$bin" "$@""#)
         .arg("sh")
         .arg(&fifo)
@@ -407,6 +378,7 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
         )
         .await
     });
+    // Deliberately let time pass: the call must not finish within it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !info.is_finished(),
@@ -442,27 +414,16 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
 /// lease owner still running is fenced, PRESERVE flag or not.
 #[tokio::test]
 async fn daemon_shutdown_fences_every_lease_owner() {
-    let mut d = start().await;
+    let mut d = Daemon::start();
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "held", &[]).await;
     let mut admin = admin_client(&d).await;
-    call(
-        &mut admin,
-        p::CONNECT_DAEMON_SHUTDOWN,
-        args(|b| b.put_xdr_u32(admin::DAEMON_SHUTDOWN_PRESERVE)),
-    )
-    .await
-    .unwrap();
-    let status = holder.wait(Duration::from_secs(10)).await;
+    shut_down(&mut admin).await;
     assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
+        holder.wait_signal(Duration::from_secs(10)).await,
         Some(libc::SIGTERM)
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "daemon still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    d.wait_exited(Duration::from_secs(10), "daemon still running");
     assert!(d.log().contains("fencing lease owner"), "{}", d.log());
 }
 
@@ -501,7 +462,7 @@ async fn closing_the_calling_admin_connection_itself_gets_eof_not_a_reply() {
         let mut c = Client::connect(socket).await.expect("connect");
         // Ids count from 1 per server: the readiness probes came first.
         let own = probes_before + 1;
-        call(&mut c, p::CONNECT_OPEN, args(|b| b.put_xdr_u32(0)))
+        call(&mut c, p::CONNECT_OPEN, flags_args(0))
             .await
             .expect("open");
         match call(&mut c, p::CLIENT_CLOSE, client_args("admin", own, 0)).await {
@@ -510,11 +471,11 @@ async fn closing_the_calling_admin_connection_itself_gets_eof_not_a_reply() {
             Err(e) => format!("error {e}"),
         }
     }
-    let d = start().await;
+    let d = Daemon::start();
     assert_eq!(close_self(&d.admin_socket(), 1).await, "closed");
     // The daemon goes on serving other admin clients.
     let mut other = admin_client(&d).await;
-    call(&mut other, p::CONNECT_OPEN, args(|b| b.put_xdr_u32(0)))
+    call(&mut other, p::CONNECT_OPEN, flags_args(0))
         .await
         .expect("another admin client is served");
 

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::unistd::Pid;
-use virtlockd::client::owner;
+use virtlockd::client::{owner, ClientError};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+use virtlockd::protocol::RemoteError;
 
-use crate::harness::{bytes, Daemon, Holder};
+use crate::support::wait::within;
+use crate::support::{bytes, holding, wait_logged, Daemon, Holder};
 
 /// A FUSE mount nobody serves. Dropping it aborts the connection (every blocked
 /// call fails with ENOTCONN) and detaches the mount.
@@ -53,6 +54,13 @@ impl HungMount {
 }
 
 impl HungMount {
+    /// [`HungMount::new`], or `None` after the skip note for `test`.
+    fn or_skip(test: &str, dir: &Path) -> Option<Self> {
+        Self::new(dir)
+            .map_err(|why| crate::support::skip(test, &why))
+            .ok()
+    }
+
     /// The server dies: blocked and future calls fail with ENOTCONN.
     fn abort(&mut self) {
         drop(self.fuse.take());
@@ -64,6 +72,24 @@ impl Drop for HungMount {
         self.abort();
         let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
     }
+}
+
+/// How many of the daemon's threads wait on a FUSE mount (before the
+/// mount's INIT is answered, in `fuse_get_req`; after it, for the answer).
+fn threads_waiting_on_fuse(d: &Daemon) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", d.pid())) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("wchan")).ok())
+        .filter(|w| w.starts_with("fuse_") || w == "request_wait_answer")
+        .count()
+}
+
+/// Waits until `n` of the daemon's threads are stuck on the hung mount.
+async fn wait_stuck(d: &Daemon, n: usize) {
+    let stuck = within(Duration::from_secs(10), || threads_waiting_on_fuse(d) >= n).await;
+    assert!(stuck, "not {n} threads stuck on the mount:\n{}", d.log());
 }
 
 /// A direct-lease ACQUIRE under the hung mount: it keeps the default
@@ -91,16 +117,23 @@ impl StuckCall {
     }
 }
 
+/// The error a call that failed on the dead mount must get: a system error
+/// (38) of the lockspace domain (51).
+#[track_caller]
+fn system_error(r: Result<(), ClientError>) -> RemoteError {
+    let e = r.unwrap_err();
+    let e = e.remote().expect("error reply").clone();
+    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    e
+}
+
 #[tokio::test]
 async fn hung_mount_stalls_only_its_own_lockspace() {
     let d = Daemon::start();
     let base = d.base();
-    let mut mnt = match HungMount::new(&base.join("hung")) {
-        Ok(m) => m,
-        Err(why) => {
-            crate::harness::skip("hung_mount_stalls_only_its_own_lockspace", &why);
-            return;
-        }
+    let test = "hung_mount_stalls_only_its_own_lockspace";
+    let Some(mut mnt) = HungMount::or_skip(test, &base.join("hung")) else {
+        return;
     };
     let vm = owner("vm", 1, 4_000_001);
 
@@ -116,7 +149,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
     let mut stuck_create = d.client().await;
     let hung_ls = bytes(&mnt.dir.join("ls"));
     let create = tokio::spawn(async move { stuck_create.create_lockspace(&hung_ls).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_stuck(&d, 2).await;
     assert!(
         !direct.is_finished() && !create.is_finished(),
         "the mount should hang"
@@ -138,7 +171,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         worst = worst.max(t.elapsed());
     }
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "worst round trip {worst:?}"
     );
     assert!(!direct.is_finished(), "still hung");
@@ -150,9 +183,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         .await
         .expect("direct acquire still hung after abort")
         .unwrap();
-    let e = r.unwrap_err();
-    let e = e.remote().expect("error reply");
-    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    let e = system_error(r);
     assert!(
         e.message.contains("Transport endpoint is not connected"),
         "{e:?}"
@@ -161,9 +192,7 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
         .await
         .expect("create still hung after abort")
         .unwrap();
-    let e = r.unwrap_err();
-    let e = e.remote().expect("error reply");
-    assert_eq!((e.code, e.domain), (38, 51), "{e:?}");
+    let e = system_error(r);
     assert!(e.message.starts_with("Unable to create lockspace"), "{e:?}");
 
     let local_disk = base.join("disk.img");
@@ -179,37 +208,25 @@ async fn hung_mount_stalls_only_its_own_lockspace() {
 async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost() {
     let d = Daemon::start();
     let base = d.base();
-    let mnt = match HungMount::new(&base.join("hung")) {
-        Ok(m) => m,
-        Err(why) => {
-            crate::harness::skip(
-                "live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost",
-                &why,
-            );
-            return;
-        }
+    let test = "live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost";
+    let Some(mnt) = HungMount::or_skip(test, &base.join("hung")) else {
+        return;
     };
     let ls = base.join("local");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     // The default lockspace is stuck in open() on the dead mount.
     let stuck = StuckCall::start(&d, &mnt).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_stuck(&d, 1).await;
 
-    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !d.log().contains("live upgrade failed") {
-        assert!(
-            Instant::now() < deadline,
-            "upgrade neither done nor abandoned:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.signal(Signal::SIGUSR1);
+    // Only the log tells an abandoned upgrade from one not yet done.
+    wait_logged(
+        &d,
+        "live upgrade failed",
+        1,
+        "upgrade neither done nor abandoned",
+    )
+    .await;
     // Everyone is served again, the lease is intact.
     c.ping().await.unwrap();
     assert_eq!(d.kernel_locks_on(&ls.join("r")), ["POSIX WRITE 0-0"]);
@@ -220,33 +237,25 @@ async fn live_upgrade_blocked_by_a_hung_mount_is_abandoned_and_nothing_is_lost()
 #[tokio::test]
 async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() {
     let d = Daemon::start();
-    let mnt = match HungMount::new(&d.base().join("hung")) {
-        Ok(m) => m,
-        Err(why) => {
-            crate::harness::skip(
-                "owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release",
-                &why,
-            );
-            return;
-        }
+    let test = "owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release";
+    let Some(mnt) = HungMount::or_skip(test, &d.base().join("hung")) else {
+        return;
     };
     // A VM holding a lease on healthy storage, through its own connection.
     let ls = d.base().join("local");
     let mut vm = Holder::start(&d, &ls, "vmdisk", &[]).await;
     // Meanwhile the default lockspace is stuck in open() on the dead mount.
     let stuck = StuckCall::start(&d, &mnt).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_stuck(&d, 1).await;
 
     // The VM's connection closes: its healthy lease is freed at once, and the
     // lockspace that cannot answer does not keep the owner from being fenced.
     let closed = Instant::now();
     vm.close_connection().await;
-    let status = vm.wait(Duration::from_secs(15)).await;
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(
-        status.signal(),
+        vm.wait_signal(Duration::from_secs(15)).await,
         Some(libc::SIGTERM),
-        "{status:?}\n{}",
+        "{}",
         d.log()
     );
     let fenced = closed.elapsed();

@@ -10,12 +10,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use virtlockd::client::{owner, Client, ClientError};
+use virtlockd::client::{owner, ClientError};
 use virtlockd::proclocks;
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE as AUTO, ACQUIRE_SHARED as SHARED};
 use virtlockd::protocol::RemoteError;
 
-use crate::harness::{bytes, describe, Daemon};
+use crate::support::wait::wait_lock_clients;
+use crate::support::{bytes, describe, lockspace, registered, Daemon};
 
 /// Fake owner pids: no such processes exist, and none is the test runner's pid.
 const PID_A: u32 = 4_000_001;
@@ -173,19 +174,6 @@ fn expect(r: Result<(), ClientError>, want: RemoteError) {
 // ---------------------------------------------------------------------------------
 // Helpers.
 
-async fn registered(d: &Daemon, pid: u32) -> Client {
-    let mut c = d.client().await;
-    c.register(&owner("vm", 1, pid)).await.unwrap();
-    c
-}
-
-/// Creates the directory lockspace `<base>/<name>` and returns its path.
-async fn lockspace(d: &Daemon, c: &mut Client, name: &str) -> PathBuf {
-    let ls = d.base().join(name);
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    ls
-}
-
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
@@ -210,11 +198,6 @@ fn acquire_call(ls: &Path, name: &[u8], flags: u32) -> LockCall {
         name: name.to_vec().into(),
         flags,
     }
-}
-
-/// Lets the daemon process a disconnect before the next check.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -489,7 +472,7 @@ async fn restricted_connection_refuses_everything_but_checks_flags_first() {
     assert!(!ls.join("q").exists());
     // The restricted connection (fake owner pid) closes: its lease stays.
     drop(a);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
     let mut b = registered(&d, PID_B).await;
     expect(b.acquire(&p, b"rr", AUTO).await, busy("rr"));
     assert_eq!(d.kernel_locks_on(&ls.join("rr")), [WRITE]);
@@ -557,7 +540,7 @@ async fn new_on_a_file_reports_the_creation_error_and_stores_nothing() {
     assert_eq!(std::fs::read(&file).unwrap(), b"data");
     // The real daemon stored a broken entry here and later crashed (S14, S15).
     drop(c);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
     let mut c = registered(&d, PID_B).await;
     c.ping().await.unwrap();
     let ls = lockspace(&d, &mut c, "ls").await;
@@ -1262,7 +1245,7 @@ async fn closing_a_connection_whose_owner_is_not_its_peer_keeps_the_leases() {
         .await
         .unwrap();
     drop(a);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
     let mut b = registered(&d, PID_B).await;
     expect(b.acquire(&p, b"keep", AUTO).await, busy("keep"));
     expect(b.acquire(&p, b"shared", AUTO).await, busy("shared"));
@@ -1310,7 +1293,10 @@ async fn closing_a_connection_registered_as_another_live_process_kills_nobody() 
     let p = bytes(&ls);
     a.acquire(&p, b"f", AUTO).await.unwrap();
     drop(a);
-    settle().await;
+    wait_lock_clients(&d, 0).await;
+    // Deliberately let time pass: a wrong fence, decided at the disconnect,
+    // would land within this.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut b = registered(&d, PID_B).await;
     expect(b.acquire(&p, b"f", AUTO).await, busy("f"));
     assert!(

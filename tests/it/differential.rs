@@ -16,10 +16,8 @@ mod scenario;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::namespaced::{prerequisites, Impl, Namespaced};
-use observe::{
-    compatibility_fixes, difference, files, locks, prepare, Conn, Observation, BURST_GAP,
-};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use observe::{compatibility_fixes, difference, files, locks, prepare, Conn, Observation};
 use scenario::{Act, Step, ALLOWED};
 
 #[tokio::test]
@@ -100,9 +98,9 @@ async fn observe(which: Impl, steps: &[Step]) -> Vec<Observation> {
                 conn.raw(bytes).await
             }
             Act::Close => {
-                conns.remove(&step.conn);
-                // Let the daemon see the EOF before the next step.
-                tokio::time::sleep(BURST_GAP).await;
+                if let Some(conn) = conns.remove(&step.conn) {
+                    conn.close().await;
+                }
                 Vec::new()
             }
             Act::File(rel) => {

@@ -30,7 +30,7 @@ type Phase = fn(&Sandbox);
 
 fn run(test: &str, mode: Mode) {
     if let Some(reason) = missing_prerequisite() {
-        crate::harness::skip(test, &reason);
+        crate::support::skip(test, &reason);
         return;
     }
     let started = Instant::now();

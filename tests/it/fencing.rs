@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{assert_err, bytes, Daemon, Holder};
+use crate::support::{assert_err, bytes, Daemon, Holder};
 
 /// Pings the daemon on its own connection every few ms; returns the worst latency.
 fn probe(d: &Daemon, until: Instant) -> tokio::task::JoinHandle<Duration> {
@@ -58,7 +58,7 @@ async fn owner_that_closes_while_holding_a_lease_gets_sigterm() {
     assert!(t.elapsed() < Duration::from_secs(2));
     let worst = prober.await.unwrap();
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "other client waited {worst:?}"
     );
 
@@ -81,15 +81,7 @@ async fn owner_fenced_before_it_reports_the_close_counts_as_closed() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "lease", &["--report-after", "2000"]).await;
-    holder.close_connection().await;
-    let status = holder.wait(Duration::from_secs(5)).await;
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGTERM),
-        "status {status:?}; daemon log:\n{}",
-        d.log()
-    );
-    assert!(!ls.join("lease").exists());
+    holder.assert_fenced_on_close(&d, &ls.join("lease")).await;
 }
 
 #[tokio::test]
@@ -109,7 +101,7 @@ async fn owner_ignoring_sigterm_gets_sigkill_and_nobody_else_waits() {
     );
     let worst = prober.await.unwrap();
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "other client waited {worst:?}"
     );
     assert!(d.log().contains("fencing lease owner"));

@@ -3,248 +3,23 @@
 //! fatal lengths, pipelining, split writes, keepalive and the admin socket. Every
 //! test that upsets a connection also checks that the daemon still serves others.
 
-use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, PROGRAM};
 
-use crate::harness::{bytes, Daemon};
+use crate::support::wire::*;
+use crate::support::{bytes, Daemon};
 
 /// A fake owner pid (never the test runner's own).
 const PID: u32 = 4_000_001;
-const ADMIN_PROGRAM: u32 = 0x0690_0690;
-const KEEPALIVE: u32 = 0x6b65_6570;
-
-const CALL: i32 = 0;
-const REPLY: i32 = 1;
-const MESSAGE: i32 = 2;
-const STREAM: i32 = 3;
-const CALL_WITH_FDS: i32 = 4;
-const REPLY_WITH_FDS: i32 = 5;
-const STREAM_HOLE: i32 = 6;
-
-const REGISTER: i32 = 1;
-const ACQUIRE: i32 = 6;
-const CREATE_LOCKSPACE: i32 = 8;
-
-const EXACT_PONG: &str = "0000001c 6b656570 00000001 00000002 00000002 00000000 00000000";
 
 // ---------------------------------------------------------------------------------
-// Packets, written independently of the crate's encoder.
-
-/// Hex words ("0000001c 0ea7beef ...") to bytes.
-fn hex(s: &str) -> Vec<u8> {
-    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    digits
-        .chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-        .collect()
-}
-
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    put_u32(out, s.len() as u32);
-    out.extend_from_slice(s);
-    out.resize(out.len() + (4 - s.len() % 4) % 4, 0);
-}
-
-fn packet(
-    prog: u32,
-    vers: u32,
-    proc_: i32,
-    ty: i32,
-    serial: u32,
-    status: i32,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut p = Vec::with_capacity(28 + payload.len());
-    put_u32(&mut p, (28 + payload.len()) as u32);
-    for w in [prog, vers, proc_ as u32, ty as u32, serial, status as u32] {
-        put_u32(&mut p, w);
-    }
-    p.extend_from_slice(payload);
-    p
-}
-
-/// A lock-program CALL with status OK.
-fn call(proc_: i32, serial: u32, payload: &[u8]) -> Vec<u8> {
-    packet(PROGRAM, 1, proc_, CALL, serial, 0, payload)
-}
-
-fn register_args(pid: u32) -> Vec<u8> {
-    let mut p = vec![0x11; 16];
-    put_string(&mut p, b"vm1");
-    put_u32(&mut p, 1);
-    put_u32(&mut p, pid);
-    put_u32(&mut p, 0);
-    p
-}
-
-fn path_args(path: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    put_string(&mut p, path);
-    p
-}
-
-fn acquire_args(path: &[u8], name: &[u8], flags: u32) -> Vec<u8> {
-    let mut p = Vec::new();
-    put_string(&mut p, path);
-    put_string(&mut p, name);
-    put_u32(&mut p, flags);
-    p
-}
-
-/// The exact void success reply.
-fn ok_reply(prog: u32, proc_: i32, serial: u32) -> Vec<u8> {
-    packet(prog, 1, proc_, REPLY, serial, 0, &[])
-}
-
-/// The exact error reply for an error of the RPC layer (code 39, domain 7):
-/// message, level 2, no dom, str1 "%s", str2 = message, no str3, -1, -1, no net.
-fn rpc_error_reply(prog: u32, vers: u32, proc_: i32, serial: u32, message: &str) -> Vec<u8> {
-    generic_error_reply(prog, vers, proc_, serial, 39, 7, "%s", message)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn generic_error_reply(
-    prog: u32,
-    vers: u32,
-    proc_: i32,
-    serial: u32,
-    code: u32,
-    domain: u32,
-    template: &str,
-    detail: &str,
-) -> Vec<u8> {
-    let message = template.replacen("%s", detail, 1);
-    let mut e = Vec::new();
-    put_u32(&mut e, code);
-    put_u32(&mut e, domain);
-    put_u32(&mut e, 1);
-    put_string(&mut e, message.as_bytes());
-    put_u32(&mut e, 2); // level
-    put_u32(&mut e, 0); // dom
-    put_u32(&mut e, 1);
-    put_string(&mut e, template.as_bytes());
-    put_u32(&mut e, 1);
-    put_string(&mut e, detail.as_bytes());
-    put_u32(&mut e, 0); // str3
-    put_u32(&mut e, u32::MAX); // int1 = -1
-    put_u32(&mut e, u32::MAX); // int2 = -1
-    put_u32(&mut e, 0); // net
-    packet(prog, vers, proc_, REPLY, serial, 1, &e)
-}
-
-/// 55/7 "lock owner details have not been registered" (244 bytes for ACQUIRE).
-fn not_registered_reply(proc_: i32, serial: u32) -> Vec<u8> {
-    generic_error_reply(
-        PROGRAM,
-        1,
-        proc_,
-        serial,
-        55,
-        7,
-        "Requested operation is not valid: %s",
-        "lock owner details have not been registered",
-    )
-}
-
-fn decode_error(proc_: i32, serial: u32) -> Vec<u8> {
-    rpc_error_reply(
-        PROGRAM,
-        1,
-        proc_,
-        serial,
-        "Unable to decode message payload",
-    )
-}
-
-// ---------------------------------------------------------------------------------
-// Raw connections.
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// Connects like a blocking connect(): retries while the backlog is full.
-async fn connect(path: &Path) -> UnixStream {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        match UnixStream::connect(path).await {
-            Ok(s) => return s,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("connect {}: {e}; retrying", path.display());
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("connect {}: {e}", path.display()),
-        }
-    }
-}
-
-async fn send(s: &mut UnixStream, data: &[u8]) {
-    s.write_all(data).await.expect("write");
-}
-
-/// Reads one whole packet; `None` if the daemon closed the connection first.
-async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    match timeout(WAIT, s.read_exact(&mut len)).await {
-        Err(_) => panic!("no reply within {WAIT:?}"),
-        Ok(Err(_)) => return None,
-        Ok(Ok(_)) => {}
-    }
-    let total = u32::from_be_bytes(len) as usize;
-    assert!((28..=1 << 20).contains(&total), "bad reply length {total}");
-    let mut p = len.to_vec();
-    p.resize(total, 0);
-    timeout(WAIT, s.read_exact(&mut p[4..]))
-        .await
-        .expect("rest of the reply")
-        .expect("rest of the reply");
-    Some(p)
-}
-
-/// Reads one packet and asserts it is exactly `want`.
-async fn expect_packet(s: &mut UnixStream, want: &[u8]) {
-    let got = read_packet(s)
-        .await
-        .expect("connection closed, reply expected");
-    assert_eq!(hex_of(&got), hex_of(want));
-}
-
-fn hex_of(b: &[u8]) -> String {
-    b.chunks(4)
-        .map(|w| w.iter().map(|x| format!("{x:02x}")).collect::<String>())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Asserts the daemon closes the connection without writing anything.
-async fn expect_closed(s: &mut UnixStream) {
-    let mut buf = [0u8; 64];
-    match timeout(WAIT, s.read(&mut buf)).await {
-        Err(_) => panic!("connection not closed within {WAIT:?}"),
-        Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(n)) => panic!("expected a close, got {n} bytes: {}", hex_of(&buf[..n])),
-    }
-}
-
-/// Asserts nothing arrives (and the connection stays open) for a while.
-async fn expect_quiet(s: &mut UnixStream, d: Duration) {
-    let mut buf = [0u8; 64];
-    match timeout(d, s.read(&mut buf)).await {
-        Err(_) => {}
-        Ok(Ok(0)) => panic!("connection closed, expected it to stay open"),
-        Ok(Ok(n)) => panic!("expected silence, got {n} bytes: {}", hex_of(&buf[..n])),
-        Ok(Err(e)) => panic!("expected silence, got {e}"),
-    }
-}
+// Connections the daemon must still serve.
 
 /// Proves a connection is still usable: a REGISTER with `serial` is answered.
 async fn expect_usable(s: &mut UnixStream, serial: u32) {
@@ -359,73 +134,62 @@ async fn appendix_a_vectors() {
 async fn wrong_program_and_wrong_version_are_refused() {
     let d = Daemon::start();
     let mut s = connect(&d.socket()).await;
-    send(
-        &mut s,
-        &packet(0x2000_8086, 1, 1, CALL, 5, 0, &register_args(PID)),
-    )
-    .await;
-    let want = rpc_error_reply(
-        0x2000_8086,
-        1,
-        1,
-        5,
-        "Cannot find program 536903814 version 1",
-    );
-    assert_eq!(want.len(), 168);
-    expect_packet(&mut s, &want).await;
-    send(
-        &mut s,
-        &packet(PROGRAM, 2, 1, CALL, 5, 0, &register_args(PID)),
-    )
-    .await;
-    let want = rpc_error_reply(PROGRAM, 2, 1, 5, "Cannot find program 245874415 version 2");
-    assert_eq!(want.len(), 168);
-    expect_packet(&mut s, &want).await;
-    // CALL_WITH_FDS to an unknown program is refused the same way.
+    let unknown = "Cannot find program 536903814 version 1";
+    assert_eq!(rpc_error_reply(0x2000_8086, 1, 1, 5, unknown).len(), 168);
+    let wrong_version = "Cannot find program 245874415 version 2";
+    assert_eq!(rpc_error_reply(PROGRAM, 2, 1, 5, wrong_version).len(), 168);
     let mut fds0 = vec![0, 0, 0, 0];
     fds0.extend(register_args(PID));
-    send(
-        &mut s,
-        &packet(0x2000_8086, 1, 1, CALL_WITH_FDS, 6, 0, &fds0),
-    )
-    .await;
-    expect_packet(
-        &mut s,
-        &rpc_error_reply(
+    // (packet sent, its program, version, procedure and serial, the error text)
+    let rows = [
+        (
+            packet(0x2000_8086, 1, 1, CALL, 5, 0, &register_args(PID)),
+            0x2000_8086,
+            1,
+            1,
+            5,
+            unknown,
+        ),
+        (
+            packet(PROGRAM, 2, 1, CALL, 5, 0, &register_args(PID)),
+            PROGRAM,
+            2,
+            1,
+            5,
+            wrong_version,
+        ),
+        // CALL_WITH_FDS to an unknown program is refused the same way.
+        (
+            packet(0x2000_8086, 1, 1, CALL_WITH_FDS, 6, 0, &fds0),
             0x2000_8086,
             1,
             1,
             6,
-            "Cannot find program 536903814 version 1",
+            unknown,
         ),
-    )
-    .await;
-    // The program lookup comes before the status check.
-    send(&mut s, &packet(0x2000_8086, 1, 1, CALL, 7, 1, &[])).await;
-    expect_packet(
-        &mut s,
-        &rpc_error_reply(
+        // The program lookup comes before the status check.
+        (
+            packet(0x2000_8086, 1, 1, CALL, 7, 1, &[]),
             0x2000_8086,
             1,
             1,
             7,
-            "Cannot find program 536903814 version 1",
+            unknown,
         ),
-    )
-    .await;
-    // The admin program is not served on the lock socket.
-    send(&mut s, &packet(ADMIN_PROGRAM, 1, 3, CALL, 8, 0, &[])).await;
-    expect_packet(
-        &mut s,
-        &rpc_error_reply(
+        // The admin program is not served on the lock socket.
+        (
+            packet(ADMIN_PROGRAM, 1, 3, CALL, 8, 0, &[]),
             ADMIN_PROGRAM,
             1,
             3,
             8,
             "Cannot find program 110102160 version 1",
         ),
-    )
-    .await;
+    ];
+    for (sent, prog, vers, proc_, serial, text) in rows {
+        send(&mut s, &sent).await;
+        expect_packet(&mut s, &rpc_error_reply(prog, vers, proc_, serial, text)).await;
+    }
     expect_usable(&mut s, 9).await;
 }
 
@@ -899,6 +663,7 @@ async fn a_call_written_byte_by_byte_is_answered() {
     let d = Daemon::start();
     let mut s = connect(&d.socket()).await;
     let p = call(REGISTER, 13, &register_args(PID));
+    // Deliberate pauses between the writes: each byte arrives on its own.
     for b in &p {
         send(&mut s, std::slice::from_ref(b)).await;
         s.flush().await.unwrap();
@@ -1015,8 +780,9 @@ async fn admin_socket_answers_unknown_procedures_and_pings() {
     .await;
     // Malformed framing closes only that admin connection.
     let mut bad = connect(&d.admin_socket()).await;
-    send(&mut bad, &8u32.to_be_bytes()).await;
-    send(&mut bad, &[0, 0, 0, 0]).await;
+    // One write: the daemon may close the connection as soon as it has read
+    // the length word, and a second write would then fail.
+    send(&mut bad, &[0, 0, 0, 8, 0, 0, 0, 0]).await;
     expect_closed(&mut bad).await;
     send(&mut s, &packet(KEEPALIVE, 1, 1, MESSAGE, 0, 0, &[])).await;
     expect_packet(&mut s, &hex(EXACT_PONG)).await;

@@ -24,8 +24,10 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::error::code;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::harness::{bytes, Daemon, Holder};
-use crate::namespaced::{Impl, Namespaced};
+use crate::support::namespaced::{Impl, Namespaced, PRIVATE_MOUNTS};
+use crate::support::process::quiet_success;
+use crate::support::wait::{wait_upgraded, within};
+use crate::support::{bytes, until, Daemon, Holder};
 
 const OURS: &str = env!("CARGO_BIN_EXE_virtlockd");
 /// Bound of every wait for gluster itself.
@@ -90,14 +92,12 @@ fn missing_prerequisite() -> Option<String> {
             ));
         }
     }
-    let probe = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--pid", "--fork"])
-        .args(["--kill-child", "--mount-proc", "--net", "--uts", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    let probe = quiet_success(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--pid", "--fork"])
+            .args(["--kill-child", "--mount-proc", "--net", "--uts", "true"]),
+    );
+    if !probe {
         return Some("cannot unshare mount, pid, network and UTS namespaces".into());
     }
     if !Command::new("nsenter")
@@ -191,23 +191,15 @@ impl Gluster {
     /// gluster's pid namespace, where clients' pids cannot be found). Every
     /// step execs, so the program keeps the spawned pid.
     fn enter_args(&self) -> Vec<String> {
-        [
-            "nsenter",
-            "-t",
-            &self.init.to_string(),
-            "-m",
-            "--",
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            r#"mount -t proc proc /proc && exec "$0" "$@""#,
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        let init = self.init.to_string();
+        let nsenter = ["nsenter", "-t", &init, "-m", "--", "unshare"];
+        let shell = ["sh", "-c", r#"mount -t proc proc /proc && exec "$0" "$@""#];
+        nsenter
+            .into_iter()
+            .chain(PRIVATE_MOUNTS)
+            .chain(shell)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `program` run through [`Gluster::enter_args`].
@@ -270,15 +262,6 @@ impl Drop for Gluster {
         let _ = self.ns.kill();
         let _ = self.ns.wait();
     }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
 }
 
 fn busy(r: Result<(), virtlockd::client::ClientError>, what: &str) {
@@ -370,7 +353,7 @@ async fn registered(socket: &Path, name: &str, n: u32) -> Client {
 #[tokio::test]
 async fn several_hosts_on_one_glusterfs_volume() {
     if let Some(why) = missing_prerequisite() {
-        crate::harness::skip("several_hosts_on_one_glusterfs_volume", &why);
+        crate::support::skip("several_hosts_on_one_glusterfs_volume", &why);
         return;
     }
     let t0 = Instant::now();
@@ -401,21 +384,17 @@ async fn several_hosts_on_one_glusterfs_volume() {
     // 2. libvirt's daemon as host A.
     let t = Instant::now();
     match g.libvirt() {
-        None => crate::harness::skip(
+        None => crate::support::skip(
             "several_hosts_on_one_glusterfs_volume (libvirt's daemon as host A)",
             "/usr/sbin/virtlockd missing (package libvirt-daemon)",
         ),
         Some(lv) => {
             let socket = lv.socket();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "libvirt's daemon did not start:\n{}",
-                    lv.log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let started = within(Duration::from_secs(10), || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            })
+            .await;
+            assert!(started, "libvirt's daemon did not start:\n{}", lv.log());
             let mut l = Client::connect(&socket).await.expect("connect");
             if let Err(e) = l.register(&owner("lv", 3, 4_000_003)).await {
                 panic!("libvirt's daemon: {e}\n{}", lv.log());
@@ -468,12 +447,8 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
         .await
         .unwrap();
     // The owner's connection is vouched for after a live upgrade as before it.
-    kill(Pid::from_raw(dc.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_for("upgrade", Duration::from_secs(20), || {
-        let log = dc.log();
-        log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
-    })
-    .await;
+    dc.signal(Signal::SIGUSR1);
+    wait_upgraded(&dc, 1).await;
     busy(
         b.acquire(lb, b"vm-disk", ACQUIRE_AUTOCREATE).await,
         "held through host C",
@@ -586,7 +561,7 @@ async fn lost_lease_fences_its_owner(g: &Gluster, b: &mut Client, lb: &[u8]) {
     let (n, worst) = served.await.unwrap();
     assert!(n > 20, "only {n} round trips on the local lockspace");
     assert!(
-        worst < crate::harness::UNSTALLED,
+        worst < crate::support::UNSTALLED,
         "worst local round trip {worst:?}"
     );
     b.release(lb, b"vm-disk").await.unwrap();
@@ -611,7 +586,8 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         .unwrap();
     g.kill_client("hostD");
     let killed = Instant::now();
-    wait_for("loss logged", Duration::from_secs(4), || {
+    // The log is where a loss is reported the moment it is noticed.
+    until("loss logged", Duration::from_secs(4), || {
         dd.log().contains("lease lost")
     })
     .await;
@@ -627,12 +603,8 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
         "lost lease, other owner",
     );
     // The loss survives a live upgrade.
-    kill(Pid::from_raw(dd.pid() as i32), Signal::SIGUSR1).unwrap();
-    wait_for("upgrade", Duration::from_secs(20), || {
-        let log = dd.log();
-        log.contains("restoring after live upgrade") && log.matches("virtlockd ready").count() >= 2
-    })
-    .await;
+    dd.signal(Signal::SIGUSR1);
+    wait_upgraded(&dd, 1).await;
     busy(
         other.acquire(&ld, b"vm-d-disk", ACQUIRE_AUTOCREATE).await,
         "lost lease after the upgrade",
@@ -655,7 +627,7 @@ async fn lost_lease_logged_across_an_upgrade(g: &Gluster, b: &mut Client, lb: &[
 /// `virtlockctl locks` lists the lost lease as lost, with the reason.
 #[track_caller]
 fn assert_lost_in_virtlockctl(d: &Daemon, reason: &str) {
-    let all = crate::virtlockctl::ctl_json(d, &["locks"]);
+    let all = crate::support::ctl::ctl_json(d, &["locks"]);
     let lease = all["leases"]
         .as_array()
         .and_then(|v| v.iter().find(|l| l["name"] == "vm-d-disk"))

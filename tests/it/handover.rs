@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::harness::{assert_err, bytes};
-use crate::namespaced::{prerequisites, Impl, Namespaced, PATIENCE};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced, PATIENCE};
+use crate::support::{assert_err, bytes};
 
 const RESTRICTED: &str = "operation forbidden: lock manager connection has been restricted";
 

@@ -3,18 +3,19 @@
 //! shutdown fencing, systemd socket activation and readiness notification.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, example, Daemon, Holder};
+use crate::support::wait::{until_blocking, wait_lock_clients_at};
+use crate::support::{bytes, example, holding, next_frame, until, Daemon, Holder};
 
 fn virtlockd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_virtlockd"));
@@ -24,14 +25,15 @@ fn virtlockd() -> Command {
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(st)) = child.try_wait() {
-            return st.code();
+    let mut code = None;
+    until_blocking("daemon exit", limit, || match child.try_wait() {
+        Ok(Some(st)) => {
+            code = st.code();
+            true
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("daemon still running after {limit:?}");
+        _ => false,
+    });
+    code
 }
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -156,17 +158,19 @@ async fn environment_overrides_the_config_file() {
         .spawn()
         .unwrap();
     let sock = dir.path().join("run/virtlockd-sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        if let Ok(c) = Client::connect(&sock).await {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let admin_sock = dir.path().join("run/virtlockd-admin-sock");
+    until("daemon start", Duration::from_secs(10), || {
+        UnixStream::connect(&sock).is_ok() && UnixStream::connect(&admin_sock).is_ok()
+    })
+    .await;
+    let mut c = Client::connect(&sock).await.unwrap();
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The daemon has handled the disconnect (and logged it) before it stops.
+    wait_lock_clients_at(&admin_sock, 0, || {
+        std::fs::read_to_string(&from_env).unwrap_or_default()
+    })
+    .await;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let env_log = std::fs::read_to_string(&from_env).unwrap_or_default();
@@ -181,12 +185,15 @@ async fn environment_overrides_the_config_file() {
 async fn daemon_mode_returns_when_ready_and_reports_failure() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = virtlockd()
-        .arg("-d")
-        .arg("--runtime-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let daemonize = || {
+        virtlockd()
+            .arg("-d")
+            .arg("--runtime-dir")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let out = daemonize();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -202,12 +209,7 @@ async fn daemon_mode_returns_when_ready_and_reports_failure() {
         .unwrap();
     assert_ne!(pid as u32, std::process::id());
 
-    let out = virtlockd()
-        .arg("-d")
-        .arg("--runtime-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = daemonize();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -219,11 +221,10 @@ async fn daemon_mode_returns_when_ready_and_reports_failure() {
     c.ping().await.unwrap();
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while kill(Pid::from_raw(pid), None).is_ok() {
-        assert!(Instant::now() < deadline, "daemon did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("daemon exit", Duration::from_secs(10), || {
+        kill(Pid::from_raw(pid), None).is_err()
+    })
+    .await;
     assert!(!run.join("virtlockd.pid").exists());
 }
 
@@ -231,15 +232,9 @@ async fn daemon_mode_returns_when_ready_and_reports_failure() {
 async fn timeout_exits_when_idle_but_never_while_a_lock_is_held() {
     let mut d = Daemon::start_with(&["--timeout=1"]);
     let ls = d.base().join("ls");
-    {
-        let mut c = d.client().await;
-        c.create_lockspace(&bytes(&ls)).await.unwrap();
-        c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-        c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-            .await
-            .unwrap();
-    }
+    drop(holding(&d, &ls, b"r").await);
     // No client connected, one lease held (its owner lives elsewhere).
+    // Deliberately let three idle timeouts pass: the daemon must outlive them.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(
         d.alive(),
@@ -250,14 +245,11 @@ async fn timeout_exits_when_idle_but_never_while_a_lock_is_held() {
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     c.release(&bytes(&ls), b"r").await.unwrap();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while d.alive() {
-        assert!(Instant::now() < deadline, "idle daemon did not time out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_exited(Duration::from_secs(6), "idle daemon did not time out");
 }
 
-/// A call on a connection still queued in the backlog gets no answer.
+/// A call on a connection still queued in the backlog gets no answer. With a
+/// short `limit`, deliberately a wait for nothing: no answer may come within it.
 async fn answered_within(c: &mut Client, limit: Duration) -> bool {
     tokio::time::timeout(limit, c.ping()).await.is_ok()
 }
@@ -276,10 +268,7 @@ async fn max_clients_queues_in_the_backlog_and_resumes() {
     assert!(!answered_within(&mut queued, Duration::from_millis(300)).await);
     drop(a);
     // Its PING is still in the socket; the PONG arrives once it is accepted.
-    let pong = tokio::time::timeout(Duration::from_secs(5), queued.recv_frame())
-        .await
-        .expect("queued client never accepted")
-        .unwrap();
+    let pong = next_frame(&mut queued, "queued client never accepted").await;
     assert!(pong.is_some());
     assert!(d.log().contains("client limit reached"));
 
@@ -288,10 +277,11 @@ async fn max_clients_queues_in_the_backlog_and_resumes() {
     assert!(!answered_within(&mut waiting, Duration::from_millis(300)).await);
     std::fs::write(&cfg, "max_clients = 5\n").unwrap();
     kill(Pid::from_raw(d.pid() as i32), Signal::SIGHUP).unwrap();
-    let pong = tokio::time::timeout(Duration::from_secs(5), waiting.recv_frame())
-        .await
-        .expect("raised limit did not admit the waiting client")
-        .unwrap();
+    let pong = next_frame(
+        &mut waiting,
+        "raised limit did not admit the waiting client",
+    )
+    .await;
     assert!(pong.is_some());
 }
 
@@ -309,9 +299,8 @@ async fn shutdown_fences_lease_holders_and_frees_every_lease() {
         .unwrap();
 
     assert_eq!(d.stop_with(Signal::SIGTERM), Some(0));
-    let status = holder.wait(Duration::from_secs(5)).await;
     assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
+        holder.wait_signal(Duration::from_secs(5)).await,
         Some(libc::SIGTERM)
     );
     assert!(!ls.join("held").exists() && !ls.join("other").exists());
@@ -419,11 +408,10 @@ async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Client::connect(run.join("virtlockd-sock")).await.is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("daemon start", Duration::from_secs(10), || {
+        UnixStream::connect(run.join("virtlockd-sock")).is_ok()
+    })
+    .await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let line = limits
         .lines()
@@ -440,7 +428,7 @@ async fn open_files_soft_limit_is_raised_to_the_hard_limit() {
 #[tokio::test]
 async fn clients_of_another_uid_are_disconnected() {
     if !nix::unistd::geteuid().is_root() {
-        crate::harness::skip(
+        crate::support::skip(
             "clients_of_another_uid_are_disconnected",
             "needs root to switch uid",
         );
@@ -460,7 +448,7 @@ async fn clients_of_another_uid_are_disconnected() {
     let bin_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = bin_dir.path().join("lease_holder");
-    crate::harness::copy_executable(&example("lease_holder"), &bin);
+    crate::support::copy_executable(&example("lease_holder"), &bin);
     let out = Command::new(&bin)
         .arg(d.socket())
         .arg("/tmp")

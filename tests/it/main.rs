@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon binary, driven over its Unix socket.
 
 mod harness;
+mod support;
 
 mod admin;
 mod admin_safety;
@@ -14,9 +15,9 @@ mod gluster;
 mod handover;
 mod lifecycle;
 mod multihost;
-mod namespaced;
 mod plugin_layouts;
 mod signals;
 mod smoke;
+mod systemd;
 mod upgrade;
 mod virtlockctl;

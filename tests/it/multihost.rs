@@ -12,8 +12,8 @@ use nix::sys::signal::Signal;
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::harness::{assert_err, bytes, Daemon};
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::{assert_err, bytes, Daemon};
 
 /// VIR_ERR_RESOURCE_BUSY in VIR_FROM_LOCKSPACE.
 const BUSY: (i32, i32) = (87, 51);

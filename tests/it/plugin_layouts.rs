@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::harness::{example, Daemon};
+use crate::support::{example, Daemon};
 
 /// A shipped sample with libvirt's `/var/lib/libvirt` moved under `base`.
 fn sample_conf(name: &str, base: &Path) -> PathBuf {

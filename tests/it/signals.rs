@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use virtlockd::client::owner;
-use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::{bytes, Daemon};
+use crate::support::daemon::verbose_in;
+use crate::support::wait::wait_upgraded;
+use crate::support::{bytes, holding, Daemon};
 
 #[tokio::test]
 async fn terminating_signals_exit_cleanly_and_remove_runtime_files() {
@@ -33,12 +33,7 @@ async fn terminating_signals_exit_cleanly_and_remove_runtime_files() {
 async fn hangup_and_user_signals_keep_the_daemon_and_its_locks() {
     let mut d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     for sig in [
         Signal::SIGHUP,
         Signal::SIGUSR1,
@@ -88,12 +83,8 @@ fn start_and_signal_at_once(sig: Signal, ready: Reached) -> (tempfile::TempDir, 
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"))
-        .arg("--runtime-dir")
-        .arg(&run)
-        .arg("-v")
-        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
-        .stdin(std::process::Stdio::null())
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_virtlockd"));
+    let mut child = verbose_in(&mut daemon, &run)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -205,11 +196,7 @@ async fn every_thread_blocks_the_daemons_signals_and_none_has_a_handler() {
             // No handler: none can run on a thread an exec discards.
             assert_eq!(mask(status, "SigCgt") & guarded, 0, "{when}: {name}");
         }
-        kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while d.log().matches("virtlockd ready").count() < 2 {
-            assert!(Instant::now() < deadline, "no upgrade:\n{}", d.log());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        d.signal(Signal::SIGUSR1);
+        wait_upgraded(&d, 1).await;
     }
 }

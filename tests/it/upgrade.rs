@@ -3,7 +3,7 @@
 //! requests, after a failed exec, and a hundred times in a row.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -11,11 +11,8 @@ use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
 
-use crate::harness::{assert_err, bytes, Daemon, Holder};
-
-fn sigusr1(d: &Daemon) {
-    kill(Pid::from_raw(d.pid() as i32), Signal::SIGUSR1).unwrap();
-}
+use crate::support::wait::{wait_upgraded, wait_upgraded_at, wait_upgraded_on, SLOW};
+use crate::support::{assert_err, bytes, holding, next_frame, until, wait_logged, Daemon, Holder};
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -32,21 +29,6 @@ fn kernel_locks(d: &Daemon) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Waits until the daemon has logged `n` restores and is serving again.
-async fn wait_restored(d: &Daemon, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches("restoring after live upgrade").count() < n
-        || d.log().matches("virtlockd ready").count() < n + 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "upgrade {n} not done:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -74,11 +56,13 @@ async fn upgrade_under_load_loses_no_reply_lock_or_session() {
 
     // Closed-loop load from 16 clients while we upgrade 5 times.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for i in 0..16u32 {
         let socket = d.socket();
         let lsb = lsb.clone();
         let stop = stop.clone();
+        let answered = answered.clone();
         workers.push(tokio::spawn(async move {
             let mut c = Client::connect(socket).await.unwrap();
             c.register(&owner("load", 10 + i, 4_100_000 + i))
@@ -99,15 +83,23 @@ async fn upgrade_under_load_loses_no_reply_lock_or_session() {
                     .expect("a RELEASE reply was lost")
                     .unwrap();
                 n += 2;
+                answered.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
             }
             n
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each upgrade lands in running load: a round of replies from the
+    // workers first, and again after every upgrade.
+    let load_runs = || {
+        let answered = answered.clone();
+        let from = answered.load(std::sync::atomic::Ordering::Relaxed);
+        move || answered.load(std::sync::atomic::Ordering::Relaxed) >= from + 32
+    };
+    until("load before the upgrades", SLOW, load_runs()).await;
     for n in 1..=5 {
-        sigusr1(&d);
-        wait_restored(&d, n).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        d.signal(Signal::SIGUSR1);
+        wait_upgraded(&d, n).await;
+        until("load after an upgrade", SLOW, load_runs()).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
@@ -180,15 +172,14 @@ async fn half_sent_request_completes_after_the_upgrade() {
     tokio_util::codec::Encoder::encode(&mut FrameCodec, frame, &mut wire).unwrap();
     let (first, rest) = wire.split_at(10);
     c.send_raw(first).await.unwrap();
+    // Deliberately a pause, not a poll: it lets the daemon read the first
+    // bytes before the upgrade, which nothing outside the daemon shows. Had it
+    // not read them yet, the new image reads them instead, as tested below.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    sigusr1(&d);
-    wait_restored(&d, 1).await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 1).await;
     c.send_raw(rest).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), c.recv_frame())
-        .await
-        .expect("reply lost")
-        .unwrap()
-        .unwrap();
+    let reply = next_frame(&mut c, "reply lost").await.unwrap();
     assert_eq!((reply.header.serial, reply.header.status), (77, status::OK));
     assert!(d.base().join("ls").is_dir());
 }
@@ -198,18 +189,10 @@ async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
     let mut holder = Holder::start(&d, &ls, "vmdisk", &["--restrict"]).await;
-    sigusr1(&d);
-    wait_restored(&d, 1).await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("vmdisk")), ["POSIX WRITE 0-0"]);
-    holder.close_connection().await;
-    let status = holder.wait(Duration::from_secs(5)).await;
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGTERM),
-        "holder status {status:?}; daemon log:\n{}",
-        d.log()
-    );
-    assert!(!ls.join("vmdisk").exists());
+    holder.assert_fenced_on_close(&d, &ls.join("vmdisk")).await;
 }
 
 #[tokio::test]
@@ -217,22 +200,14 @@ async fn failed_exec_resumes_with_everything() {
     // Run a copy of the binary so that we can make it unexecutable.
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("virtlockd");
-    crate::harness::copy_daemon(&exe);
+    crate::support::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
-    let mut c = d.client().await;
     let ls = d.base().join("ls");
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
-    sigusr1(&d);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log().contains("live upgrade failed") {
-        assert!(Instant::now() < deadline, "no failure logged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    d.signal(Signal::SIGUSR1);
+    // Only the log tells a failed upgrade from one not yet done.
+    wait_logged(&d, "live upgrade failed", 1, "no failure logged").await;
     // Everything as before: the same connection, its lease, new clients.
     assert_err(
         c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE).await,
@@ -247,25 +222,25 @@ async fn failed_exec_resumes_with_everything() {
     assert!(!run.join("virtlockd-restart-exec.msgpack").exists());
     // Fixed binary: the next upgrade works.
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    sigusr1(&d);
-    wait_restored(&d, 1).await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 1).await;
     c.release(&bytes(&ls), b"r").await.unwrap();
 }
 
 #[tokio::test]
 async fn a_hundred_upgrades_leak_no_fd() {
     let d = Daemon::start();
-    let ls = bytes(&d.base().join("ls"));
-    let mut c = d.client().await;
-    c.create_lockspace(&ls).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&ls, b"r", ACQUIRE_AUTOCREATE).await.unwrap();
+    let ls_path = d.base().join("ls");
+    let mut c = holding(&d, &ls_path, b"r").await;
+    let ls = bytes(&ls_path);
     let mut admin = Client::connect(d.admin_socket()).await.unwrap();
     admin.ping().await.unwrap();
     let before = fd_count(d.pid());
     for n in 1..=100 {
-        sigusr1(&d);
-        wait_restored(&d, n).await;
+        d.signal(Signal::SIGUSR1);
+        // Asked on the connection the test keeps: a new one per poll would
+        // still be open in the daemon when the fds are counted.
+        wait_upgraded_on(&mut admin, n, || d.log()).await;
         c.ping().await.unwrap();
     }
     admin.ping().await.unwrap();
@@ -290,15 +265,16 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
         .await
         .unwrap();
     // The owner dies while the daemon re-execs.
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     holder.child.start_kill().unwrap();
     holder.wait(Duration::from_secs(5)).await;
-    wait_restored(&d, 1).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ls.join("gone").exists() {
-        assert!(Instant::now() < deadline, "dead owner's lease not released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_upgraded(&d, 1).await;
+    until(
+        "dead owner's lease released",
+        Duration::from_secs(5),
+        || !ls.join("gone").exists(),
+    )
+    .await;
     assert_eq!(d.kernel_locks_on(&ls.join("kept")), ["POSIX WRITE 0-0"]);
     other.release(&bytes(&ls), b"kept").await.unwrap();
 }
@@ -307,12 +283,7 @@ async fn owner_vanishing_during_the_upgrade_is_released_alone() {
 async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
     let d = Daemon::start();
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"disk", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"disk").await;
     // The same file by its full path in the default lockspace: refused, and the
     // fd the daemon opened to find out stays open beside the lease.
     assert_err(
@@ -324,8 +295,8 @@ async fn refused_alias_does_not_cost_the_lease_its_lock_across_an_upgrade() {
             ls.join("disk").display()
         ),
     );
-    sigusr1(&d);
-    wait_restored(&d, 1).await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 1).await;
     assert_eq!(d.kernel_locks_on(&ls.join("disk")), ["POSIX WRITE 0-0"]);
 }
 
@@ -336,26 +307,21 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
     let sbin = dir.path().join("sbin");
     std::fs::create_dir(&sbin).unwrap();
     let exe = sbin.join("virtlockd");
-    crate::harness::copy_daemon(&exe);
+    crate::support::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
     let ls = d.base().join("ls");
-    let mut c = d.client().await;
-    c.create_lockspace(&bytes(&ls)).await.unwrap();
-    c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
-    c.acquire(&bytes(&ls), b"r", ACQUIRE_AUTOCREATE)
-        .await
-        .unwrap();
+    let mut c = holding(&d, &ls, b"r").await;
     let old_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
 
     let staged = sbin.join(".virtlockd.new");
-    crate::harness::copy_daemon(&staged);
+    crate::support::copy_daemon(&staged);
     std::fs::rename(&staged, &exe).unwrap();
     assert!(std::fs::read_link(format!("/proc/{}/exe", d.pid()))
         .unwrap()
         .to_string_lossy()
         .ends_with("(deleted)"));
-    sigusr1(&d);
-    wait_restored(&d, 1).await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 1).await;
     // The new file runs now, with the lease and the connection.
     let now_exe = std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap();
     assert_eq!(
@@ -371,7 +337,7 @@ async fn package_upgrade_replacing_the_binary_execs_the_new_file() {
 async fn relative_argv0_still_found_after_daemon_mode_changed_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sbin")).unwrap();
-    crate::harness::copy_daemon(&dir.path().join("sbin/virtlockd"));
+    crate::support::copy_daemon(&dir.path().join("sbin/virtlockd"));
     // `-d` changes the working directory to /, where ./sbin/virtlockd is not.
     let out = std::process::Command::new("./sbin/virtlockd")
         .current_dir(dir.path())
@@ -397,18 +363,10 @@ async fn relative_argv0_still_found_after_daemon_mode_changed_directory() {
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
     let log = dir.path().join("log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("restoring after live upgrade")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no upgrade:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_upgraded_at(&run.join("virtlockd-admin-sock"), 1, || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     c.ping().await.unwrap();
     drop(guard);
 }
@@ -429,24 +387,12 @@ async fn a_reload_asked_for_during_an_upgrade_is_done_after_it() {
     c.register(&owner("vm", 1, 4_000_001)).await.unwrap();
     // The second signal arrives between the exec and the new image's handlers
     // (the old image has logged its last line): it must be delayed, not lost.
-    sigusr1(&d);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log().contains("state written, exec") {
-        assert!(Instant::now() < deadline, "first upgrade did not start");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    sigusr1(&d);
-    wait_restored(&d, 2).await;
+    d.signal(Signal::SIGUSR1);
+    // Only the log shows the exec window.
+    wait_logged(&d, "state written, exec", 1, "first upgrade did not start").await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 2).await;
     c.ping().await.unwrap();
-}
-
-/// Waits until the log holds `line` at least `n` times.
-async fn wait_logged(d: &Daemon, line: &str, n: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches(line).count() < n {
-        assert!(Instant::now() < deadline, "{what}:\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 #[tokio::test]
@@ -460,7 +406,7 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
     // be lost, whichever thread of the old or the new image is running.
     let rounds = 4;
     for round in 1..=rounds {
-        sigusr1(&d);
+        d.signal(Signal::SIGUSR1);
         wait_logged(
             &d,
             "state written, exec",
@@ -471,7 +417,7 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
         for sig in [Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGUSR1] {
             kill(pid, sig).unwrap();
         }
-        wait_restored(&d, 2 * round).await;
+        wait_upgraded(&d, 2 * round as u64).await;
         wait_logged(
             &d,
             "configuration reloaded",
@@ -489,7 +435,7 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
         c.ping().await.unwrap();
     }
     // A shutdown asked for in the exec window: done by the new image, cleanly.
-    sigusr1(&d);
+    d.signal(Signal::SIGUSR1);
     wait_logged(
         &d,
         "state written, exec",

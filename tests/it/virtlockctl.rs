@@ -10,32 +10,8 @@ use virtlockd::client::{owner, Client};
 use virtlockd::ctl::who::lease_name;
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
-use crate::admin::start;
-use crate::harness::{bytes, Daemon};
-
-/// Runs virtlockctl against `d`; returns (exit code, stdout, stderr).
-fn ctl(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_virtlockctl"))
-        .arg("--runtime-dir")
-        .arg(d.dir.path().join("run"))
-        .args(args)
-        .output()
-        .expect("run virtlockctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[track_caller]
-pub(crate) fn ctl_json(d: &Daemon, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (code, out, err) = ctl(d, &all);
-    assert_eq!(code, 0, "virtlockctl {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
+use crate::support::ctl::{ctl, ctl_json};
+use crate::support::{bytes, until, Daemon};
 
 fn now() -> i64 {
     virtlockd::actors::connection::Connection::now()
@@ -111,7 +87,7 @@ fn owner_names(lease: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn locks_who_clients_status_with_direct_file_and_shared_leases() {
-    let d = start().await;
+    let d = Daemon::start();
     let t0 = now();
     let s = populate(&d).await;
     let files = s.files.to_str().unwrap();
@@ -246,23 +222,21 @@ async fn locks_who_clients_status_with_direct_file_and_shared_leases() {
 
     // Releasing shows at once.
     drop(s.clients);
-    let deadline = Instant::now() + Duration::from_secs(5);
     // Foreign-pid owners keep their leases after a disconnect, as with libvirt.
-    while ctl_json(&d, &["clients"])["clients"]
-        .as_array()
-        .unwrap()
-        .len()
-        > 1
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("clients gone", Duration::from_secs(5), || {
+        ctl_json(&d, &["clients"])["clients"]
+            .as_array()
+            .unwrap()
+            .len()
+            <= 1
+    })
+    .await;
     assert_eq!(ctl_json(&d, &["status"])["leases"].as_u64(), Some(3));
 }
 
 #[tokio::test]
 async fn clients_ids_times_owners_and_acquired_at_survive_a_live_upgrade() {
-    let d = start().await;
+    let d = Daemon::start();
     let s = populate(&d).await;
     let clients_before = ctl_json(&d, &["clients"]);
     let locks_before = ctl_json(&d, &["locks"]);

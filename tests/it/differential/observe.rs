@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use virtlockd::protocol::xdr::XdrReader;
 use virtlockd::protocol::{lock, msg_type, status, Header};
 
-use crate::namespaced::Namespaced;
+use crate::support::namespaced::Namespaced;
 
 use super::scenario::BASE;
 
@@ -128,6 +128,17 @@ impl Conn {
             Ok(None) => vec![Reply::Closed],
             Ok(Some(frame)) => vec![Reply::Frame(frame)],
         }
+    }
+
+    /// Closes the connection and waits (bounded) until the daemon has seen
+    /// the EOF: it then closes its end too.
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut sink = [0u8; 256];
+        let _ = tokio::time::timeout(REPLY_PATIENCE, async {
+            while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     pub async fn raw(&mut self, bytes: &[u8]) -> Vec<Reply> {

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use virtlockd::protocol::xdr::{XdrReader, XdrWrite};
 use virtlockd::protocol::{status, Header, KEEPALIVE_PROGRAM};
 
-use crate::namespaced::{prerequisites, Impl, Namespaced};
+use crate::support::namespaced::{prerequisites, Impl, Namespaced};
 
 use super::observe::{
     compatibility_fixes, difference, files, locks, prepare, read_frame, Conn, Observation, Reply,
@@ -443,7 +443,11 @@ async fn run(which: Impl, steps: &[Step]) -> Vec<Observation> {
                 Vec::new()
             }
             Act::Close { conn } => {
-                conns.remove(conn);
+                // Until the daemon has closed its end too; an owner it fences
+                // is reaped meanwhile (see below).
+                if let Some(c) = conns.remove(conn) {
+                    tokio::join!(c.close(), wait_ends(&mut owners, &step.expect.kills));
+                }
                 Vec::new()
             }
             Act::File(rel) => {

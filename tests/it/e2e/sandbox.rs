@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::support::process::quiet_success;
+
 /// Where the guests' disk lives (inside the sandbox).
 pub const DISK: &str = "/var/lib/libvirt/images/shared.img";
 /// `file_lockspace_dir` of the indirect mode (inside the sandbox).
@@ -82,15 +84,13 @@ pub fn missing_prerequisite() -> Option<String> {
     if let Some((file, package)) = NEEDS.iter().find(|(f, _)| !Path::new(f).exists()) {
         return Some(format!("{file} missing (package {package})"));
     }
-    let probe = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--pid", "--fork"])
-        .args(["--kill-child", "--mount-proc", "--"])
-        .args(["sh", "-c", "mount -t tmpfs probe /run"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    let probe = quiet_success(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--pid", "--fork"])
+            .args(["--kill-child", "--mount-proc", "--"])
+            .args(["sh", "-c", "mount -t tmpfs probe /run"]),
+    );
+    if !probe {
         return Some("cannot unshare mount and pid namespaces with a tmpfs on /run".to_owned());
     }
     None

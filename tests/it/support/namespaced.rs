@@ -11,7 +11,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use virtlockd::client::{owner, Client, ClientError};
 
-use crate::harness::describe;
+use super::daemon::describe;
+use super::process::quiet_success;
+use super::skip::skip;
 
 pub const LIBVIRT: &str = "/usr/sbin/virtlockd";
 const OURS: &str = env!("CARGO_BIN_EXE_virtlockd");
@@ -22,6 +24,10 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// (`exec`, so the spawned pid is the daemon's).
 const SCRIPT: &str = "mount -t tmpfs -o mode=0755 lockd-run /run && \
                       mkdir -p /run/libvirt /run/lock && exec \"$0\" -f \"$1\"";
+
+/// The arguments of `unshare` for a private copy of the mount namespace;
+/// the command to run follows.
+pub const PRIVATE_MOUNTS: [&str; 4] = ["--mount", "--propagation", "private", "--"];
 
 /// Fake owner pids (never a real process): 4_000_001.. for the leases, above for probes.
 static NEXT_PROBE_PID: AtomicU32 = AtomicU32::new(4_000_100);
@@ -49,11 +55,7 @@ pub fn prerequisites(test: &str) -> bool {
         Some(format!("{LIBVIRT} not installed (package libvirt-daemon)"))
     } else if !quiet_success(Command::new("setsid").arg("true")) {
         Some("setsid not available".to_owned())
-    } else if !quiet_success(Command::new("unshare").args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
+    } else if !quiet_success(Command::new("unshare").args(PRIVATE_MOUNTS).args([
         "sh",
         "-c",
         "mount -t tmpfs -o mode=0755 probe /run",
@@ -64,19 +66,11 @@ pub fn prerequisites(test: &str) -> bool {
     };
     match reason {
         Some(r) => {
-            crate::harness::skip(test, &r);
+            skip(test, &r);
             false
         }
         None => true,
     }
-}
-
-fn quiet_success(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A daemon in a private mount namespace with its own tmpfs on /run, started
@@ -113,7 +107,8 @@ impl Namespaced {
         let out = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr.log");
         let child = Command::new("setsid")
             .args(enter)
-            .args(["unshare", "--mount", "--propagation", "private", "--"])
+            .arg("unshare")
+            .args(PRIVATE_MOUNTS)
             .args(["sh", "-c", SCRIPT])
             .arg(&link)
             .arg(&conf)
