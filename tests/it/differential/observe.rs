@@ -240,35 +240,23 @@ pub fn locks(ns: &Namespaced) -> Vec<String> {
     if let Ok(meta) = std::fs::metadata(ns.inside("/run/virtlockd.pid")) {
         names.insert((meta.dev(), meta.ino()), "<pid file>".to_owned());
     }
-    let read = || {
-        let mut out: Vec<String> = virtlockd::proclocks::of_pid(ns.pid())
-            .expect("/proc/locks")
-            .iter()
-            .map(|l| {
-                let file = names
-                    .get(&(l.dev, l.inode))
-                    .cloned()
-                    .unwrap_or_else(|| format!("<unlinked inode {}>", l.inode));
-                let end = l.end.map_or("EOF".to_owned(), |e| e.to_string());
-                format!("{} {} {}-{end} {file}", l.kind, l.mode, l.start)
-            })
-            .collect();
-        out.sort();
-        out
-    };
-    // /proc/locks is read a page per read(2): while other processes lock and
-    // unlock, a line can be skipped (even in the few reads `proclocks` joins).
-    // The daemon's locks do not change between steps, so two reads that agree
-    // are what it holds.
-    let mut last = read();
-    for _ in 0..8 {
-        let next = read();
-        if next == last {
-            break;
-        }
-        last = next;
-    }
-    last
+    // From the daemon's fds, not /proc/locks: that is served a page per
+    // read(2), and a line can be skipped while other processes lock and
+    // unlock (seen in long random runs, with both daemons).
+    let mut out: Vec<String> = virtlockd::proclocks::of_pid_by_fd(ns.pid())
+        .expect("/proc/PID/fdinfo")
+        .iter()
+        .map(|l| {
+            let file = names
+                .get(&(l.dev, l.inode))
+                .cloned()
+                .unwrap_or_else(|| format!("<unlinked inode {}>", l.inode));
+            let end = l.end.map_or("EOF".to_owned(), |e| e.to_string());
+            format!("{} {} {}-{end} {file}", l.kind, l.mode, l.start)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// A reply frame decoded for the failure report: header, and every field of
