@@ -41,19 +41,24 @@ async fn random_differential() {
     if !prerequisites("random_differential") {
         return;
     }
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let number = |k: &str, v: &str| -> u64 {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{k}={v:?} is not a number"))
+    };
+    let env = |k: &str| std::env::var(k).ok().map(|v| number(k, &v));
     // DIFF_SEEDS=N is seeds 1..=N, DIFF_SEEDS=A..B seeds A..=B.
     let range = std::env::var("DIFF_SEEDS")
         .ok()
         .map(|v| match v.split_once("..") {
-            Some((a, b)) => (a.parse().unwrap_or(1), b.parse().unwrap_or(0)),
-            None => (1, v.parse().unwrap_or(0)),
+            Some((a, b)) => (number("DIFF_SEEDS", a), number("DIFF_SEEDS", b)),
+            None => (1, number("DIFF_SEEDS", &v)),
         });
     let seeds: Vec<u64> = match (env("DIFF_SEED"), range) {
         (Some(s), _) => vec![s],
         (None, Some((first, last))) => (first..=last).collect(),
         (None, None) => CI_SEEDS.to_vec(),
     };
+    assert!(!seeds.is_empty(), "DIFF_SEEDS selects no seed");
     let long = seeds != CI_SEEDS;
     let steps = env("DIFF_STEPS").map_or(CI_STEPS, |n| n as usize);
     let readme_fixes = compatibility_fixes();
