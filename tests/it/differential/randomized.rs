@@ -161,9 +161,9 @@ fn check(step: &Step, ours: &Observation, libvirt: &Observation) -> Result<(), S
     };
     let n = fix.number();
     let why = match fix {
-        Fix::NewNotDirectory { code, message } => error_is(&ours.replies, *code, 51, message).err(),
-        Fix::EscapingName { message } => error_is(&ours.replies, 8, 51, message).err(),
-        Fix::SecondName { message, .. } => error_is(&ours.replies, 87, 51, message).err(),
+        Fix::NewNotDirectory { code, message } => error_is(ours, libvirt, *code, 51, message).err(),
+        Fix::EscapingName { message } => error_is(ours, libvirt, 8, 51, message).err(),
+        Fix::SecondName { message, .. } => error_is(ours, libvirt, 87, 51, message).err(),
         Fix::NonUtf8Text => {
             let shown: Vec<Reply> = libvirt.replies.iter().map(lossy).collect();
             (shown != ours.replies || shown == libvirt.replies)
@@ -226,11 +226,22 @@ fn check(step: &Step, ours: &Observation, libvirt: &Observation) -> Result<(), S
     Ok(())
 }
 
-/// The one reply is an error with this code, domain 51 and message.
-fn error_is(replies: &[Reply], code: i32, domain: i32, message: &str) -> Result<(), String> {
-    let [Reply::Frame(f)] = replies else {
-        return Err(format!("ours did not send one reply frame: {replies:?}"));
+/// Our one reply is an error with this code, domain and message, to the same
+/// call as libvirt's one reply (program, version, procedure, type, serial).
+fn error_is(
+    ours: &Observation,
+    libvirt: &Observation,
+    code: i32,
+    domain: i32,
+    message: &str,
+) -> Result<(), String> {
+    let ([Reply::Frame(f)], [Reply::Frame(theirs)]) = (&ours.replies[..], &libvirt.replies[..])
+    else {
+        return Err("the daemons did not send one reply frame each".to_owned());
     };
+    if f.get(4..24) != theirs.get(4..24) {
+        return Err("ours answers another call than libvirt's reply".to_owned());
+    }
     match decode_error(f) {
         Some((c, d, m)) if c == code && d == domain && m == message.as_bytes() => Ok(()),
         _ => Err(format!(
