@@ -40,6 +40,26 @@ pub fn of_pid(pid: u32) -> io::Result<Vec<KernelLock>> {
     Ok(all()?.into_iter().filter(|l| l.pid == pid as i32).collect())
 }
 
+/// Locks held by `pid`, from `/proc/PID/fdinfo`: there each lock is listed
+/// under the fd it was taken through, read per file under the file's own lock,
+/// so, unlike in `/proc/locks`, no line is skipped while other processes lock
+/// and unlock (see [`all`]).
+pub fn of_pid_by_fd(pid: u32) -> io::Result<Vec<KernelLock>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        // An fd closed meanwhile is simply gone.
+        let Ok(text) = entry.and_then(|e| std::fs::read_to_string(e.path())) else {
+            continue;
+        };
+        seen.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("lock:"))
+                .filter_map(parse_line),
+        );
+    }
+    Ok(seen.into_iter().collect())
+}
+
 /// Locks held by `pid` on the file at `path` (matched by device and inode:
 /// separate tmpfs mounts hand out the same small inode numbers).
 pub fn of_pid_on(pid: u32, path: &Path) -> io::Result<Vec<KernelLock>> {
@@ -114,5 +134,31 @@ mod tests {
         let l = parse_line("2: FLOCK  ADVISORY  WRITE 1 00:1a:5 0 EOF").unwrap();
         assert_eq!(l.end, None);
         assert!(parse_line("2: -> POSIX ADVISORY WRITE 1 00:1a:5 0 EOF").is_none());
+    }
+
+    #[test]
+    fn finds_a_lock_of_this_process_by_its_fd() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let lock = libc::flock {
+            l_type: libc::F_RDLCK as i16,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: F_SETLK with a valid flock struct on an open fd.
+        assert_eq!(
+            unsafe { libc::fcntl(file.as_file().as_raw_fd(), libc::F_SETLK, &lock) },
+            0
+        );
+        let meta = std::fs::metadata(file.path()).unwrap();
+        let mine = of_pid_by_fd(std::process::id()).unwrap();
+        let on_file: Vec<_> = mine
+            .iter()
+            .filter(|l| l.dev == meta.dev() && l.inode == meta.ino())
+            .collect();
+        assert_eq!(on_file.len(), 1, "{mine:?}");
+        assert_eq!((on_file[0].mode.as_str(), on_file[0].start), ("READ", 0));
     }
 }
