@@ -38,8 +38,7 @@ impl Sink {
             Sink::File(file) => {
                 let line = text_line.get_or_insert_with(|| record.text_line());
                 // One write per line: O_APPEND keeps concurrent lines whole.
-                let mut writer: &std::fs::File = &file.0;
-                writer.write_all(line.as_bytes())
+                file.write_line(line.as_bytes())
             }
             Sink::Journald { socket, address } => socket
                 .send_to(&record.journald_payload(), address)
@@ -84,13 +83,26 @@ pub(super) fn datagram_socket(what: &'static str) -> Result<UnixDatagram, LogErr
 /// An open log file. It is never closed while its file is held as a lease (see
 /// [`lease::close_unless_held`]): a lease may be taken on the file after the log
 /// opened it, or adopted in a live upgrade after the log was opened.
-pub(super) struct LogFile(std::mem::ManuallyDrop<std::fs::File>);
+/// The file is `None` only inside `drop`, which hands it to the lease table.
+pub(super) struct LogFile(Option<std::fs::File>);
+
+impl LogFile {
+    fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        match &self.0 {
+            Some(file) => {
+                let mut writer: &std::fs::File = file;
+                writer.write_all(line)
+            }
+            None => Ok(()),
+        }
+    }
+}
 
 impl Drop for LogFile {
     fn drop(&mut self) {
-        // SAFETY: taken exactly once, here; the field is never used again.
-        let file = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
-        lease::close_unless_held(file.into());
+        if let Some(file) = self.0.take() {
+            lease::close_unless_held(file.into());
+        }
     }
 }
 
@@ -127,5 +139,5 @@ fn open_log_file(path: &Path) -> Result<LogFile, LogError> {
         .open(path)
         .map_err(open_error)?;
     let fd = lease::unless_held(file.into()).map_err(|_| held())?;
-    Ok(LogFile(std::mem::ManuallyDrop::new(fd.into())))
+    Ok(LogFile(Some(fd.into())))
 }

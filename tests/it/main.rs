@@ -1,6 +1,5 @@
 //! Integration tests: the real daemon binary, driven over its Unix socket.
 
-mod harness;
 mod support;
 
 mod admin;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use virtlockd::client::{owner, Client};
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use crate::harness::skip;
+use crate::support::skip;
 use crate::systemd::container::{self, Container};
 
 /// Where the clients' leases live inside the container.
@@ -93,24 +93,9 @@ fn build_packages() -> Result<Packages, String> {
 /// process) and both packages copied to /root, or `None` after a skip.
 fn libvirt_host(test: &str) -> Option<(Container, &'static Packages)> {
     let packages = packages().map_err(|reason| skip(test, &reason)).ok()?;
-    let layer = container::prepared_layer("libvirt-daemon-system", |c| {
-        let started = Instant::now();
-        let out = c.exec_within(
-            "export DEBIAN_FRONTEND=noninteractive; \
-             apt-get install -y -q --no-install-recommends libvirt-daemon-system \
-             || { apt-get update -q && apt-get install -y -q --no-install-recommends libvirt-daemon-system; }",
-            Duration::from_secs(300),
-        );
-        eprintln!("libvirt-daemon-system installed in {:?}", started.elapsed());
-        out.status.success().then_some(()).ok_or_else(|| {
-            format!(
-                "cannot install libvirt-daemon-system in the container: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    })
-    .map_err(|reason| skip(test, &reason))
-    .ok()?;
+    let layer = container::debian_libvirt_layer()
+        .map_err(|reason| skip(test, &reason))
+        .ok()?;
     let c = Container::boot_on(test, &[&layer])
         .map_err(|reason| skip(test, &reason))
         .ok()?;
@@ -543,41 +528,17 @@ remember_owner = 0
 /// The guests' shared disk: leased directly (its path is the lease name).
 const GUEST_DISK: &str = "/var/lib/libvirt/images/guest.img";
 
-/// A TCG guest on [`GUEST_DISK`]. `share-rw` keeps QEMU's own image locking
-/// from refusing a second guest before the lock daemon is asked.
-fn guest_xml(name: &str) -> String {
-    format!(
-        r#"<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{GUEST_DISK}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:override>
-    <qemu:device alias='virtio-disk0'>
-      <qemu:frontend><qemu:property name='share-rw' type='bool' value='true'/></qemu:frontend>
-    </qemu:device>
-  </qemu:override>
-</domain>
-"#
-    )
-}
-
 /// Starts libvirtd inside with two guests defined on one disk. The container
 /// module masks libvirtd because, sharing the host's network, it would start
 /// its default network there: its autostart link is removed first.
 fn start_libvirtd(c: &Container) {
     std::fs::write(c.path("/etc/libvirt/qemu.conf"), QEMU_CONF).expect("qemu.conf");
     for name in ["guest-a", "guest-b"] {
-        std::fs::write(c.path(&format!("/root/{name}.xml")), guest_xml(name)).expect("domain");
+        std::fs::write(
+            c.path(&format!("/root/{name}.xml")),
+            crate::support::guest::tcg_guest_xml(name, GUEST_DISK),
+        )
+        .expect("domain");
     }
     c.exec_ok(&format!(
         "rm -f /etc/libvirt/qemu/networks/autostart/*.xml && \

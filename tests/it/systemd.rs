@@ -16,7 +16,7 @@ pub fn boot_or_skip(test: &str) -> Option<Container> {
     match Container::boot(test) {
         Ok(c) => Some(c),
         Err(reason) => {
-            crate::harness::skip(test, &reason);
+            crate::support::skip(test, &reason);
             None
         }
     }
@@ -115,7 +115,7 @@ fn prepared_layer_carries_changes_into_later_containers() {
     });
     let layer = match layer {
         Ok(l) => l,
-        Err(reason) => return crate::harness::skip(test, &reason),
+        Err(reason) => return crate::support::skip(test, &reason),
     };
     let c = Container::boot_on(test, &[&layer])
         .unwrap_or_else(|e| panic!("a container booted, but not on its own layer: {e}"));

@@ -45,9 +45,9 @@
 //! sequence before it runs. Without them a fixed set of seeds runs (a few
 //! seconds).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use virtlockd::protocol::lock;
-use virtlockd::protocol::{msg_type, status, Header, KEEPALIVE_PROGRAM};
+use virtlockd::protocol::{msg_type, status, KEEPALIVE_PROGRAM};
 
 use super::scenario::BASE;
 
@@ -106,19 +106,7 @@ fn frame(
     serial: u32,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    out.put_u32((4 + 24 + payload.len()) as u32);
-    Header {
-        prog,
-        vers,
-        proc_,
-        msg_type: kind,
-        serial,
-        status: st,
-    }
-    .encode(&mut out);
-    out.put_slice(payload);
-    out.to_vec()
+    crate::support::wire::packet(prog, vers, proc_, kind, serial, st, payload)
 }
 
 /// The keepalive PING the runner also uses to mark the end of a step's replies.

@@ -4,10 +4,10 @@
 //! [`BASE`], the same path inside each daemon's private mount namespace, so the
 //! texts that quote them compare equal.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use virtlockd::client::owner;
 use virtlockd::protocol::lock::{self, LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
-use virtlockd::protocol::{msg_type, status, Header};
+use virtlockd::protocol::{msg_type, status};
 
 /// Lockspaces and resources of the scenario (inside each namespace's tmpfs /run).
 pub const BASE: &str = "/run/diff";
@@ -101,19 +101,7 @@ fn create_ls(path: &[u8]) -> LockCall {
 
 /// A frame with this header (length word computed) and payload.
 fn frame(prog: u32, vers: u32, proc_: i32, kind: i32, st: i32, payload: &[u8]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    out.put_u32((4 + 24 + payload.len()) as u32);
-    Header {
-        prog,
-        vers,
-        proc_,
-        msg_type: kind,
-        serial: 5,
-        status: st,
-    }
-    .encode(&mut out);
-    out.put_slice(payload);
-    out.to_vec()
+    crate::support::wire::packet(prog, vers, proc_, kind, 5, st, payload)
 }
 
 fn lock_frame(proc_: i32, kind: i32, st: i32, payload: &[u8]) -> Vec<u8> {

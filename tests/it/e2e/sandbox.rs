@@ -269,7 +269,8 @@ impl Sandbox {
     pub fn define_guests(&self) {
         for name in ["e2e-a", "e2e-b"] {
             let xml = self.dir.path().join(format!("{name}.xml"));
-            std::fs::write(&xml, domain_xml(name)).expect("domain xml");
+            std::fs::write(&xml, crate::support::guest::tcg_guest_xml(name, DISK))
+                .expect("domain xml");
             let out = self.virsh(&["define", xml.to_str().expect("utf-8")]);
             assert!(out.status.success(), "define {name}: {out:?}");
         }
@@ -390,35 +391,6 @@ fn write_configs(dir: &Path, mode: Mode) {
         std::fs::write(dir.join("passwd"), passwd + user).expect("passwd");
         std::fs::write(dir.join("group"), group + "libvirt-qemu:x:64055:\n").expect("group");
     }
-}
-
-/// A TCG guest on the shared disk. `share-rw` keeps QEMU's own image locking
-/// from refusing the second guest before the lock daemon is asked.
-fn domain_xml(name: &str) -> String {
-    format!(
-        r#"<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{DISK}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='file'><source path='/var/log/libvirt/{name}.serial'/></serial>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:override>
-    <qemu:device alias='virtio-disk0'>
-      <qemu:frontend><qemu:property name='share-rw' type='bool' value='true'/></qemu:frontend>
-    </qemu:device>
-  </qemu:override>
-</domain>
-"#
-    )
 }
 
 fn children(pid: u32) -> Vec<u32> {

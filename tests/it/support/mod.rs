@@ -11,6 +11,7 @@ pub mod admin;
 pub mod ctl;
 pub mod daemon;
 pub mod fixtures;
+pub mod guest;
 pub mod holder;
 pub mod namespaced;
 pub mod process;

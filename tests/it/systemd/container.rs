@@ -358,10 +358,10 @@ impl Container {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
-        // Through `cp` (see harness::copy_executable: no write fd in this
+        // Through `cp` (see support::copy_executable: no write fd in this
         // process that a concurrently forked child could inherit), then a
         // rename over the target.
-        crate::harness::copy_executable(host, &staging);
+        crate::support::copy_executable(host, &staging);
         std::fs::rename(&staging, &target)
             .unwrap_or_else(|e| panic!("rename to {}: {e}", target.display()));
     }
@@ -731,4 +731,35 @@ fn remove_stale_layer_homes() {
             remove_layers_home(&entry.path());
         }
     }
+}
+
+/// Debian's `libvirt-daemon-system` installed on a clone of this host, once
+/// per test process (6-30 s of apt and dpkg): the layer every container with Debian's
+/// units (and the package tests' libvirt host) boots on.
+pub fn debian_libvirt_layer() -> Result<PathBuf, String> {
+    prepared_layer("libvirt-daemon-system", |c| {
+        let started = Instant::now();
+        let install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                       --no-install-recommends -o DPkg::Lock::Timeout=120 \
+                       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+                       libvirt-daemon-system";
+        let mut out = c.exec_within(install, Duration::from_secs(240));
+        if !out.status.success() {
+            // The host's package lists may be missing or stale.
+            c.exec_within("apt-get update -q", Duration::from_secs(240));
+            out = c.exec_within(install, Duration::from_secs(240));
+        }
+        if !out.status.success() {
+            return Err(format!(
+                "cannot install libvirt-daemon-system in the container: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        c.exec_ok("apt-get clean");
+        eprintln!(
+            "libvirt-daemon-system installed in a container in {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    })
 }

@@ -98,7 +98,7 @@ async fn reload_is_a_live_upgrade(test: &str, units: Units) {
         }
         // And the second owner still finds each lease busy.
         for name in &names {
-            crate::harness::assert_err(
+            crate::support::assert_err(
                 other.acquire(ls, name.as_bytes(), 0).await,
                 error::code::RESOURCE_BUSY,
                 error::domain::LOCKSPACE,

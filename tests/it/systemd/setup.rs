@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use virtlockd::client::{owner, Client};
 
-use super::container::{prepared_layer, Container};
+use super::container::Container;
 
 /// Our daemon binary, installed in the container in place of libvirt's.
 pub const OUR_DAEMON: &str = env!("CARGO_BIN_EXE_virtlockd");
@@ -44,12 +44,13 @@ impl Host {
         let started = Instant::now();
         let booted = match units {
             Units::Ours => Container::boot(test),
-            Units::Debian => debian_layer().and_then(|l| Container::boot_on(test, &[&l])),
+            Units::Debian => super::container::debian_libvirt_layer()
+                .and_then(|l| Container::boot_on(test, &[&l])),
         };
         let c = match booted {
             Ok(c) => c,
             Err(reason) => {
-                crate::harness::skip(test, &reason);
+                crate::support::skip(test, &reason);
                 return None;
             }
         };
@@ -219,35 +220,4 @@ pub fn lease_name(tag: &str) -> String {
 
 pub fn busy_text(name: &str) -> String {
     format!("resource busy: Lockspace resource '{name}' is locked")
-}
-
-/// Debian's `libvirt-daemon-system` installed on a clone of this host, once
-/// per test process (6-30 s of apt and dpkg): the layer every Debian-units
-/// container boots on.
-fn debian_layer() -> Result<PathBuf, String> {
-    prepared_layer("libvirt-daemon-system", |c| {
-        let started = Instant::now();
-        let install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-                       --no-install-recommends -o DPkg::Lock::Timeout=120 \
-                       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-                       libvirt-daemon-system";
-        let mut out = c.exec_within(install, Duration::from_secs(240));
-        if !out.status.success() {
-            // The host's package lists may be missing or stale.
-            c.exec_within("apt-get update -q", Duration::from_secs(240));
-            out = c.exec_within(install, Duration::from_secs(240));
-        }
-        if !out.status.success() {
-            return Err(format!(
-                "cannot install libvirt-daemon-system in the container: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        c.exec_ok("apt-get clean");
-        eprintln!(
-            "libvirt-daemon-system installed in a container in {:?}",
-            started.elapsed()
-        );
-        Ok(())
-    })
 }

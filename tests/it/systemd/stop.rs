@@ -44,7 +44,7 @@ async fn stop_fences_and_sockets_stay(test: &str, units: Units) {
     let Some(h) = Host::boot_or_skip(test, units) else {
         return;
     };
-    h.c.copy_in(&crate::harness::example("lease_holder"), HOLDER);
+    h.c.copy_in(&crate::support::example("lease_holder"), HOLDER);
     let names = [lease_name("stop-a"), lease_name("stop-b")];
     // The first connection (the holder's) starts the daemon.
     let polite = start_holder(&h, "polite", &names[0], "");
