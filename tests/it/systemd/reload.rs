@@ -30,11 +30,7 @@ async fn reload_is_a_live_upgrade(test: &str, units: Units) {
     // A second owner, connected throughout, that must keep finding them busy.
     let mut other = h.client(4_000_009).await;
     let pid = h.main_pid();
-    let mut lease_inodes: Vec<u64> = names
-        .iter()
-        .map(|n| h.inode(&format!("{LOCKSPACE}/{n}")))
-        .collect();
-    lease_inodes.sort_unstable();
+    let lease_inodes = h.lease_inodes(&names);
     assert_eq!(h.locked_inodes(pid), lease_inodes);
     let connected = lock_clients(&h);
     assert_eq!(

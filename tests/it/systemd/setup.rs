@@ -183,6 +183,17 @@ impl Host {
     }
 
     /// Inode of a file in the container.
+    /// The inodes of these lease files in the lockspace, sorted as
+    /// [`Host::locked_inodes`] gives them.
+    pub fn lease_inodes(&self, names: &[String]) -> Vec<u64> {
+        let mut inodes: Vec<u64> = names
+            .iter()
+            .map(|n| self.inode(&format!("{LOCKSPACE}/{n}")))
+            .collect();
+        inodes.sort_unstable();
+        inodes
+    }
+
     pub fn inode(&self, inside: &str) -> u64 {
         std::fs::metadata(self.c.path(inside))
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))

@@ -51,11 +51,7 @@ async fn stop_fences_and_sockets_stay(test: &str, units: Units) {
     let stubborn = start_holder(&h, "stubborn", &names[1], "--ignore-term");
     let pid = h.main_pid();
     assert_ne!(pid, 0);
-    let mut lease_inodes: Vec<u64> = names
-        .iter()
-        .map(|n| h.inode(&format!("{LOCKSPACE}/{n}")))
-        .collect();
-    lease_inodes.sort_unstable();
+    let lease_inodes = h.lease_inodes(&names);
     assert_eq!(h.locked_inodes(pid), lease_inodes);
     let sockets_before = [h.inode(LOCK_SOCKET), h.inode(ADMIN_SOCKET)];
 
