@@ -510,21 +510,6 @@ fn package_passes_lintian() {
     );
 }
 
-/// libvirtd's QEMU driver in the container, with lockd as its lock manager
-/// (only the settings a guest needs to run in a container: no cgroups,
-/// namespaces, seccomp or security driver), and a TCG guest definition.
-const QEMU_CONF: &str = r#"lock_manager = "lockd"
-user = "root"
-group = "root"
-stdio_handler = "file"
-cgroup_controllers = [ ]
-namespaces = [ ]
-seccomp_sandbox = 0
-security_driver = "none"
-dynamic_ownership = 0
-remember_owner = 0
-"#;
-
 /// The guests' shared disk: leased directly (its path is the lease name).
 const GUEST_DISK: &str = "/var/lib/libvirt/images/guest.img";
 
@@ -532,7 +517,11 @@ const GUEST_DISK: &str = "/var/lib/libvirt/images/guest.img";
 /// module masks libvirtd because, sharing the host's network, it would start
 /// its default network there: its autostart link is removed first.
 fn start_libvirtd(c: &Container) {
-    std::fs::write(c.path("/etc/libvirt/qemu.conf"), QEMU_CONF).expect("qemu.conf");
+    std::fs::write(
+        c.path("/etc/libvirt/qemu.conf"),
+        crate::support::guest::QEMU_CONF,
+    )
+    .expect("qemu.conf");
     for name in ["guest-a", "guest-b"] {
         std::fs::write(
             c.path(&format!("/root/{name}.xml")),

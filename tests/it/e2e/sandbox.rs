@@ -113,18 +113,6 @@ echo ready
 while :; do sleep 1; done
 "#;
 
-const QEMU_CONF: &str = r#"lock_manager = "lockd"
-user = "root"
-group = "root"
-stdio_handler = "file"
-cgroup_controllers = [ ]
-namespaces = [ ]
-seccomp_sandbox = 0
-security_driver = "none"
-dynamic_ownership = 0
-remember_owner = 0
-"#;
-
 /// One sandbox, for one lease mode.
 pub struct Sandbox {
     unshare: Child,
@@ -362,7 +350,7 @@ fn write_configs(dir: &Path, mode: Mode) {
     std::fs::create_dir(&etc).expect("etc");
     let log = |name: &str| dir.join(name).display().to_string();
     let files = [
-        ("qemu.conf", QEMU_CONF.to_owned()),
+        ("qemu.conf", crate::support::guest::QEMU_CONF.to_owned()),
         ("qemu-lockd.conf", mode.lockd_conf()),
         (
             "libvirtd.conf",

@@ -1,4 +1,19 @@
-//! The QEMU guest the end-to-end and package tests define in libvirt.
+//! The QEMU guests the end-to-end and package tests run under libvirtd.
+
+/// `/etc/libvirt/qemu.conf` for libvirtd's QEMU driver with lockd as its lock
+/// manager, and only what a guest needs to run in a sandbox or container: no
+/// cgroups, namespaces, seccomp or security driver.
+pub const QEMU_CONF: &str = r#"lock_manager = "lockd"
+user = "root"
+group = "root"
+stdio_handler = "file"
+cgroup_controllers = [ ]
+namespaces = [ ]
+seccomp_sandbox = 0
+security_driver = "none"
+dynamic_ownership = 0
+remember_owner = 0
+"#;
 
 /// A TCG guest on `disk`, its serial console in `/var/log/libvirt/NAME.serial`.
 /// `share-rw` keeps QEMU's own image locking from refusing a second guest on
