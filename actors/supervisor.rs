@@ -37,6 +37,11 @@ use crate::protocol::lock::Owner;
 use crate::session::Session;
 use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 
+/// Clients rebuilt per turn of the event loop after a live upgrade: small
+/// enough that a client with a request waiting is not kept waiting behind
+/// thousands of idle ones.
+const RESTORE_BATCH: usize = 128;
+
 /// How often the idle timeout is checked.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -111,6 +116,11 @@ pub struct Supervisor {
     /// Paused by a live upgrade (accepting stopped, clients quiesced).
     upgrading: bool,
     restored: Option<(Snapshot, Vec<Storage>)>,
+    /// Clients of a live upgrade not rebuilt yet (see `restore_clients`), with
+    /// the gate slot each already holds.
+    restoring: std::collections::VecDeque<(Server, ClientState, Slot)>,
+    /// When their restore began; `None` once every one is back.
+    restore_began: Option<Instant>,
 }
 
 impl Supervisor {
@@ -158,6 +168,8 @@ impl Supervisor {
             shutting_down: false,
             upgrading: false,
             restored: cfg.restored,
+            restoring: Default::default(),
+            restore_began: None,
         }
     }
 
@@ -252,6 +264,8 @@ impl Supervisor {
         // Adopting thousands of lease fds (an fstat each) runs beside the client
         // restore below; no actor runs before this function returns.
         let t0 = Instant::now();
+        self.restore_began = Some(t0);
+        let mut queue = Vec::new();
         let lockspaces = std::thread::spawn(move || {
             let spaces = snapshot
                 .lockspaces
@@ -290,33 +304,12 @@ impl Supervisor {
                 }
             }
             for c in srv.clients {
-                let stream = match adopt_stream(c.fd) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(client = c.id, fd = c.fd, error = %e, "client lost in the upgrade");
-                        continue;
-                    }
-                };
-                // Our snapshot carries the credentials of connect time; for
-                // libvirt's state, SO_PEERCRED (kept by the kernel) tells them.
-                let peer = match (c.peer_pid, c.peer_ids) {
-                    (Some(pid), Some((uid, gid))) => Peer { pid, uid, gid },
-                    (pid, _) => {
-                        let mut peer = Peer::of(&stream).unwrap_or(Peer {
-                            pid: -1,
-                            uid: self.euid,
-                            gid: 0,
-                        });
-                        if let Some(pid) = pid {
-                            peer.pid = pid;
-                        }
-                        peer
-                    }
-                };
+                // Taken now: the gate counts every client from the start.
                 let slot = self.gate(server).take();
-                self.launch(server, peer, stream, slot, Some(c), ctx);
+                queue.push((server, c, slot));
             }
         }
+        self.queue_restored_clients(queue);
         let clients_done = t0.elapsed();
         match lockspaces.join() {
             Ok((spaces, leases_done)) => {
@@ -347,11 +340,108 @@ impl Supervisor {
         if let Some(secs) = snapshot.timeout {
             self.idle.set_secs(secs);
         }
+        // Every lockspace exists now: clients may be served. The ones with a
+        // request waiting come first; the rest follow in batches between
+        // which the event loop serves them.
+        self.restore_clients(ctx);
         for f in snapshot.fencing {
             if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
                 fence::spawn(fencing);
             }
         }
+        debug!(
+            restore_ms = t0.elapsed().as_secs_f64() * 1e3,
+            at_us = crate::clock::epoch_micros(),
+            "restored"
+        );
+    }
+
+    /// Orders the clients a live upgrade left for the batched restore: lock
+    /// clients with a request waiting (readable socket, or a request partly
+    /// read before the exec) first, the other lock clients next, admin clients
+    /// last, so that whatever an admin client asks about the lock clients is
+    /// only answered once every one of them is back.
+    fn queue_restored_clients(&mut self, clients: Vec<(Server, ClientState, Slot)>) {
+        let (lock, admin): (Vec<_>, Vec<_>) = clients
+            .into_iter()
+            .partition(|(s, _, _)| *s == Server::Lock);
+        let fds: Vec<i32> = lock.iter().map(|(_, c, _)| c.fd).collect();
+        let waiting = readable(&fds);
+        let (mut busy, idle): (Vec<_>, Vec<_>) = lock
+            .into_iter()
+            .zip(waiting)
+            .partition(|((_, c, _), ready)| *ready || !c.pending.is_empty());
+        busy.extend(idle);
+        self.restoring
+            .extend(busy.into_iter().map(|(client, _)| client).chain(admin));
+    }
+
+    /// Rebuilds the next batch of restored clients, and schedules the next
+    /// batch after the event loop had its turn; accepting resumes after the last
+    /// one (the gate already counts every restored client).
+    fn restore_clients(&mut self, ctx: &mut Context<Self>) {
+        let batch = self.restoring.len().min(RESTORE_BATCH);
+        let clients: Vec<_> = self.restoring.drain(..batch).collect();
+        for (server, c, slot) in clients {
+            self.restore_client(server, c, slot, ctx);
+        }
+        if !self.restoring.is_empty() {
+            ctx.spawn(
+                actix::fut::wrap_future(tokio::task::yield_now())
+                    .map(|(), act: &mut Self, ctx| act.restore_clients(ctx)),
+            );
+        } else if let Some(began) = self.restore_began.take() {
+            debug!(
+                ms = began.elapsed().as_secs_f64() * 1e3,
+                "every client restored"
+            );
+            if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
+                self.start_accepting(ctx);
+            }
+        }
+    }
+
+    /// Rebuilds every client still waiting at once: what a new upgrade or a
+    /// shutdown is about to act on must all be there.
+    fn finish_restoring_clients(&mut self, ctx: &mut Context<Self>) {
+        let clients: Vec<_> = self.restoring.drain(..).collect();
+        for (server, c, slot) in clients {
+            self.restore_client(server, c, slot, ctx);
+        }
+        self.restore_began = None;
+    }
+
+    fn restore_client(
+        &mut self,
+        server: Server,
+        c: ClientState,
+        slot: Slot,
+        ctx: &mut Context<Self>,
+    ) {
+        let stream = match adopt_stream(c.fd) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(client = c.id, fd = c.fd, error = %e, "client lost in the upgrade");
+                return;
+            }
+        };
+        // Our snapshot carries the credentials of connect time; for
+        // libvirt's state, SO_PEERCRED (kept by the kernel) tells them.
+        let peer = match (c.peer_pid, c.peer_ids) {
+            (Some(pid), Some((uid, gid))) => Peer { pid, uid, gid },
+            (pid, _) => {
+                let mut peer = Peer::of(&stream).unwrap_or(Peer {
+                    pid: -1,
+                    uid: self.euid,
+                    gid: 0,
+                });
+                if let Some(pid) = pid {
+                    peer.pid = pid;
+                }
+                peer
+            }
+        };
+        self.launch(server, peer, stream, slot, Some(c), ctx);
     }
 
     fn gate(&self, server: Server) -> &Arc<ClientGate> {
@@ -444,7 +534,10 @@ impl Actor for Supervisor {
                 }
             }
         }
-        self.start_accepting(ctx);
+        // After a live upgrade, accepting resumes once every client is back.
+        if self.restore_began.is_none() {
+            self.start_accepting(ctx);
+        }
         self.schedule_idle_check(ctx);
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
@@ -523,6 +616,7 @@ impl Handler<Pause> for Supervisor {
             return MessageResult(None);
         }
         self.upgrading = true;
+        self.finish_restoring_clients(ctx);
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
@@ -712,6 +806,7 @@ impl Handler<Shutdown> for Supervisor {
             return Box::pin(fut::ready(()));
         }
         self.shutting_down = true;
+        self.finish_restoring_clients(ctx);
         crate::systemd::notify("STOPPING=1");
         info!(
             clients = self.connections.len(),
@@ -792,4 +887,25 @@ impl Handler<SetTimeout> for Supervisor {
         self.schedule_idle_check(ctx);
         info!(timeout = m.0, "idle timeout set");
     }
+}
+
+/// Which of `fds` have something to read (a request, or a hang-up), with one
+/// poll() for all of them; all false if the poll fails (the order is then
+/// only less useful).
+fn readable(fds: &[i32]) -> Vec<bool> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd entries; a
+    // zero timeout never blocks; the fds are only looked at.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+    if n <= 0 {
+        return vec![false; fds.len()];
+    }
+    polled.iter().map(|p| p.revents != 0).collect()
 }

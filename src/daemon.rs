@@ -11,7 +11,7 @@ use actix::prelude::*;
 use nix::sys::signal::Signal;
 use std::os::unix::ffi::OsStrExt;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::actors::handoff::{ExecPlan, Handoff, Upgrade};
 use crate::actors::supervisor::{
@@ -88,6 +88,8 @@ impl Reload {
 
 /// Runs the daemon; returns the process exit code.
 pub fn run(cli: Cli, argv0: &str) -> ExitCode {
+    let run_at_us = crate::clock::epoch_micros();
+    let t_run = std::time::Instant::now();
     let privileged = nix::unistd::geteuid().is_root();
     let mut paths = cli.paths(privileged);
     absolutize(&mut paths);
@@ -123,6 +125,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         warn!("{w}");
     }
 
+    let t_logging = t_run.elapsed();
     raise_fd_limit();
     if let Err(e) = make_run_dir(&paths) {
         error!(dir = %paths.run_dir.display(), error = %e, "Unable to create rundir");
@@ -131,6 +134,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
 
     let t_restore = std::time::Instant::now();
     let restored = take_restart_state(&paths);
+    let t_state = t_restore.elapsed();
     if cli.daemon && restored.is_some() {
         // The exec ran in the start-up directory so that the command line meant
         // the same; a daemon lives in `/` (paths are absolute by now).
@@ -252,6 +256,13 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     info!(
         ms = t_restore.elapsed().as_secs_f64() * 1e3,
         "state read and actors started"
+    );
+    debug!(
+        run_at_us,
+        config_and_logging_ms = t_logging.as_secs_f64() * 1e3,
+        state_read_ms = t_state.as_secs_f64() * 1e3,
+        to_event_loop_ms = t_run.elapsed().as_secs_f64() * 1e3,
+        "start-up timing"
     );
     let code = system.run_with_code().unwrap_or_else(|e| {
         error!(error = %e, "event loop failed");
