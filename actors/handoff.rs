@@ -196,6 +196,7 @@ async fn upgrade(
         let _ = h.join();
     }
     let mut phases = PhaseClock::new(t0);
+    phases.mark("cloexec_wait");
     let mut paused = match supervisor.send(Pause).await {
         Ok(Some(p)) => p,
         Ok(None) => return "the daemon is shutting down".into(),

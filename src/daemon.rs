@@ -356,7 +356,13 @@ fn listeners(paths: &Paths) -> Result<Vec<ListenerSpec>, String> {
 /// state of another process (magic != our pid) is ignored.
 fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
     let me = std::process::id();
+    let t_read = std::time::Instant::now();
     let packed = std::fs::read(paths.restart_snapshot()).ok();
+    debug!(
+        ms = t_read.elapsed().as_secs_f64() * 1e3,
+        bytes = packed.as_ref().map_or(0, Vec::len),
+        "snapshot read"
+    );
     let _ = std::fs::remove_file(paths.restart_snapshot());
     // Only the head of libvirt's JSON is needed to pair it with our snapshot; the
     // whole (megabytes) only when adopting libvirt's own state.
