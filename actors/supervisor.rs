@@ -77,7 +77,7 @@ pub struct SupervisorConfig {
     /// Shut down after this long with no client and no lease (`-t`).
     pub timeout: Option<Duration>,
     /// State carried over a live upgrade, with the storage kind of each lockspace.
-    pub restored: Option<(Snapshot, Vec<Storage>)>,
+    pub restored: Option<Restored>,
     /// `lease_check_interval` (seconds, 0 = off) and `lease_loss_action`.
     pub lease_check: (u64, LossAction),
     /// Logging handle and history, for the admin server.
@@ -89,6 +89,46 @@ struct Listening {
     server: Server,
     listener: Rc<UnixListener>,
     unlink: bool,
+}
+
+/// The state a live upgrade left, its lockspaces already being rebuilt on a
+/// thread of their own from the moment it was read (see `Restored::start`).
+pub struct Restored {
+    /// Without its lockspaces (on the thread).
+    snapshot: Snapshot,
+    storage: Vec<Storage>,
+    lockspaces: std::thread::JoinHandle<(Vec<LockSpace>, Duration)>,
+    /// Every fd the snapshot names.
+    fds: Vec<i32>,
+    began: Instant,
+}
+
+impl Restored {
+    /// Starts adopting the lease fds (thousands of table entries) at once, so
+    /// that the rest of the start-up runs beside it.
+    pub fn start(mut snapshot: Snapshot, storage: Vec<Storage>) -> Self {
+        let began = Instant::now();
+        let fds = snapshot.fds();
+        let states = std::mem::take(&mut snapshot.lockspaces);
+        let lockspaces = std::thread::spawn(move || {
+            let spaces = states
+                .into_iter()
+                .map(LockSpace::restore)
+                .collect::<Vec<_>>();
+            (spaces, began.elapsed())
+        });
+        Self {
+            snapshot,
+            storage,
+            lockspaces,
+            fds,
+            began,
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
 }
 
 pub struct Supervisor {
@@ -115,7 +155,10 @@ pub struct Supervisor {
     shutting_down: bool,
     /// Paused by a live upgrade (accepting stopped, clients quiesced).
     upgrading: bool,
-    restored: Option<(Snapshot, Vec<Storage>)>,
+    restored: Option<Restored>,
+    /// The fds a live upgrade left without FD_CLOEXEC, until every client is
+    /// back.
+    cloexec_pending: Vec<i32>,
     /// Clients of a live upgrade not rebuilt yet (see `restore_clients`), with
     /// the gate slot each already holds.
     restoring: std::collections::VecDeque<(Server, ClientState, Slot)>,
@@ -169,6 +212,7 @@ impl Supervisor {
             upgrading: false,
             restored: cfg.restored,
             restoring: Default::default(),
+            cloexec_pending: Vec::new(),
             restore_began: None,
         }
     }
@@ -257,23 +301,20 @@ impl Supervisor {
     }
 
     /// Rebuilds lockspaces, listeners and clients from a live-upgrade snapshot.
-    fn restore(&mut self, snapshot: Snapshot, storage: Vec<Storage>, ctx: &mut Context<Self>) {
-        // The exec left these without FD_CLOEXEC; a thread re-arms it while we
-        // start serving (the next upgrade waits for it).
-        super::handoff::restore_cloexec_later(snapshot.fds());
-        // Adopting thousands of lease fds (an fstat each) runs beside the client
-        // restore below; no actor runs before this function returns.
-        let t0 = Instant::now();
+    fn restore(&mut self, restored: Restored, ctx: &mut Context<Self>) {
+        let Restored {
+            snapshot,
+            storage,
+            lockspaces,
+            fds,
+            began: t0,
+        } = restored;
+        // The exec left these without FD_CLOEXEC; a thread re-arms them once
+        // every client is back, not beside the rebuilding (the next upgrade
+        // waits for it).
+        self.cloexec_pending = fds;
         self.restore_began = Some(t0);
         let mut queue = Vec::new();
-        let lockspaces = std::thread::spawn(move || {
-            let spaces = snapshot
-                .lockspaces
-                .into_iter()
-                .map(LockSpace::restore)
-                .collect::<Vec<_>>();
-            (spaces, t0.elapsed())
-        });
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
                 LOCK_SERVER => Server::Lock,
@@ -398,6 +439,7 @@ impl Supervisor {
             if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
                 self.start_accepting(ctx);
             }
+            super::handoff::restore_cloexec_later(std::mem::take(&mut self.cloexec_pending));
         }
     }
 
@@ -409,6 +451,8 @@ impl Supervisor {
             self.restore_client(server, c, slot, ctx);
         }
         self.restore_began = None;
+        // A new upgrade wants them without FD_CLOEXEC anyway.
+        self.cloexec_pending.clear();
     }
 
     fn restore_client(
@@ -509,8 +553,8 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some((snapshot, storage)) = self.restored.take() {
-            self.restore(snapshot, storage, ctx);
+        if let Some(restored) = self.restored.take() {
+            self.restore(restored, ctx);
         } else {
             // The default lockspace's files may be on any filesystem, NFS included,
             // so it gets a thread of its own like every lockspace that may block.
@@ -615,6 +659,7 @@ impl Handler<Pause> for Supervisor {
         if self.shutting_down {
             return MessageResult(None);
         }
+        let t_pause = Instant::now();
         self.upgrading = true;
         self.finish_restoring_clients(ctx);
         for h in self.accepting.drain(..) {
@@ -640,12 +685,14 @@ impl Handler<Pause> for Supervisor {
                 prio_workers: Some(self.admin_state.server(server).prio_workers.get()),
             })
             .collect();
-        MessageResult(Some(Paused {
+        let paused = Paused {
             timeout: self.idle.secs(),
             servers,
             lock_clients: self.connections.values().cloned().collect(),
             admin_clients: self.admin_connections.values().cloned().collect(),
-        }))
+        };
+        debug!(ms = t_pause.elapsed().as_secs_f64() * 1e3, "paused");
+        MessageResult(Some(paused))
     }
 }
 

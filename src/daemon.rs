@@ -15,7 +15,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::actors::handoff::{ExecPlan, Handoff, Upgrade};
 use crate::actors::supervisor::{
-    ListenerSpec, Server, SetLeaseCheck, SetLimits, Shutdown, Supervisor, SupervisorConfig,
+    ListenerSpec, Restored, Server, SetLeaseCheck, SetLimits, Shutdown, Supervisor,
+    SupervisorConfig,
 };
 use crate::cli::Cli;
 use crate::config::Config;
@@ -176,7 +177,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             // The sockets come from the snapshot; activation variables are stale.
             let _ = ActivationEnv::take_from_process();
             let storage = classify(&snapshot);
-            (Vec::new(), Some((snapshot, storage)))
+            (Vec::new(), Some(Restored::start(snapshot, storage)))
         }
         None => match listeners(&paths) {
             Ok(l) => (l, None),
@@ -188,8 +189,8 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     };
     let (upgrades, started_at) = restored
         .as_ref()
-        .map_or((0, crate::clock::now_epoch_seconds()), |(s, _)| {
-            (s.upgrades, s.started_at)
+        .map_or((0, crate::clock::now_epoch_seconds()), |r| {
+            (r.snapshot().upgrades, r.snapshot().started_at)
         });
     // libvirt's restart state has no start time (0): the process's own is it.
     let started_at = match started_at {
