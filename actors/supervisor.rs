@@ -447,6 +447,12 @@ impl Supervisor {
     /// shutdown is about to act on must all be there.
     fn finish_restoring_clients(&mut self, ctx: &mut Context<Self>) {
         let clients: Vec<_> = self.restoring.drain(..).collect();
+        if !clients.is_empty() {
+            info!(
+                clients = clients.len(),
+                "rebuilding the restored clients still waiting at once"
+            );
+        }
         for (server, c, slot) in clients {
             self.restore_client(server, c, slot, ctx);
         }
