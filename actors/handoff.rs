@@ -195,6 +195,8 @@ async fn upgrade(
     {
         let _ = h.join();
     }
+    let mut phases = PhaseClock::new(t0);
+    phases.mark("cloexec_wait");
     let mut paused = match supervisor.send(Pause).await {
         Ok(Some(p)) => p,
         Ok(None) => return "the daemon is shutting down".into(),
@@ -207,10 +209,12 @@ async fn upgrade(
         resumes.push(tx);
         c.send(Quiesce { resume: rx })
     }));
+    phases.mark("pause");
     let lock_states = match within("quiescing clients", quiesce).await {
         Ok(s) => s,
         Err(e) => return e,
     };
+    phases.mark("quiesce_clients");
     let quiesce = join_all(admin_clients.iter().map(|c| {
         let (tx, rx) = oneshot::channel();
         resumes.push(tx);
@@ -233,9 +237,11 @@ async fn upgrade(
             .filter_map(|r| r.as_ref().ok().cloned())
             .collect();
     }
+    phases.mark("quiesce_admin");
     if let Err(e) = within("releases of closed clients", shared.releases.settled()).await {
         return e;
     }
+    phases.mark("releases");
     let freeze = join_all(shared.lockspaces.all().into_iter().map(|ls| {
         let (tx, rx) = oneshot::channel();
         resumes.push(tx);
@@ -253,6 +259,7 @@ async fn upgrade(
         }
         Err(e) => return e,
     }
+    phases.mark("freeze");
     // The default lockspace first, as the restore expects.
     lockspaces.sort_by_key(|l| l.directory.is_some());
     let snapshot = Snapshot {
@@ -274,6 +281,7 @@ async fn upgrade(
         token: if plan.execs_itself() { 0 } else { token() },
         timeout: Some(paused.timeout),
     };
+    phases.mark("snapshot");
     let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
     let leases: usize = snapshot.lockspaces.iter().map(|l| l.resources.len()).sum();
     info!(
@@ -283,7 +291,7 @@ async fn upgrade(
         exe = %plan.exe.display(),
         "live upgrade: executing"
     );
-    exec_with(plan, &snapshot, &shared.shutdown, t0).to_string()
+    exec_with(plan, &snapshot, &shared.shutdown, t0, &mut phases).to_string()
 }
 
 /// The thread a restore leaves re-arming FD_CLOEXEC on inherited fds; the next
@@ -338,6 +346,7 @@ fn exec_with(
     snapshot: &Snapshot,
     shutdown: &DeferredShutdown,
     t0: Instant,
+    phases: &mut PhaseClock,
 ) -> std::io::Error {
     let mut fds = snapshot.fds();
     // fds parked beside a held lease must survive too: closing one would drop
@@ -350,8 +359,18 @@ fn exec_with(
     // one stays pending for the process and survives execve. Dropped (the thread
     // resumes and takes them) only if the exec fails.
     let mut quiet = None;
-    let result: std::io::Result<()> = write_state(plan, snapshot).and_then(|()| {
-        set_cloexec(&fds, false)?;
+    // An fcntl per fd (thousands) and the encoding are independent: both run at
+    // once. Every actor is frozen, so no fd closes or changes meanwhile.
+    let written = std::thread::scope(|scope| {
+        let kept = scope.spawn(|| set_cloexec(&fds, false));
+        let written = write_state(plan, snapshot);
+        let kept = kept
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("FD_CLOEXEC thread panicked")));
+        written.and(kept)
+    });
+    phases.mark("write_and_keep_fds");
+    let result: std::io::Result<()> = written.and_then(|()| {
         let q = quiet.insert(crate::signals::quiesce()?);
         // Taken before the thread stopped, but not handled: the event loop is
         // this very thread, busy here.
@@ -389,8 +408,11 @@ fn exec_with(
         if shutdown.requested() {
             return Err(std::io::Error::other("shutdown requested"));
         }
+        phases.mark("signals");
+        phases.report();
         info!(
             ms = t0.elapsed().as_secs_f64() * 1e3,
+            exec_at_us = crate::clock::epoch_micros(),
             "live upgrade: state written, exec"
         );
         let err = nix::unistd::execv(&plan.exe_cstring()?, &plan.argv).unwrap_err();
@@ -491,4 +513,36 @@ fn set_cloexec(fds: &[i32], on: bool) -> std::io::Result<()> {
         fcntl(borrowed, FcntlArg::F_SETFD(flags))?;
     }
     Ok(())
+}
+
+/// Elapsed time of each phase of an upgrade, logged at debug level: the pause
+/// a client sees is their sum, and each has its own cost driver.
+struct PhaseClock {
+    last: Instant,
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl PhaseClock {
+    fn new(t0: Instant) -> Self {
+        Self {
+            last: t0,
+            phases: Vec::with_capacity(12),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.phases.push((phase, now - self.last));
+        self.last = now;
+    }
+
+    fn report(&mut self) {
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(name, d)| format!("{name}={:.3}ms", d.as_secs_f64() * 1e3))
+            .collect();
+        tracing::debug!(phases = %phases.join(" "), "live upgrade timing");
+        self.phases.clear();
+    }
 }

@@ -37,6 +37,11 @@ use crate::protocol::lock::Owner;
 use crate::session::Session;
 use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 
+/// Clients rebuilt per turn of the event loop after a live upgrade: small
+/// enough that a client with a request waiting is not kept waiting behind
+/// thousands of idle ones.
+const RESTORE_BATCH: usize = 128;
+
 /// How often the idle timeout is checked.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -72,7 +77,7 @@ pub struct SupervisorConfig {
     /// Shut down after this long with no client and no lease (`-t`).
     pub timeout: Option<Duration>,
     /// State carried over a live upgrade, with the storage kind of each lockspace.
-    pub restored: Option<(Snapshot, Vec<Storage>)>,
+    pub restored: Option<Restored>,
     /// `lease_check_interval` (seconds, 0 = off) and `lease_loss_action`.
     pub lease_check: (u64, LossAction),
     /// Logging handle and history, for the admin server.
@@ -84,6 +89,46 @@ struct Listening {
     server: Server,
     listener: Rc<UnixListener>,
     unlink: bool,
+}
+
+/// The state a live upgrade left, its lockspaces already being rebuilt on a
+/// thread of their own from the moment it was read (see `Restored::start`).
+pub struct Restored {
+    /// Without its lockspaces (on the thread).
+    snapshot: Snapshot,
+    storage: Vec<Storage>,
+    lockspaces: std::thread::JoinHandle<(Vec<LockSpace>, Duration)>,
+    /// Every fd the snapshot names.
+    fds: Vec<i32>,
+    began: Instant,
+}
+
+impl Restored {
+    /// Starts adopting the lease fds (thousands of table entries) at once, so
+    /// that the rest of the start-up runs beside it.
+    pub fn start(mut snapshot: Snapshot, storage: Vec<Storage>) -> Self {
+        let began = Instant::now();
+        let fds = snapshot.fds();
+        let states = std::mem::take(&mut snapshot.lockspaces);
+        let lockspaces = std::thread::spawn(move || {
+            let spaces = states
+                .into_iter()
+                .map(LockSpace::restore)
+                .collect::<Vec<_>>();
+            (spaces, began.elapsed())
+        });
+        Self {
+            snapshot,
+            storage,
+            lockspaces,
+            fds,
+            began,
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
 }
 
 pub struct Supervisor {
@@ -110,7 +155,15 @@ pub struct Supervisor {
     shutting_down: bool,
     /// Paused by a live upgrade (accepting stopped, clients quiesced).
     upgrading: bool,
-    restored: Option<(Snapshot, Vec<Storage>)>,
+    restored: Option<Restored>,
+    /// The fds a live upgrade left without FD_CLOEXEC, until every client is
+    /// back.
+    cloexec_pending: Vec<i32>,
+    /// Clients of a live upgrade not rebuilt yet (see `restore_clients`), with
+    /// the gate slot each already holds.
+    restoring: std::collections::VecDeque<(Server, ClientState, Slot)>,
+    /// When their restore began; `None` once every one is back.
+    restore_began: Option<Instant>,
 }
 
 impl Supervisor {
@@ -158,6 +211,9 @@ impl Supervisor {
             shutting_down: false,
             upgrading: false,
             restored: cfg.restored,
+            restoring: Default::default(),
+            cloexec_pending: Vec::new(),
+            restore_began: None,
         }
     }
 
@@ -245,21 +301,20 @@ impl Supervisor {
     }
 
     /// Rebuilds lockspaces, listeners and clients from a live-upgrade snapshot.
-    fn restore(&mut self, snapshot: Snapshot, storage: Vec<Storage>, ctx: &mut Context<Self>) {
-        // The exec left these without FD_CLOEXEC; a thread re-arms it while we
-        // start serving (the next upgrade waits for it).
-        super::handoff::restore_cloexec_later(snapshot.fds());
-        // Adopting thousands of lease fds (an fstat each) runs beside the client
-        // restore below; no actor runs before this function returns.
-        let t0 = Instant::now();
-        let lockspaces = std::thread::spawn(move || {
-            let spaces = snapshot
-                .lockspaces
-                .into_iter()
-                .map(LockSpace::restore)
-                .collect::<Vec<_>>();
-            (spaces, t0.elapsed())
-        });
+    fn restore(&mut self, restored: Restored, ctx: &mut Context<Self>) {
+        let Restored {
+            snapshot,
+            storage,
+            lockspaces,
+            fds,
+            began: t0,
+        } = restored;
+        // The exec left these without FD_CLOEXEC; a thread re-arms them once
+        // every client is back, not beside the rebuilding (the next upgrade
+        // waits for it).
+        self.cloexec_pending = fds;
+        self.restore_began = Some(t0);
+        let mut queue = Vec::new();
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
                 LOCK_SERVER => Server::Lock,
@@ -290,33 +345,12 @@ impl Supervisor {
                 }
             }
             for c in srv.clients {
-                let stream = match adopt_stream(c.fd) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(client = c.id, fd = c.fd, error = %e, "client lost in the upgrade");
-                        continue;
-                    }
-                };
-                // Our snapshot carries the credentials of connect time; for
-                // libvirt's state, SO_PEERCRED (kept by the kernel) tells them.
-                let peer = match (c.peer_pid, c.peer_ids) {
-                    (Some(pid), Some((uid, gid))) => Peer { pid, uid, gid },
-                    (pid, _) => {
-                        let mut peer = Peer::of(&stream).unwrap_or(Peer {
-                            pid: -1,
-                            uid: self.euid,
-                            gid: 0,
-                        });
-                        if let Some(pid) = pid {
-                            peer.pid = pid;
-                        }
-                        peer
-                    }
-                };
+                // Taken now: the gate counts every client from the start.
                 let slot = self.gate(server).take();
-                self.launch(server, peer, stream, slot, Some(c), ctx);
+                queue.push((server, c, slot));
             }
         }
+        self.queue_restored_clients(queue);
         let clients_done = t0.elapsed();
         match lockspaces.join() {
             Ok((spaces, leases_done)) => {
@@ -347,11 +381,117 @@ impl Supervisor {
         if let Some(secs) = snapshot.timeout {
             self.idle.set_secs(secs);
         }
+        // Every lockspace exists now: clients may be served. The ones with a
+        // request waiting come first; the rest follow in batches between
+        // which the event loop serves them.
+        self.restore_clients(ctx);
         for f in snapshot.fencing {
             if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
                 fence::spawn(fencing);
             }
         }
+        debug!(
+            restore_ms = t0.elapsed().as_secs_f64() * 1e3,
+            at_us = crate::clock::epoch_micros(),
+            "restored"
+        );
+    }
+
+    /// Orders the clients a live upgrade left for the batched restore: lock
+    /// clients with a request waiting (readable socket, or a request partly
+    /// read before the exec) first, the other lock clients next, admin clients
+    /// last, so that whatever an admin client asks about the lock clients is
+    /// only answered once every one of them is back.
+    fn queue_restored_clients(&mut self, clients: Vec<(Server, ClientState, Slot)>) {
+        let (lock, admin): (Vec<_>, Vec<_>) = clients
+            .into_iter()
+            .partition(|(s, _, _)| *s == Server::Lock);
+        let fds: Vec<i32> = lock.iter().map(|(_, c, _)| c.fd).collect();
+        let waiting = readable(&fds);
+        let (mut busy, idle): (Vec<_>, Vec<_>) = lock
+            .into_iter()
+            .zip(waiting)
+            .partition(|((_, c, _), ready)| *ready || !c.pending.is_empty());
+        busy.extend(idle);
+        self.restoring
+            .extend(busy.into_iter().map(|(client, _)| client).chain(admin));
+    }
+
+    /// Rebuilds the next batch of restored clients, and schedules the next
+    /// batch after the event loop had its turn; accepting resumes after the last
+    /// one (the gate already counts every restored client).
+    fn restore_clients(&mut self, ctx: &mut Context<Self>) {
+        let batch = self.restoring.len().min(RESTORE_BATCH);
+        let clients: Vec<_> = self.restoring.drain(..batch).collect();
+        for (server, c, slot) in clients {
+            self.restore_client(server, c, slot, ctx);
+        }
+        if !self.restoring.is_empty() {
+            ctx.spawn(
+                actix::fut::wrap_future(tokio::task::yield_now())
+                    .map(|(), act: &mut Self, ctx| act.restore_clients(ctx)),
+            );
+        } else if let Some(began) = self.restore_began.take() {
+            debug!(
+                ms = began.elapsed().as_secs_f64() * 1e3,
+                "every client restored"
+            );
+            if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
+                self.start_accepting(ctx);
+            }
+            super::handoff::restore_cloexec_later(std::mem::take(&mut self.cloexec_pending));
+        }
+    }
+
+    /// Rebuilds every client still waiting at once: what a new upgrade or a
+    /// shutdown is about to act on must all be there.
+    fn finish_restoring_clients(&mut self, ctx: &mut Context<Self>) {
+        let clients: Vec<_> = self.restoring.drain(..).collect();
+        if !clients.is_empty() {
+            info!(
+                clients = clients.len(),
+                "rebuilding the restored clients still waiting at once"
+            );
+        }
+        for (server, c, slot) in clients {
+            self.restore_client(server, c, slot, ctx);
+        }
+        self.restore_began = None;
+        // A new upgrade wants them without FD_CLOEXEC anyway.
+        self.cloexec_pending.clear();
+    }
+
+    fn restore_client(
+        &mut self,
+        server: Server,
+        c: ClientState,
+        slot: Slot,
+        ctx: &mut Context<Self>,
+    ) {
+        let stream = match adopt_stream(c.fd) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(client = c.id, fd = c.fd, error = %e, "client lost in the upgrade");
+                return;
+            }
+        };
+        // Our snapshot carries the credentials of connect time; for
+        // libvirt's state, SO_PEERCRED (kept by the kernel) tells them.
+        let peer = match (c.peer_pid, c.peer_ids) {
+            (Some(pid), Some((uid, gid))) => Peer { pid, uid, gid },
+            (pid, _) => {
+                let mut peer = Peer::of(&stream).unwrap_or(Peer {
+                    pid: -1,
+                    uid: self.euid,
+                    gid: 0,
+                });
+                if let Some(pid) = pid {
+                    peer.pid = pid;
+                }
+                peer
+            }
+        };
+        self.launch(server, peer, stream, slot, Some(c), ctx);
     }
 
     fn gate(&self, server: Server) -> &Arc<ClientGate> {
@@ -419,8 +559,8 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some((snapshot, storage)) = self.restored.take() {
-            self.restore(snapshot, storage, ctx);
+        if let Some(restored) = self.restored.take() {
+            self.restore(restored, ctx);
         } else {
             // The default lockspace's files may be on any filesystem, NFS included,
             // so it gets a thread of its own like every lockspace that may block.
@@ -444,7 +584,10 @@ impl Actor for Supervisor {
                 }
             }
         }
-        self.start_accepting(ctx);
+        // After a live upgrade, accepting resumes once every client is back.
+        if self.restore_began.is_none() {
+            self.start_accepting(ctx);
+        }
         self.schedule_idle_check(ctx);
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
@@ -522,7 +665,9 @@ impl Handler<Pause> for Supervisor {
         if self.shutting_down {
             return MessageResult(None);
         }
+        let t_pause = Instant::now();
         self.upgrading = true;
+        self.finish_restoring_clients(ctx);
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
@@ -546,12 +691,14 @@ impl Handler<Pause> for Supervisor {
                 prio_workers: Some(self.admin_state.server(server).prio_workers.get()),
             })
             .collect();
-        MessageResult(Some(Paused {
+        let paused = Paused {
             timeout: self.idle.secs(),
             servers,
             lock_clients: self.connections.values().cloned().collect(),
             admin_clients: self.admin_connections.values().cloned().collect(),
-        }))
+        };
+        debug!(ms = t_pause.elapsed().as_secs_f64() * 1e3, "paused");
+        MessageResult(Some(paused))
     }
 }
 
@@ -712,6 +859,7 @@ impl Handler<Shutdown> for Supervisor {
             return Box::pin(fut::ready(()));
         }
         self.shutting_down = true;
+        self.finish_restoring_clients(ctx);
         crate::systemd::notify("STOPPING=1");
         info!(
             clients = self.connections.len(),
@@ -792,4 +940,25 @@ impl Handler<SetTimeout> for Supervisor {
         self.schedule_idle_check(ctx);
         info!(timeout = m.0, "idle timeout set");
     }
+}
+
+/// Which of `fds` have something to read (a request, or a hang-up), with one
+/// poll() for all of them; all false if the poll fails (the order is then
+/// only less useful).
+fn readable(fds: &[i32]) -> Vec<bool> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfd entries; a
+    // zero timeout never blocks; the fds are only looked at.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+    if n <= 0 {
+        return vec![false; fds.len()];
+    }
+    polled.iter().map(|p| p.revents != 0).collect()
 }

@@ -13,6 +13,15 @@ pub fn now_epoch_seconds() -> i64 {
     epoch_seconds(SystemTime::now())
 }
 
+/// Now, in microseconds since the epoch: timestamps that can be compared
+/// across the exec of a live upgrade (a monotonic clock's would be too, but
+/// the log reader sees these).
+pub fn epoch_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// When this process started, in seconds since the epoch, from the kernel
 /// (/proc/stat's boot time plus /proc/self/stat's start time). After a hand-over
 /// from libvirt's daemon, whose state does not say when it started, this is

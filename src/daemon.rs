@@ -11,11 +11,12 @@ use actix::prelude::*;
 use nix::sys::signal::Signal;
 use std::os::unix::ffi::OsStrExt;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::actors::handoff::{ExecPlan, Handoff, Upgrade};
 use crate::actors::supervisor::{
-    ListenerSpec, Server, SetLeaseCheck, SetLimits, Shutdown, Supervisor, SupervisorConfig,
+    ListenerSpec, Restored, Server, SetLeaseCheck, SetLimits, Shutdown, Supervisor,
+    SupervisorConfig,
 };
 use crate::cli::Cli;
 use crate::config::Config;
@@ -88,6 +89,8 @@ impl Reload {
 
 /// Runs the daemon; returns the process exit code.
 pub fn run(cli: Cli, argv0: &str) -> ExitCode {
+    let run_at_us = crate::clock::epoch_micros();
+    let t_run = std::time::Instant::now();
     let privileged = nix::unistd::geteuid().is_root();
     let mut paths = cli.paths(privileged);
     absolutize(&mut paths);
@@ -123,6 +126,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         warn!("{w}");
     }
 
+    let t_logging = t_run.elapsed();
     raise_fd_limit();
     if let Err(e) = make_run_dir(&paths) {
         error!(dir = %paths.run_dir.display(), error = %e, "Unable to create rundir");
@@ -131,6 +135,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
 
     let t_restore = std::time::Instant::now();
     let restored = take_restart_state(&paths);
+    let t_state = t_restore.elapsed();
     if cli.daemon && restored.is_some() {
         // The exec ran in the start-up directory so that the command line meant
         // the same; a daemon lives in `/` (paths are absolute by now).
@@ -172,7 +177,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             // The sockets come from the snapshot; activation variables are stale.
             let _ = ActivationEnv::take_from_process();
             let storage = classify(&snapshot);
-            (Vec::new(), Some((snapshot, storage)))
+            (Vec::new(), Some(Restored::start(snapshot, storage)))
         }
         None => match listeners(&paths) {
             Ok(l) => (l, None),
@@ -184,8 +189,8 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     };
     let (upgrades, started_at) = restored
         .as_ref()
-        .map_or((0, crate::clock::now_epoch_seconds()), |(s, _)| {
-            (s.upgrades, s.started_at)
+        .map_or((0, crate::clock::now_epoch_seconds()), |r| {
+            (r.snapshot().upgrades, r.snapshot().started_at)
         });
     // libvirt's restart state has no start time (0): the process's own is it.
     let started_at = match started_at {
@@ -252,6 +257,13 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     info!(
         ms = t_restore.elapsed().as_secs_f64() * 1e3,
         "state read and actors started"
+    );
+    debug!(
+        run_at_us,
+        config_and_logging_ms = t_logging.as_secs_f64() * 1e3,
+        state_read_ms = t_state.as_secs_f64() * 1e3,
+        to_event_loop_ms = t_run.elapsed().as_secs_f64() * 1e3,
+        "start-up timing"
     );
     let code = system.run_with_code().unwrap_or_else(|e| {
         error!(error = %e, "event loop failed");
@@ -345,7 +357,13 @@ fn listeners(paths: &Paths) -> Result<Vec<ListenerSpec>, String> {
 /// state of another process (magic != our pid) is ignored.
 fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
     let me = std::process::id();
+    let t_read = std::time::Instant::now();
     let packed = std::fs::read(paths.restart_snapshot()).ok();
+    debug!(
+        ms = t_read.elapsed().as_secs_f64() * 1e3,
+        bytes = packed.as_ref().map_or(0, Vec::len),
+        "snapshot read"
+    );
     let _ = std::fs::remove_file(paths.restart_snapshot());
     // Only the head of libvirt's JSON is needed to pair it with our snapshot; the
     // whole (megabytes) only when adopting libvirt's own state.

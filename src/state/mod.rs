@@ -7,6 +7,7 @@
 //! * libvirt's JSON (spec §8.3), written too so that libvirt's virtlockd can adopt
 //!   our state (rollback), and read when libvirt's daemon execs us (migration).
 
+mod bytes;
 pub mod libvirt;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,10 @@ pub const FORMAT: &str = "virtlockd-rs";
 /// builds back to [`MIN_VERSION`] (a positional MessagePack array that ends
 /// early leaves the new fields at their defaults), while an older build
 /// refuses a newer snapshot and adopts the libvirt JSON written beside it.
-pub const VERSION: u32 = 3;
+///
+/// Version 4 changed no field: byte strings are written as MessagePack `bin`
+/// instead of arrays of integers (see `bytes`), and read either way.
+pub const VERSION: u32 = 4;
 /// The oldest snapshot version this build restores.
 pub const MIN_VERSION: u32 = 1;
 
@@ -109,6 +113,7 @@ pub struct ClientState {
     /// Lock-server session; `None` for admin clients.
     pub session: Option<SessionState>,
     /// Bytes of a request read but not yet complete (ours only; libvirt drops them).
+    #[serde(with = "bytes")]
     pub pending: Vec<u8>,
     /// Peer pid from SO_PEERCRED at accept (ours only; libvirt reads it again from
     /// the socket, which is what the restore does first too).
@@ -130,6 +135,7 @@ pub struct SessionState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerState {
     pub uuid: [u8; 16],
+    #[serde(with = "bytes")]
     pub name: Vec<u8>,
     pub id: u32,
     pub pid: u32,
@@ -138,6 +144,7 @@ pub struct OwnerState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockspaceState {
     /// `None` for the default lockspace; else the key exactly as clients name it.
+    #[serde(with = "bytes::option")]
     pub directory: Option<Vec<u8>>,
     pub resources: Vec<ResourceState>,
     /// What the owners holding leases here registered (ours only; version 2).
@@ -147,7 +154,9 @@ pub struct LockspaceState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceState {
+    #[serde(with = "bytes")]
     pub name: Vec<u8>,
+    #[serde(with = "bytes")]
     pub path: Vec<u8>,
     pub fd: i32,
     pub lock_held: bool,
@@ -335,6 +344,27 @@ mod tests {
                 c: vec![]
             }]
         );
+    }
+
+    #[test]
+    fn byte_strings_are_written_as_bin() {
+        let s = sample();
+        let bytes = s.to_msgpack().unwrap();
+        // The resource path as one bin 8 (0xc4, length, bytes).
+        let path = b"/var/lib/libvirt/lockd/files/ab";
+        let mut bin = vec![0xc4, path.len() as u8];
+        bin.extend_from_slice(path);
+        assert!(bytes.windows(bin.len()).any(|w| w == bin.as_slice()));
+    }
+
+    #[test]
+    fn a_version_3_snapshot_still_restores() {
+        // Written by the build before version 4 from `sample()` as it was then
+        // (byte strings as arrays of integers).
+        let v3 = include_bytes!("fixtures/snapshot-v3.msgpack");
+        let mut expected = sample();
+        expected.version = 3;
+        assert_eq!(Snapshot::from_msgpack(v3).unwrap(), expected);
     }
 
     #[test]

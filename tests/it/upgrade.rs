@@ -456,3 +456,58 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
         assert!(!run.join(f).exists(), "{f} left behind:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn an_upgrade_while_idle_clients_are_still_rebuilt_keeps_every_one() {
+    // Enough clients for several restore batches: the second SIGUSR1 is
+    // pending across the first exec, so the new image takes it right after its
+    // start-up, while most idle clients are still waiting to be rebuilt.
+    const CLIENTS: u32 = 700;
+    let d = Daemon::start();
+    let ls_path = d.base().join("ls");
+    let ls = bytes(&ls_path);
+    let mut first = holding(&d, &ls_path, b"c0").await;
+    let mut clients = Vec::new();
+    for i in 1..CLIENTS {
+        let mut c = d.client().await;
+        c.register(&owner("idle", i + 1, 5_000_000 + i))
+            .await
+            .unwrap();
+        c.acquire(&ls, format!("c{i}").as_bytes(), ACQUIRE_AUTOCREATE)
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    let locks = kernel_locks(&d);
+    assert!(locks.len() >= CLIENTS as usize, "{}", locks.len());
+    d.signal(Signal::SIGUSR1);
+    wait_logged(&d, "state written, exec", 1, "upgrade did not start").await;
+    d.signal(Signal::SIGUSR1);
+    wait_upgraded(&d, 2).await;
+    first.ping().await.unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.ping()
+            .await
+            .unwrap_or_else(|e| panic!("client {} lost: {e}\n{}", i + 1, d.log()));
+    }
+    assert_eq!(kernel_locks(&d), locks, "{}", d.log());
+    // The case this test is about did happen: the second upgrade found
+    // clients not rebuilt yet (and rebuilt them before quiescing).
+    let log = d.log();
+    assert!(
+        log.contains("rebuilding the restored clients still waiting at once"),
+        "the second upgrade came after every client was back:\n{log}"
+    );
+    // Each lease is still its owner's: another client finds it busy, and the
+    // owner releases it.
+    let mut other = d.client().await;
+    other.register(&owner("other", 9, 6_999_999)).await.unwrap();
+    assert_err(
+        other.acquire(&ls, b"c1", ACQUIRE_AUTOCREATE).await,
+        87,
+        51,
+        "resource busy: Lockspace resource 'c1' is locked",
+    );
+    clients[0].release(&ls, b"c1").await.unwrap();
+    other.acquire(&ls, b"c1", ACQUIRE_AUTOCREATE).await.unwrap();
+}
