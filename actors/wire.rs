@@ -6,42 +6,108 @@
 //! a live upgrade never starts with a reply half sent.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{ready, Context as TaskContext, Poll};
 
 use actix::prelude::*;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio_util::codec::{Decoder, Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder};
 use tracing::debug;
 
 use crate::protocol::{Frame, FrameCodec, FrameError};
 
-type Reader = Rc<RefCell<FramedRead<OwnedReadHalf, FrameCodec>>>;
+/// How much one read() takes at most (into a buffer on the stack).
+const READ_CHUNK: usize = 4096;
 
-/// Initial read buffer per connection.
-const READ_BUFFER: usize = 1024;
+/// The read side of a connection. Bytes are read into a buffer on the stack
+/// and only those of a packet not yet complete are kept, so an idle client
+/// holds no read buffer at all. (A framed reader with a buffer of its own
+/// per connection cost 1 KiB per idle client, and, since each decoded
+/// packet still shared that buffer, a new 1 KiB allocation per request:
+/// with many clients the allocator walked its bins for it on every call.)
+struct Reader {
+    half: OwnedReadHalf,
+    /// Bytes of a packet not yet complete; empty (unallocated) between packets.
+    partial: BytesMut,
+    /// Set once the peer has closed (or the stream failed): nothing more comes.
+    done: bool,
+}
+
+impl Reader {
+    /// The next whole packet in `partial`; the buffer is let go once empty,
+    /// so that it is freed with the last packet decoded from it.
+    fn decode(&mut self) -> Result<Option<Frame>, FrameError> {
+        let frame = FrameCodec.decode(&mut self.partial);
+        if self.partial.is_empty() {
+            self.partial = BytesMut::new();
+        }
+        frame
+    }
+
+    fn poll_frame(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame, FrameError>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.decode() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            if let Err(e) = ready!(Pin::new(&mut self.half).poll_read(cx, &mut buf)) {
+                self.done = true;
+                return Poll::Ready(Some(Err(FrameError::Io(e))));
+            }
+            if buf.filled().is_empty() {
+                // End of stream: a packet cut short is an error, as with a
+                // framed reader.
+                self.done = true;
+                return Poll::Ready(match FrameCodec.decode_eof(&mut self.partial) {
+                    Ok(Some(frame)) => Some(Ok(frame)),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                });
+            }
+            self.partial.extend_from_slice(buf.filled());
+        }
+    }
+}
+
+type SharedReader = Rc<RefCell<Reader>>;
+
+thread_local! {
+    /// Where replies are encoded before they are written: one buffer for all
+    /// the connections of the event thread, so an idle client holds none.
+    static ENCODED: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(4096));
+}
 
 pub struct Wire {
-    reader: Reader,
+    reader: SharedReader,
     writer: Rc<OwnedWriteHalf>,
-    out: BytesMut,
     fd: RawFd,
 }
 
 /// The incoming packets of a [`Wire`], for `ctx.add_stream`.
-pub struct Incoming(Reader);
+pub struct Incoming(SharedReader);
 
 impl Stream for Incoming {
     type Item = Result<Frame, FrameError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         // Single-threaded: the actor borrows the reader only between polls.
-        Pin::new(&mut *self.0.borrow_mut()).poll_next(cx)
+        self.0.borrow_mut().poll_frame(cx)
     }
 }
 
@@ -50,15 +116,14 @@ impl Wire {
     pub fn new(stream: UnixStream, pending: &[u8]) -> (Self, Incoming) {
         let fd = stream.as_raw_fd();
         let (read, write) = stream.into_split();
-        // Requests are small (a REGISTER is 64 bytes); thousands of idle clients
-        // should not cost 8 KiB each. The buffer grows for a larger packet.
-        let mut framed = FramedRead::with_capacity(read, FrameCodec, READ_BUFFER);
-        framed.read_buffer_mut().extend_from_slice(pending);
-        let reader = Rc::new(RefCell::new(framed));
+        let reader = Rc::new(RefCell::new(Reader {
+            half: read,
+            partial: BytesMut::from(pending),
+            done: false,
+        }));
         let wire = Self {
             reader: reader.clone(),
             writer: Rc::new(write),
-            out: BytesMut::with_capacity(256),
             fd,
         };
         (wire, Incoming(reader))
@@ -74,7 +139,7 @@ impl Wire {
     pub fn take_complete(&mut self) -> Vec<Frame> {
         let mut reader = self.reader.borrow_mut();
         let mut frames = Vec::new();
-        while let Ok(Some(f)) = FrameCodec.decode(reader.read_buffer_mut()) {
+        while let Ok(Some(f)) = reader.decode() {
             frames.push(f);
         }
         frames
@@ -82,7 +147,7 @@ impl Wire {
 
     /// Bytes received but not yet forming a whole packet.
     pub fn pending(&self) -> Vec<u8> {
-        self.reader.borrow().read_buffer().to_vec()
+        self.reader.borrow().partial.to_vec()
     }
 
     /// Sends one packet. Usually one write() finishes it; otherwise the actor is
@@ -91,27 +156,24 @@ impl Wire {
     where
         A: Actor<Context = Context<A>>,
     {
-        if FrameCodec.encode(frame, &mut self.out).is_err() {
-            return;
-        }
-        loop {
-            match self.writer.try_write(&self.out) {
-                Ok(n) => {
-                    self.out.advance(n);
-                    if self.out.is_empty() {
-                        return;
+        let unsent = ENCODED.with_borrow_mut(|out| {
+            out.clear();
+            FrameCodec.encode(frame, out).ok()?;
+            let mut written = 0;
+            while written < out.len() {
+                match self.writer.try_write(&out[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!(error = %e, "write failed; closing connection");
+                        ctx.stop();
+                        return None;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "write failed; closing connection");
-                    self.out.clear();
-                    ctx.stop();
-                    return;
-                }
             }
-        }
-        let mut rest = self.out.split().freeze();
+            (written < out.len()).then(|| Bytes::copy_from_slice(&out[written..]))
+        });
+        let Some(mut rest) = unsent else { return };
         let writer = self.writer.clone();
         let flush = async move {
             while !rest.is_empty() {
