@@ -79,22 +79,10 @@ impl Client {
 
     /// Sends one lock-program call and waits for its reply.
     pub async fn call(&mut self, call: &LockCall) -> Result<(), ClientError> {
-        let mut payload = BytesMut::new();
-        call.encode(&mut payload);
-        let header = Header {
-            prog: lock::PROGRAM,
-            vers: lock::VERSION,
-            proc_: call.procedure() as i32,
-            msg_type: msg_type::CALL,
-            serial: self.serial,
-            status: status::OK,
-        };
+        let frame = call_frame(call, self.serial);
+        let header = frame.header;
         self.serial = self.serial.wrapping_add(1);
-        self.send_frame(Frame {
-            header,
-            payload: payload.freeze(),
-        })
-        .await?;
+        self.send_frame(frame).await?;
         let reply = self.recv_frame().await?.ok_or(ClientError::Closed)?;
         check_reply(&header, &reply)
     }
@@ -232,6 +220,23 @@ impl Client {
             ))),
             None => Err(ClientError::Closed),
         }
+    }
+}
+
+/// The CALL packet of a lock-program call with this serial.
+pub fn call_frame(call: &LockCall, serial: u32) -> Frame {
+    let mut payload = BytesMut::new();
+    call.encode(&mut payload);
+    Frame {
+        header: Header {
+            prog: lock::PROGRAM,
+            vers: lock::VERSION,
+            proc_: call.procedure() as i32,
+            msg_type: msg_type::CALL,
+            serial,
+            status: status::OK,
+        },
+        payload: payload.freeze(),
     }
 }
 

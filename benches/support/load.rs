@@ -15,8 +15,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio_util::codec::{Decoder, Encoder};
 use virtlockd::client::{check_reply, owner, Client, ClientError};
-use virtlockd::protocol::lock::{self, LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
-use virtlockd::protocol::{msg_type, status, Frame, FrameCodec, Header};
+use virtlockd::protocol::lock::{LockCall, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
+use virtlockd::protocol::FrameCodec;
 
 /// libvirt's VIR_ERR_RESOURCE_BUSY: the lease is held by another owner.
 const RESOURCE_BUSY: i32 = 87;
@@ -207,21 +207,9 @@ impl LoadClient {
     }
 
     async fn call(&mut self, call: &LockCall) -> Result<(), ClientError> {
-        let mut payload = BytesMut::new();
-        call.encode(&mut payload);
-        let header = Header {
-            prog: lock::PROGRAM,
-            vers: lock::VERSION,
-            proc_: call.procedure() as i32,
-            msg_type: msg_type::CALL,
-            serial: self.serial,
-            status: status::OK,
-        };
+        let frame = virtlockd::client::call_frame(call, self.serial);
+        let header = frame.header;
         self.serial = self.serial.wrapping_add(1);
-        let frame = Frame {
-            header,
-            payload: payload.freeze(),
-        };
         FrameCodec.encode(frame, &mut self.sending)?;
         while !self.sending.is_empty() {
             match self.socket.get_ref().write(&self.sending) {
