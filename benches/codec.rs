@@ -5,10 +5,8 @@ use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tokio_util::codec::{Decoder, Encoder};
 use virtlockd::protocol::error::{code, domain};
-use virtlockd::protocol::lock::{self, LockCall, Procedure, ACQUIRE_AUTOCREATE};
-use virtlockd::protocol::{
-    error_reply, msg_type, status, void_reply, Frame, FrameCodec, Header, RemoteError,
-};
+use virtlockd::protocol::lock::{LockCall, Procedure, ACQUIRE_AUTOCREATE};
+use virtlockd::protocol::{error_reply, void_reply, Frame, FrameCodec, RemoteError};
 
 fn acquire_frame(serial: u32) -> Frame {
     let call = LockCall::Acquire {
@@ -18,19 +16,7 @@ fn acquire_frame(serial: u32) -> Frame {
             .into(),
         flags: ACQUIRE_AUTOCREATE,
     };
-    let mut payload = BytesMut::new();
-    call.encode(&mut payload);
-    Frame {
-        header: Header {
-            prog: lock::PROGRAM,
-            vers: lock::VERSION,
-            proc_: Procedure::AcquireResource as i32,
-            msg_type: msg_type::CALL,
-            serial,
-            status: status::OK,
-        },
-        payload: payload.freeze(),
-    }
+    virtlockd::client::call_frame(&call, serial)
 }
 
 fn bench(c: &mut Criterion) {
