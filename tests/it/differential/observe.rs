@@ -13,8 +13,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio_util::codec::Encoder;
 use virtlockd::protocol::xdr::XdrReader;
-use virtlockd::protocol::{lock, msg_type, status, Header};
+use virtlockd::protocol::{lock, status, FrameCodec, Header};
 
 use crate::support::namespaced::Namespaced;
 
@@ -166,23 +167,13 @@ impl Conn {
     }
 }
 
-/// A lock-program CALL frame with this serial.
+/// A lock-program CALL frame with this serial, as bytes on the wire.
 pub fn call_frame(call: &lock::LockCall, serial: u32) -> Vec<u8> {
-    let mut payload = BytesMut::new();
-    call.encode(&mut payload);
-    let mut frame = BytesMut::new();
-    frame.extend_from_slice(&((28 + payload.len()) as u32).to_be_bytes());
-    Header {
-        prog: lock::PROGRAM,
-        vers: lock::VERSION,
-        proc_: call.procedure() as i32,
-        msg_type: msg_type::CALL,
-        serial,
-        status: status::OK,
-    }
-    .encode(&mut frame);
-    frame.extend_from_slice(&payload);
-    frame.to_vec()
+    let mut bytes = BytesMut::new();
+    FrameCodec
+        .encode(virtlockd::client::call_frame(call, serial), &mut bytes)
+        .expect("a call frame fits in a packet");
+    bytes.to_vec()
 }
 
 /// One whole frame (length word included), or `None` at EOF or error.
