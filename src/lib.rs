@@ -15,6 +15,7 @@ pub mod client;
 pub mod client_limits;
 pub mod clock;
 pub mod config;
+pub mod crash;
 pub mod ctl;
 pub mod daemon;
 pub mod daemonize;
