@@ -280,6 +280,7 @@ async fn upgrade(
         // libvirt's JSON is only for a hand-over to another binary.
         token: if plan.execs_itself() { 0 } else { token() },
         timeout: Some(paused.timeout),
+        crash: None,
     };
     phases.mark("snapshot");
     let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();

@@ -62,6 +62,12 @@ pub struct Lease {
     /// there, once taken.
     fd: Option<OwnedFd>,
     id: FileId,
+    /// An OFD lock (crash-safe mode) rather than a POSIX one. Its open file
+    /// description may be referenced outside this process too (parked, see
+    /// `crate::crash`), so it is unlocked explicitly, never by a close alone.
+    ofd: bool,
+    /// The lease's name in the crash-safe store (0: not parked).
+    tag: u64,
 }
 
 /// Why a lease file could not be opened.
@@ -113,17 +119,22 @@ impl Lease {
             return Err(OpenError::HeldElsewhere);
         }
         entry.leases = 1;
-        Ok(Self { fd: Some(fd), id })
+        Ok(Self {
+            fd: Some(fd),
+            id,
+            ofd: crate::crash::active(),
+            tag: 0,
+        })
     }
 
     /// Adopts fds inherited across exec (live upgrade), with the file identity
     /// the snapshot gives, or else after an fstat (which also checks it is open). A state written by another daemon may hold one file twice;
     /// both are kept. One pass over the held-file table for all of them: a
     /// restore adopts thousands while every client waits.
-    pub fn adopt_all(fds: &[(RawFd, Option<FileId>)]) -> Vec<Result<Self, Errno>> {
+    pub fn adopt_all(fds: &[(RawFd, Option<FileId>, bool)]) -> Vec<Result<Self, Errno>> {
         let ids: Vec<Result<FileId, Errno>> =
             fds.iter()
-                .map(|&(fd, known)| match known {
+                .map(|&(fd, known, _)| match known {
                     // Our own snapshot: the fd was open at the exec (clearing its
                     // FD_CLOEXEC succeeded, or there was no exec), and it is the
                     // same open file, so its identity is known without a syscall.
@@ -137,13 +148,18 @@ impl Lease {
         held.reserve(fds.len());
         fds.iter()
             .zip(ids)
-            .map(|(&(fd, _), id)| {
+            .map(|(&(fd, _, ofd), id)| {
                 let id = id?;
                 held.entry(id).or_default().leases += 1;
                 // SAFETY: open (see above), inherited for this lease and owned
                 // by nothing else in this process.
                 let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-                Ok(Self { fd: Some(fd), id })
+                Ok(Self {
+                    fd: Some(fd),
+                    id,
+                    ofd,
+                    tag: 0,
+                })
             })
             .collect()
     }
@@ -153,20 +169,51 @@ impl Lease {
         (self.id.0 != UNIDENTIFIED_DEV).then_some(self.id)
     }
 
-    /// Non-blocking POSIX record lock on byte 0, length 1: what libvirt's
-    /// `virFileLock(fd, shared, 0, 1, false)` does. `Err(EAGAIN|EACCES)` = conflict.
+    /// Non-blocking record lock on byte 0, length 1: what libvirt's
+    /// `virFileLock(fd, shared, 0, 1, false)` does, as a POSIX lock, or in
+    /// crash-safe mode the same range as an OFD lock (which other processes
+    /// and hosts see alike). `Err(EAGAIN|EACCES)` = conflict.
     pub fn lock(&self, mode: LockMode) -> Result<(), Errno> {
-        let fl = libc::flock {
-            l_type: match mode {
-                LockMode::Shared => libc::F_RDLCK,
-                LockMode::Exclusive => libc::F_WRLCK,
-            } as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 1,
-            l_pid: 0,
-        };
-        fcntl(self.fd()?, FcntlArg::F_SETLK(&fl)).map(drop)
+        let fl = byte_zero(match mode {
+            LockMode::Shared => libc::F_RDLCK,
+            LockMode::Exclusive => libc::F_WRLCK,
+        });
+        if self.ofd {
+            fcntl(self.fd()?, FcntlArg::F_OFD_SETLK(&fl)).map(drop)
+        } else {
+            fcntl(self.fd()?, FcntlArg::F_SETLK(&fl)).map(drop)
+        }
+    }
+
+    /// Whether this is an OFD lock (else POSIX).
+    pub fn is_ofd(&self) -> bool {
+        self.ofd
+    }
+
+    /// Takes an OFD lock in place of this lease's POSIX one, after a crash
+    /// restore: the POSIX lock ended with the process that held it, and only
+    /// an OFD lock outlives the next crash.
+    pub fn relock_as_ofd(&mut self, mode: LockMode) -> Result<(), Errno> {
+        self.ofd = true;
+        self.lock(mode)
+    }
+
+    /// Keeps this lease's open file description alive outside the process
+    /// (crash-safe mode); `tag` names it in the journal.
+    pub fn park(&mut self, tag: u64) -> Result<(), Errno> {
+        crate::crash::park(tag, self.fd()?)?;
+        self.tag = tag;
+        Ok(())
+    }
+
+    /// The lease's name in the crash-safe store (0: not parked).
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// Names an adopted lease already parked under `tag` (crash restore).
+    pub fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
     }
 
     /// Adopts an inherited fd whose file can no longer be identified (its
@@ -181,6 +228,8 @@ impl Lease {
         Ok(Self {
             fd: Some(owned),
             id: (UNIDENTIFIED_DEV, fd as u64),
+            ofd: false,
+            tag: 0,
         })
     }
 
@@ -215,6 +264,12 @@ impl Drop for Lease {
         // close, and our close would drop its brand-new lock.
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(fd) = self.fd.take() else { return };
+        if self.ofd {
+            // A parked reference keeps the description (and its lock) alive
+            // past our close: unlock it explicitly. Only this description's
+            // lock ends; another lease's on the same file is its own.
+            let _ = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_UNLCK)));
+        }
         match held.get_mut(&self.id) {
             Some(entry) if entry.leases > 1 => {
                 // Another lease (adopted from a state that held the file under
@@ -229,6 +284,17 @@ impl Drop for Lease {
                 drop(fd);
             }
         }
+    }
+}
+
+/// The lock range of a lease: byte 0, length 1.
+fn byte_zero(kind: libc::c_int) -> libc::flock {
+    libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 1,
+        l_pid: 0,
     }
 }
 

@@ -327,6 +327,7 @@ impl LockSpace {
                         LeaseStatus::Lost { since, .. } => crate::clock::epoch_seconds(*since),
                     },
                     file_id: r.lease.file_id(),
+                    ofd: r.lease.is_ofd(),
                 })
                 .collect(),
             owners: self
@@ -361,7 +362,11 @@ impl LockSpace {
     /// resource whose fd is not open is dropped (and logged): its lock is gone.
     /// The fds still lack FD_CLOEXEC; the caller restores it off the critical path.
     pub fn restore(state: crate::state::LockspaceState) -> Self {
-        let fds: Vec<_> = state.resources.iter().map(|r| (r.fd, r.file_id)).collect();
+        let fds: Vec<_> = state
+            .resources
+            .iter()
+            .map(|r| (r.fd, r.file_id, r.ofd))
+            .collect();
         let leases = Lease::adopt_all(&fds);
         let mut resources = HashMap::with_capacity(state.resources.len());
         for (r, lease) in state.resources.into_iter().zip(leases) {

@@ -7,7 +7,7 @@
 //! * libvirt's JSON (spec §8.3), written too so that libvirt's virtlockd can adopt
 //!   our state (rollback), and read when libvirt's daemon execs us (migration).
 
-mod bytes;
+pub(crate) mod bytes;
 pub mod libvirt;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,9 @@ pub const FORMAT: &str = "virtlockd-rs";
 ///
 /// Version 4 changed no field: byte strings are written as MessagePack `bin`
 /// instead of arrays of integers (see `bytes`), and read either way.
-pub const VERSION: u32 = 4;
+/// Version 5 added the crash-safe store (`Snapshot::crash`) and the lock kind
+/// of each resource (`ResourceState::ofd`).
+pub const VERSION: u32 = 5;
 /// The oldest snapshot version this build restores.
 pub const MIN_VERSION: u32 = 1;
 
@@ -71,6 +73,26 @@ pub struct Snapshot {
     /// libvirt's JSON: the new image's `-t` then stands).
     #[serde(default)]
     pub timeout: Option<u32>,
+    /// The crash-safe store this image kept (version 5): the next image
+    /// carries on with it. `None` outside crash-safe mode.
+    #[serde(default)]
+    pub crash: Option<CrashStoreState>,
+}
+
+/// The fds of the crash-safe store (see `crate::crash`), by number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashStoreState {
+    pub journal: i32,
+    pub park_tx: i32,
+    pub park_rx: i32,
+    pub busy: i32,
+    pub generation: u64,
+    /// fds in the parking socket's queue.
+    pub parked: u64,
+    /// Restarts after a crash this daemon recovered from.
+    pub recoveries: u64,
+    /// The next lease tag.
+    pub next_tag: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +201,10 @@ pub struct ResourceState {
     /// `None` for libvirt's state and older snapshots (version 3).
     #[serde(default)]
     pub file_id: Option<(u64, u64)>,
+    /// An OFD lock (crash-safe mode), else a POSIX one (version 5; libvirt's
+    /// state and older snapshots: POSIX).
+    #[serde(default)]
+    pub ofd: bool,
 }
 
 impl Snapshot {
@@ -286,6 +312,7 @@ mod tests {
                         lost_reason: None,
                         lost_since: 0,
                         file_id: None,
+                        ofd: false,
                     }],
                     owners: vec![OwnerState {
                         uuid: [0x11; 16],
@@ -303,6 +330,7 @@ mod tests {
             }],
             token: 99,
             timeout: Some(30),
+            crash: None,
         }
     }
 
@@ -415,6 +443,7 @@ mod tests {
                 lost_reason: None,
                 lost_since: 0,
                 file_id: None,
+                ofd: false,
             }]
         );
     }

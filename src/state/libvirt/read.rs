@@ -56,6 +56,7 @@ pub(super) fn from_json(text: &str) -> Result<Snapshot, StateError> {
         fencing: Vec::new(),
         token: 0,
         timeout: None,
+        crash: None,
     })
 }
 
@@ -388,6 +389,7 @@ fn read_lockspace(
             lost_reason: None,
             lost_since: 0,
             file_id: None,
+            ofd: false,
         });
     }
     Ok(LockspaceState {
