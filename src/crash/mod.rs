@@ -8,7 +8,36 @@
 //! A restarted daemon rebuilds everything from them (see `crate::restore`).
 //! Without a store the daemon runs exactly as before: POSIX locks, no journal.
 
+pub mod entry;
+pub mod fdstore;
+pub mod journal;
+pub mod memory;
+pub mod park;
+pub mod store;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use nix::errno::Errno;
+use thiserror::Error;
+use tracing::{error, warn};
+
+pub use entry::{client_tag, Entry};
+use memory::BusyTable;
+use store::Store;
+
+/// Why the crash-safe store could not take a change.
+#[derive(Debug, Error)]
+pub enum CrashError {
+    #[error("crash-safe store: {0}")]
+    Sys(#[from] Errno),
+    #[error("crash-safe store: cannot encode a record: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("crash-safe store: journal full")]
+    Full,
+}
 
 /// Whether crash-safe mode was asked for, and whether it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +89,187 @@ const OFF: u8 = 0;
 const ACTIVE: u8 = 1;
 const INACTIVE_NO_STORE: u8 = 2;
 
+static STORE: Mutex<Option<Store>> = Mutex::new(None);
+static BUSY: OnceLock<BusyTable> = OnceLock::new();
+/// Free slots of the busy table.
+static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn with_store<R>(f: impl FnOnce(&mut Store) -> R) -> Option<R> {
+    let mut guard = STORE.lock().unwrap_or_else(PoisonError::into_inner);
+    guard.as_mut().map(f)
+}
+
 /// The daemon's crash-safety status, as of now.
 pub fn status() -> Status {
+    let (parked, journal_bytes, generation, recoveries) = with_store(|s| {
+        (
+            s.parked() as u64,
+            s.journal_bytes() as u64,
+            s.generation(),
+            s.recoveries,
+        )
+    })
+    .unwrap_or_default();
     Status {
         mode: mode(),
-        parked: 0,
-        journal_bytes: 0,
-        generation: 0,
-        recoveries: 0,
+        parked,
+        journal_bytes,
+        generation,
+        recoveries,
     }
+}
+
+/// Records the mode asked for but not running (no store).
+pub fn set_inactive() {
+    MODE.store(INACTIVE_NO_STORE, Ordering::Relaxed);
+}
+
+/// Makes `store` the running one, with `busy` as the busy table.
+pub fn install(store: Store, busy: BusyTable) {
+    busy.clear();
+    if BUSY.set(busy).is_err() {
+        error!("crash-safe store installed twice; the first busy table stays");
+    }
+    *FREE_SLOTS.lock().unwrap_or_else(PoisonError::into_inner) = (0..memory::SLOTS).rev().collect();
+    *STORE.lock().unwrap_or_else(PoisonError::into_inner) = Some(store);
+    MODE.store(ACTIVE, Ordering::Relaxed);
+}
+
+/// Journals `entry` (crash-safe mode; nothing otherwise). An error means the
+/// change is not safe from a crash: a request making it should fail.
+pub fn record(entry: &Entry) -> Result<(), CrashError> {
+    if !active() {
+        return Ok(());
+    }
+    with_store(|s| s.record(entry)).unwrap_or(Ok(()))
+}
+
+/// Journals `entry`, logging a failure (for changes nobody can be told of).
+pub fn record_or_log(entry: &Entry) {
+    if let Err(e) = record(entry) {
+        error!(error = %e, "change not journaled; a crash now would lose it");
+    }
+}
+
+/// Parks `fd` under `tag` (crash-safe mode; nothing otherwise).
+pub fn park(tag: u64, fd: BorrowedFd<'_>) -> Result<(), CrashError> {
+    if !active() {
+        return Ok(());
+    }
+    with_store(|s| s.park(tag, fd)).unwrap_or(Ok(()))
+}
+
+/// The fd parked under `tag` is about to be closed in this process.
+pub fn forget(tag: u64) {
+    if tag != 0 && active() {
+        with_store(|s| s.forget(tag));
+    }
+}
+
+/// A new lease tag.
+pub fn next_tag() -> u64 {
+    with_store(|s| {
+        let t = s.next_tag;
+        s.next_tag += 1;
+        t
+    })
+    .unwrap_or(0)
+}
+
+/// A connection's word in the busy table (see [`memory::BusyTable`]).
+pub struct BusySlot {
+    slot: usize,
+    tag: u64,
+}
+
+impl BusySlot {
+    /// A slot for the connection tagged `tag`; `None` outside crash-safe
+    /// mode (or with every slot taken, which is logged).
+    pub fn take(tag: u64) -> Option<Self> {
+        if !active() {
+            return None;
+        }
+        let slot = FREE_SLOTS.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        if slot.is_none() {
+            warn!(tag, "busy table full: a request of this connection in progress at a crash would not be seen");
+        }
+        Some(Self { slot: slot?, tag })
+    }
+
+    /// A request is being read or answered.
+    pub fn busy(&self) {
+        if let Some(t) = BUSY.get() {
+            t.set(self.slot, self.tag);
+        }
+    }
+
+    /// Nothing read is left unanswered.
+    pub fn idle(&self) {
+        if let Some(t) = BUSY.get() {
+            t.set(self.slot, 0);
+        }
+    }
+}
+
+impl Drop for BusySlot {
+    fn drop(&mut self) {
+        self.idle();
+        FREE_SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.slot);
+    }
+}
+
+/// What a live upgrade carries of the store: its fds by number, left open
+/// across the exec.
+pub fn upgrade_state() -> Option<crate::state::CrashStoreState> {
+    if !active() {
+        return None;
+    }
+    let busy = BUSY.get()?.fd().as_raw_fd();
+    with_store(|s| crate::state::CrashStoreState {
+        journal: s.journal().fd().as_raw_fd(),
+        park_tx: s.parking().tx().as_raw_fd(),
+        park_rx: s.parking().rx().as_raw_fd(),
+        busy,
+        generation: s.generation(),
+        parked: s.parked() as u64,
+        recoveries: s.recoveries,
+        next_tag: s.next_tag,
+    })
+}
+
+/// Takes up the store a previous image of this process kept (live upgrade).
+/// `open` are the parked fds the snapshot names, by tag.
+pub fn adopt(
+    state: &crate::state::CrashStoreState,
+    open: HashMap<u64, RawFd>,
+) -> Result<(), CrashError> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: the previous image left these open for us (see upgrade_state);
+    // nothing else in this process owns them.
+    let own = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
+    let journal = journal::Journal::open(own(state.journal))?.ok_or(CrashError::Full)?;
+    let park = park::Park::adopt(own(state.park_tx), own(state.park_rx), state.parked as usize);
+    let busy = BusyTable::open(own(state.busy))?;
+    let mut store = Store::adopt(journal, park, open);
+    store.next_tag = state.next_tag.max(1);
+    store.recoveries = state.recoveries;
+    install(store, busy);
+    Ok(())
+}
+
+/// The store's own fds, for the exec of a live upgrade (they must stay open).
+pub fn own_fds() -> Vec<RawFd> {
+    upgrade_state()
+        .map(|s| vec![s.journal, s.park_tx, s.park_rx, s.busy])
+        .unwrap_or_default()
+}
+
+/// For a borrowed fd's raw number.
+pub fn raw(fd: &impl AsFd) -> RawFd {
+    fd.as_fd().as_raw_fd()
 }
 
 /// The mode in effect.

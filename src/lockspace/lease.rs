@@ -200,7 +200,7 @@ impl Lease {
 
     /// Keeps this lease's open file description alive outside the process
     /// (crash-safe mode); `tag` names it in the journal.
-    pub fn park(&mut self, tag: u64) -> Result<(), Errno> {
+    pub fn park(&mut self, tag: u64) -> Result<(), crate::crash::CrashError> {
         crate::crash::park(tag, self.fd()?)?;
         self.tag = tag;
         Ok(())

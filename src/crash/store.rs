@@ -1,0 +1,252 @@
+//! The crash-safe store of a running daemon: the journal, the parking socket
+//! and the fds parked in it, one generation at a time in the service
+//! manager's fd store.
+//!
+//! A generation is replaced (compaction) when the journal is full or the
+//! parking queue holds many more references than there are live fds: the new
+//! one gets the latest record of every live key and a reference to every fd
+//! still open, is stored, and only once the service manager has taken it
+//! (`BARRIER=1`) is the old one removed. A crash at any moment finds at least
+//! one complete generation in the store.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use tracing::{debug, info, warn};
+
+use super::entry::{Entry, Key};
+use super::fdstore;
+use super::journal::{Full, Journal};
+use super::park::Park;
+use super::CrashError;
+
+/// Room for records in a new journal, at least (virtual: pages are allocated
+/// as written).
+const MIN_CAPACITY: usize = 64 << 20;
+/// Parked references beyond the live fds that trigger a compaction, at least.
+const SLACK: usize = 4096;
+/// How long a new generation waits for the service manager to take it.
+const BARRIER_PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct Store {
+    journal: Journal,
+    park: Park,
+    /// Where the latest record of every live key starts in the journal.
+    live: HashMap<Key, usize>,
+    /// fds parked and still open in this process, by tag: what a new
+    /// generation parks. An fd leaves before it is closed ([`Store::forget`]),
+    /// so every number here is the one parked under its tag.
+    open: HashMap<u64, RawFd>,
+    scratch: Vec<u8>,
+    pub next_tag: u64,
+    pub recoveries: u64,
+}
+
+/// The store names of generation `g`.
+pub fn names(g: u64) -> [String; 3] {
+    [
+        format!("{}journal-{g}", fdstore::PREFIX),
+        format!("{}parktx-{g}", fdstore::PREFIX),
+        format!("{}parkrx-{g}", fdstore::PREFIX),
+    ]
+}
+
+impl Store {
+    /// A new generation holding `records` (the live state, one record per
+    /// key) and a reference to each of `open`, stored in the fd store.
+    /// Generations listed in `retire` are removed from the store once the
+    /// service manager has taken the new one.
+    pub fn create(
+        generation: u64,
+        records: &[Entry],
+        open: HashMap<u64, RawFd>,
+        retire: &[u64],
+    ) -> Result<Self, CrashError> {
+        let mut scratch = Vec::new();
+        let mut encoded = Vec::with_capacity(records.len());
+        let mut bytes = 0;
+        for e in records {
+            e.encode(&mut scratch)?;
+            bytes += scratch.len() + 8;
+            encoded.push((e.key(), scratch.clone()));
+        }
+        let mut journal = Journal::create(generation, MIN_CAPACITY.max(bytes * 4))?;
+        let mut live = HashMap::with_capacity(encoded.len());
+        for (key, payload) in encoded {
+            let at = journal.append(&payload).map_err(|Full| CrashError::Full)?;
+            live.insert(key, at);
+        }
+        let mut park = Park::create()?;
+        park_all(&mut park, &open)?;
+        let store = Self {
+            journal,
+            park,
+            live,
+            open,
+            scratch,
+            next_tag: 1,
+            recoveries: 0,
+        };
+        store.publish(retire)?;
+        Ok(store)
+    }
+
+    /// Carries on with the generation a previous image of this process kept
+    /// (live upgrade): its records are read back for the live-key index.
+    pub fn adopt(journal: Journal, park: Park, open: HashMap<u64, RawFd>) -> Self {
+        let mut live = HashMap::new();
+        for (at, payload) in journal.records() {
+            if let Ok(e) = Entry::decode(payload) {
+                if e.is_removal() {
+                    live.remove(&e.key());
+                } else {
+                    live.insert(e.key(), at);
+                }
+            }
+        }
+        Self {
+            journal,
+            park,
+            live,
+            open,
+            scratch: Vec::new(),
+            next_tag: 1,
+            recoveries: 0,
+        }
+    }
+
+    /// Stores this generation, then retires the listed ones.
+    fn publish(&self, retire: &[u64]) -> Result<(), CrashError> {
+        let g = self.journal.generation();
+        let [journal, tx, rx] = names(g);
+        fdstore::store(&journal, &[self.journal.fd().as_fd()])?;
+        fdstore::store(&tx, &[self.park.tx()])?;
+        fdstore::store(&rx, &[self.park.rx()])?;
+        if retire.is_empty() {
+            return Ok(());
+        }
+        if !fdstore::barrier(BARRIER_PATIENCE)? {
+            warn!(
+                generation = g,
+                "the service manager did not confirm the new store in time; the old one is kept"
+            );
+            return Ok(());
+        }
+        for old in retire {
+            for name in names(*old) {
+                fdstore::remove(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `entry` (a new generation first if the journal is full).
+    pub fn record(&mut self, entry: &Entry) -> Result<(), CrashError> {
+        entry.encode(&mut self.scratch)?;
+        let at = match self.journal.append(&self.scratch) {
+            Ok(at) => at,
+            Err(Full) => {
+                self.compact()?;
+                entry.encode(&mut self.scratch)?;
+                self.journal
+                    .append(&self.scratch)
+                    .map_err(|Full| CrashError::Full)?
+            }
+        };
+        let key = entry.key();
+        if entry.is_removal() {
+            self.live.remove(&key);
+        } else {
+            self.live.insert(key, at);
+        }
+        Ok(())
+    }
+
+    /// Parks `fd` under `tag`.
+    pub fn park(&mut self, tag: u64, fd: BorrowedFd<'_>) -> Result<(), CrashError> {
+        use std::os::fd::AsRawFd;
+        match self.park.park_one(tag, fd) {
+            Ok(()) => {}
+            Err(Errno::EAGAIN | Errno::ENOBUFS) => {
+                self.compact()?;
+                self.park.park_one(tag, fd)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.open.insert(tag, fd.as_raw_fd());
+        if self.park.fds() > 2 * self.open.len() + SLACK {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// `tag`'s fd is about to be closed.
+    pub fn forget(&mut self, tag: u64) {
+        self.open.remove(&tag);
+    }
+
+    /// Replaces this generation with a compact one.
+    pub fn compact(&mut self) -> Result<(), CrashError> {
+        let t0 = std::time::Instant::now();
+        let old = self.journal.generation();
+        let mut offsets: Vec<usize> = self.live.values().copied().collect();
+        offsets.sort_unstable();
+        let records: Vec<Entry> = offsets
+            .iter()
+            .filter_map(|&at| Entry::decode(self.journal.record_at(at)).ok())
+            .collect();
+        let before = (self.journal.used(), self.park.fds());
+        let mut next = Self::create(old + 1, &records, std::mem::take(&mut self.open), &[old])?;
+        next.next_tag = self.next_tag;
+        next.recoveries = self.recoveries;
+        *self = next;
+        info!(
+            generation = old + 1,
+            journal_bytes_before = before.0,
+            journal_bytes = self.journal.used(),
+            parked_before = before.1,
+            parked = self.park.fds(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "crash-safe store compacted"
+        );
+        Ok(())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.journal.generation()
+    }
+
+    pub fn parked(&self) -> usize {
+        self.park.fds()
+    }
+
+    pub fn journal_bytes(&self) -> usize {
+        self.journal.used()
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn parking(&self) -> &Park {
+        &self.park
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+}
+
+fn park_all(park: &mut Park, open: &HashMap<u64, RawFd>) -> Result<(), CrashError> {
+    let items: Vec<(u64, BorrowedFd<'_>)> = open
+        .iter()
+        // SAFETY: every number in `open` is an fd this process holds open
+        // (see `Store::open`); the borrow lasts for this call only.
+        .map(|(&tag, &fd)| (tag, unsafe { BorrowedFd::borrow_raw(fd) }))
+        .collect();
+    park.park(&items)?;
+    debug!(fds = items.len(), "parked");
+    Ok(())
+}
