@@ -161,4 +161,46 @@ mod tests {
         assert_eq!(on_file.len(), 1, "{mine:?}");
         assert_eq!((on_file[0].mode.as_str(), on_file[0].start), ("READ", 0));
     }
+
+    /// An open file description lock belongs to no process: the kernel shows it
+    /// as `OFDLCK` with pid -1, in /proc/locks and under its fd alike (so
+    /// [`of_pid`] never lists it; [`on`] and [`of_pid_by_fd`] do).
+    #[test]
+    fn finds_an_ofd_lock_of_this_process_with_no_pid() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as i16,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 0,
+            l_len: 1,
+            // F_OFD_SETLK requires 0.
+            l_pid: 0,
+        };
+        // SAFETY: F_OFD_SETLK with a valid flock struct on an open fd.
+        assert_eq!(
+            unsafe { libc::fcntl(file.as_file().as_raw_fd(), libc::F_OFD_SETLK, &lock) },
+            0,
+            "{}",
+            io::Error::last_os_error()
+        );
+        let meta = std::fs::metadata(file.path()).unwrap();
+        let want = KernelLock {
+            kind: "OFDLCK".into(),
+            mode: "WRITE".into(),
+            pid: -1,
+            dev: meta.dev(),
+            inode: meta.ino(),
+            start: 0,
+            end: Some(0),
+        };
+        assert_eq!(on(file.path()).unwrap(), std::slice::from_ref(&want));
+        let by_fd: Vec<_> = of_pid_by_fd(std::process::id())
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.dev == meta.dev() && l.inode == meta.ino())
+            .collect();
+        assert_eq!(by_fd, [want]);
+        assert_eq!(of_pid_on(std::process::id(), file.path()).unwrap(), []);
+    }
 }

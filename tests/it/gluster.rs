@@ -2,7 +2,8 @@
 //! several times over FUSE on this machine, each mount a separate Gluster client
 //! whose fcntl locks the brick arbitrates, as between hypervisors. Lock daemons
 //! on different mounts of one lockspace must respect each other's leases, and a
-//! daemon whose mount dies must notice that its leases are gone.
+//! daemon whose mount dies must notice that its leases are gone. The OFD locks
+//! of the crash-safe lease mode cross the clients as POSIX locks do (`ofd`).
 //!
 //! glusterd, the brick, the mounts and their clients live in private mount, pid,
 //! network and UTS namespaces (tmpfs for /run, /var/lib/glusterd and
@@ -28,6 +29,8 @@ use crate::support::namespaced::{Impl, Namespaced, PRIVATE_MOUNTS};
 use crate::support::process::quiet_success;
 use crate::support::wait::{wait_upgraded, within};
 use crate::support::{bytes, until, Daemon, Holder};
+
+mod ofd;
 
 const OURS: &str = env!("CARGO_BIN_EXE_virtlockd");
 /// Bound of every wait for gluster itself.
