@@ -95,6 +95,7 @@ impl AdminConnection {
             } => lookup_admin(&server).and_then(|s| {
                 if let Some(prio) = rules::set_threadpool(&params, flags)? {
                     st.server(s).prio_workers.set(prio);
+                    st.server(s).journal(s);
                 }
                 Ok(Bytes::new())
             }),
@@ -143,7 +144,9 @@ impl AdminConnection {
             } => lookup_admin(&server).and_then(|s| {
                 let settings = st.server(s);
                 let limits = rules::set_client_limits(settings.limits(), &params, flags)?;
-                if settings.set_limits(limits) {
+                let changed = settings.set_limits(limits);
+                settings.journal(s);
+                if changed {
                     info!(
                         server = s.name(),
                         max_clients = limits.max,

@@ -46,6 +46,16 @@ impl ServerSettings {
         }
     }
 
+    /// Journals these settings as `server`'s (crash-safe mode).
+    pub fn journal(&self, server: Server) {
+        crate::crash::record_or_log(&crate::crash::Entry::Server {
+            server: server.journal_id(),
+            max_clients: self.gate.max() as u64,
+            max_unauth_clients: self.unauth_max.get() as u64,
+            prio_workers: self.prio_workers.get(),
+        });
+    }
+
     pub fn limits(&self) -> ClientLimits {
         ClientLimits {
             max: self.gate.max(),

@@ -23,7 +23,7 @@ use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, Release
 use super::lockspace_table::LockspaceTable;
 use super::releases::PendingReleases;
 use super::rpc::{self, LinkInit, Quiesce, RpcActor, RpcLink};
-use super::supervisor::{OpenError, OpenLockspace};
+use super::supervisor::{OpenError, OpenLockspace, Server};
 use super::vouched::{Vouched, VouchedOwners};
 use crate::lockspace::OwnerPid;
 use crate::names::lossy_utf8;
@@ -143,6 +143,7 @@ impl Connection {
                     self.owner_details = self.session.owner().cloned().map(Arc::new);
                     let details = self.owner_details.clone();
                     self.link.entry().update(|e| e.owner = details);
+                    self.link.journal(Some(self.session_state()));
                     debug!(client = self.link.id(), owner = %self.label, "registered");
                 }
                 self.reply(&call, r, ctx)
@@ -150,6 +151,7 @@ impl Connection {
             LockCall::Restrict { .. } => {
                 self.session.restrict();
                 self.link.entry().update(|e| e.restricted = true);
+                self.link.journal(Some(self.session_state()));
                 self.reply(&call, Ok(()), ctx)
             }
             LockCall::New { path, .. } if path.is_empty() => self.reply(
@@ -346,8 +348,12 @@ impl Connection {
         // Counted from now, not from when the task first runs: a live upgrade
         // must see that this release is still to come.
         let releasing = owner.map(|_| shared.releases.start());
+        let id = self.link.id();
         async move {
-            let Some(owner) = owner else { return };
+            let Some(owner) = owner else {
+                rpc::journal_gone(Server::Lock, id);
+                return;
+            };
             let mut released = 0;
             let mut failed = false;
             // All lockspaces at once: one on a hung mount must not hold up the
@@ -388,6 +394,9 @@ impl Connection {
                 .flatten();
             drop(releasing);
             drop(vouched);
+            // Gone only now: a crash before this finds the client still there,
+            // its socket shut down, and closes it again, releases included.
+            rpc::journal_gone(Server::Lock, id);
             if let Some(fencing) = fencing {
                 fence::run(fencing).await;
             }

@@ -30,6 +30,10 @@ impl Fencing {
 
 impl Drop for Fencing {
     fn drop(&mut self) {
+        crate::crash::record_or_log(&crate::crash::Entry::Fence {
+            pid: self.pid,
+            label: None,
+        });
         self.marks
             .0
             .lock()
@@ -47,6 +51,12 @@ impl FencingMarks {
             return None;
         }
         marks.insert(pid, label.to_owned());
+        // Journaled before anything is done to the owner: a crash during the
+        // fencing finds it and fences again.
+        crate::crash::record_or_log(&crate::crash::Entry::Fence {
+            pid,
+            label: Some(label.to_owned()),
+        });
         Some(Fencing {
             marks: self.clone(),
             pid,

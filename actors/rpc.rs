@@ -62,6 +62,8 @@ pub struct LinkInit {
     pub pending: Vec<u8>,
     /// This connection's row in the client table (admin server's view).
     pub entry: ClientEntry,
+    /// The socket's name in the crash-safe store (0: not parked).
+    pub tag: u64,
 }
 
 /// One client connection of an RPC server, whatever its program.
@@ -95,7 +97,7 @@ impl RpcLink {
     /// Starts the actor `make` builds around the connection `init` describes.
     pub fn launch<A: RpcActor>(init: LinkInit, make: impl FnOnce(RpcLink) -> A) -> Addr<A> {
         A::create(move |ctx| {
-            let (wire, incoming) = Wire::new(init.stream, &init.pending);
+            let (wire, incoming) = Wire::new(init.stream, &init.pending, init.tag);
             ctx.add_stream(incoming);
             make(RpcLink {
                 server: init.server,
@@ -143,6 +145,21 @@ impl RpcLink {
             Err(e) => proto::error_reply(call, &e),
         };
         self.wire.send(frame, ctx);
+    }
+
+    /// Journals this client as it is now (crash-safe mode; nothing
+    /// otherwise). The record names no fd: the socket is parked under its tag.
+    pub fn journal(&self, session: Option<SessionState>) {
+        if crate::crash::active() {
+            let mut state = self.state(session);
+            state.fd = -1;
+            state.pending = Vec::new();
+            crate::crash::record_or_log(&crate::crash::Entry::Client {
+                server: self.server.journal_id(),
+                id: self.id,
+                client: Some(state),
+            });
+        }
     }
 
     /// This client as a live upgrade carries it over.
@@ -223,8 +240,23 @@ pub fn replay_pending<A: RpcActor>(act: &mut A, ctx: &mut Context<A>) {
     }
 }
 
-/// At stop: the supervisor forgets the connection.
+/// Journals that client `id` of `server` is gone, its closing done.
+pub fn journal_gone(server: Server, id: u64) {
+    if crate::crash::active() {
+        crate::crash::record_or_log(&crate::crash::Entry::Client {
+            server: server.journal_id(),
+            id,
+            client: None,
+        });
+    }
+}
+
+/// At stop: the supervisor forgets the connection. An admin client is gone
+/// at once; a lock client once its leases are released (see `connection`).
 pub fn stopped(link: &RpcLink) {
+    if link.server == Server::Admin {
+        journal_gone(link.server, link.id);
+    }
     debug!(
         server = link.server.name(),
         client = link.id,

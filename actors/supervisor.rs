@@ -59,6 +59,19 @@ impl Server {
             Self::Admin => "admin",
         }
     }
+
+    /// How the crash journal names this server.
+    pub fn journal_id(self) -> crate::crash::entry::ServerId {
+        match self {
+            Self::Lock => crate::crash::entry::LOCK,
+            Self::Admin => crate::crash::entry::ADMIN,
+        }
+    }
+
+    /// The tag of this server's client `id` in the crash-safe store.
+    pub fn client_tag(self, id: u64) -> u64 {
+        crate::crash::client_tag(self.journal_id(), id)
+    }
 }
 
 /// A listening socket handed to the supervisor.
@@ -255,6 +268,34 @@ impl Supervisor {
         let conn_time = state
             .as_ref()
             .map_or_else(crate::clock::now_epoch_seconds, |s| s.conn_time);
+        let fresh = state.is_none();
+        let tag = if crate::crash::active() {
+            server.client_tag(id)
+        } else {
+            0
+        };
+        // A new client's socket is parked before anything is read from it:
+        // from then on a crash keeps it connected. (A restored one is parked
+        // already.)
+        if fresh && tag != 0 {
+            if let Err(e) = crate::crash::park(tag, std::os::fd::AsFd::as_fd(&stream)) {
+                error!(server = server.name(), client = id, error = %e, "connection refused: cannot keep it safe from a crash");
+                return;
+            }
+            crate::crash::record_or_log(&crate::crash::Entry::Client {
+                server: server.journal_id(),
+                id,
+                client: Some(ClientState {
+                    id,
+                    fd: -1,
+                    conn_time,
+                    session: (server == Server::Lock).then(Default::default),
+                    pending: Vec::new(),
+                    peer_pid: Some(peer.pid),
+                    peer_ids: Some((peer.uid, peer.gid)),
+                }),
+            });
+        }
         let (session, pending) = match state {
             Some(s) => (restore_session(s.session), s.pending),
             None => (Session::default(), Vec::new()),
@@ -280,6 +321,7 @@ impl Supervisor {
             conn_time,
             pending,
             entry,
+            tag,
         };
         match server {
             Server::Lock => {
@@ -805,6 +847,7 @@ impl Handler<SetLimits> for Supervisor {
         ] {
             let s = self.admin_state.server(server);
             s.set_limits(s.limits().reloaded(max));
+            s.journal(server);
         }
         info!(
             max_clients = m.max_clients,
@@ -937,6 +980,7 @@ impl Handler<SetTimeout> for Supervisor {
     type Result = ();
     fn handle(&mut self, m: SetTimeout, ctx: &mut Self::Context) {
         self.idle.set_secs(m.0);
+        crate::crash::record_or_log(&crate::crash::Entry::Timeout(m.0));
         self.schedule_idle_check(ctx);
         info!(timeout = m.0, "idle timeout set");
     }

@@ -21,6 +21,7 @@ use tokio::net::UnixStream;
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::debug;
 
+use crate::crash::BusySlot;
 use crate::protocol::{Frame, FrameCodec, FrameError};
 
 /// How much one read() takes at most (into a buffer on the stack).
@@ -34,6 +35,9 @@ const READ_CHUNK: usize = 4096;
 /// with many clients the allocator walked its bins for it on every call.)
 struct Reader {
     half: OwnedReadHalf,
+    /// Crash-safe mode: this connection's word in the busy table, set while
+    /// a request is read but not answered.
+    slot: Option<BusySlot>,
     /// Bytes of a packet not yet complete; empty (unallocated) between packets.
     partial: BytesMut,
     /// Set once the peer has closed (or the stream failed): nothing more comes.
@@ -64,9 +68,22 @@ impl Reader {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
+            // Polled again only once the actor has answered what it was
+            // given: with nothing partly read, nothing is left unanswered.
+            if self.partial.is_empty() {
+                if let Some(s) = &self.slot {
+                    s.idle();
+                }
+            }
             let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut buf = ReadBuf::uninit(&mut chunk);
-            if let Err(e) = ready!(Pin::new(&mut self.half).poll_read(cx, &mut buf)) {
+            let polled = Pin::new(&mut self.half).poll_read(cx, &mut buf);
+            if polled.is_ready() && !buf.filled().is_empty() {
+                if let Some(s) = &self.slot {
+                    s.busy();
+                }
+            }
+            if let Err(e) = ready!(polled) {
                 self.done = true;
                 return Poll::Ready(Some(Err(FrameError::Io(e))));
             }
@@ -97,6 +114,8 @@ pub struct Wire {
     reader: SharedReader,
     writer: Rc<OwnedWriteHalf>,
     fd: RawFd,
+    /// The socket's name in the crash-safe store (0: not parked).
+    tag: u64,
 }
 
 /// The incoming packets of a [`Wire`], for `ctx.add_stream`.
@@ -112,12 +131,20 @@ impl Stream for Incoming {
 }
 
 impl Wire {
-    /// Splits `stream`; `pending` are bytes already received (live upgrade).
-    pub fn new(stream: UnixStream, pending: &[u8]) -> (Self, Incoming) {
+    /// Splits `stream`; `pending` are bytes already received (live upgrade);
+    /// `tag` names the socket in the crash-safe store (0: not parked).
+    pub fn new(stream: UnixStream, pending: &[u8], tag: u64) -> (Self, Incoming) {
         let fd = stream.as_raw_fd();
         let (read, write) = stream.into_split();
+        let slot = (tag != 0).then(|| BusySlot::take(tag)).flatten();
+        if let Some(s) = &slot {
+            if !pending.is_empty() {
+                s.busy();
+            }
+        }
         let reader = Rc::new(RefCell::new(Reader {
             half: read,
+            slot,
             partial: BytesMut::from(pending),
             done: false,
         }));
@@ -125,6 +152,7 @@ impl Wire {
             reader: reader.clone(),
             writer: Rc::new(write),
             fd,
+            tag,
         };
         (wire, Incoming(reader))
     }
@@ -194,5 +222,19 @@ impl Wire {
                 }
             }),
         );
+    }
+}
+
+impl Drop for Wire {
+    /// The connection ends: its peer must see it closed at once, even while
+    /// a reference to the socket stays parked in the crash-safe store, so the
+    /// socket itself is shut down, not only our fd closed.
+    fn drop(&mut self) {
+        crate::crash::forget(self.tag);
+        if self.tag != 0 {
+            // SAFETY: shutdown(2) on the socket this wire owns, still open
+            // (its halves close after this); no memory is involved.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
     }
 }

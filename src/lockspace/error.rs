@@ -34,6 +34,11 @@ pub enum LockError {
     /// Our fix: names that would leave (or be) the lockspace directory.
     #[error("resource name '{name}' is not valid in lockspace '{dir}'")]
     InvalidName { name: String, dir: String },
+    /// Crash-safe mode could not keep the lease safe from a crash (journal or
+    /// parking socket failed): the acquire is refused rather than granted
+    /// unprotected.
+    #[error("lease not acquired: {0}")]
+    CrashStore(String),
 }
 
 impl LockError {

@@ -73,12 +73,17 @@ impl Resource {
     /// Ends the lease: AUTOCREATE files are unlinked *before* the fd is closed, so
     /// that a racing acquirer's inode re-check sees the file go. A shared lease only
     /// deletes the file if nobody else (another host or process) still shares it.
-    fn free(self) {
+    ///
+    /// `journal` runs after the file is gone and before the lock ends: a crash
+    /// before it finds the lease still held (its file maybe gone, which the
+    /// next release tolerates), a crash after it finds the lease released.
+    fn free(self, journal: impl FnOnce()) {
         if self.status.is_lost() {
             // The lock is gone and another host may hold the file now: unlinking
             // it would let a third one lock a new file of the same name.
             warn!(path = %self.path.display(), "lost lease released; its file is left in place");
-            drop(self.lease);
+            journal();
+            self.close();
             return;
         }
         if self.autocreate() {
@@ -89,7 +94,36 @@ impl Resource {
                 }
             }
         }
+        journal();
+        self.close();
+    }
+
+    fn close(self) {
+        crate::crash::forget(self.lease.tag());
         drop(self.lease);
+    }
+
+    /// The resource as a live upgrade or the crash journal carries it.
+    fn state(&self, name: &[u8]) -> crate::state::ResourceState {
+        crate::state::ResourceState {
+            name: name.to_vec(),
+            path: self.path.as_os_str().as_bytes().to_vec(),
+            fd: self.fd(),
+            lock_held: !self.status.is_lost(),
+            flags: self.flags,
+            owners: self.owners.clone(),
+            acquired_at: crate::clock::epoch_seconds(self.acquired_at),
+            lost_reason: match &self.status {
+                LeaseStatus::Held => None,
+                LeaseStatus::Lost { cause, .. } => Some(cause.to_string()),
+            },
+            lost_since: match &self.status {
+                LeaseStatus::Held => 0,
+                LeaseStatus::Lost { since, .. } => crate::clock::epoch_seconds(*since),
+            },
+            file_id: self.lease.file_id(),
+            ofd: self.lease.is_ofd(),
+        }
     }
 }
 
@@ -148,6 +182,84 @@ impl LockSpace {
         self.resources.is_empty()
     }
 
+    /// Journals `name` as it is now (crash-safe mode; nothing otherwise).
+    fn journal(&self, name: &[u8]) -> Result<(), crate::crash::CrashError> {
+        if !crate::crash::active() {
+            return Ok(());
+        }
+        crate::crash::record(&self.resource_entry(name))
+    }
+
+    fn resource_entry(&self, name: &[u8]) -> crate::crash::Entry {
+        crate::crash::Entry::Resource {
+            lockspace: self.key().to_vec(),
+            name: name.to_vec(),
+            held: self
+                .resources
+                .get(name)
+                .map(|r| (r.lease.tag(), r.state(name))),
+        }
+    }
+
+    /// Journals that `name` is freed; a failure is logged (the release itself
+    /// cannot be undone).
+    fn journal_freed(key: &[u8], name: &[u8]) {
+        if crate::crash::active() {
+            crate::crash::record_or_log(&crate::crash::Entry::Resource {
+                lockspace: key.to_vec(),
+                name: name.to_vec(),
+                held: None,
+            });
+        }
+    }
+
+    /// Journals a change of `name` nobody can be told of (logged on failure).
+    fn journal_or_log(&self, name: &[u8]) {
+        if let Err(e) = self.journal(name) {
+            tracing::error!(error = %e, resource = %lossy_utf8(name), "lease change not journaled; a crash now would lose it");
+        }
+    }
+
+    /// Journals every resource (a crash-safe store being started from this
+    /// table: hand-over or the first start in crash-safe mode).
+    pub fn journal_all(&self) -> Vec<crate::crash::Entry> {
+        let mut out = Vec::with_capacity(self.resources.len() + self.owners.len() + 1);
+        if let Some(dir) = &self.dir {
+            out.push(crate::crash::Entry::Lockspace {
+                directory: dir.clone(),
+            });
+        }
+        out.extend(self.resources.keys().map(|n| self.resource_entry(n)));
+        out.extend(self.owner_entries());
+        out
+    }
+
+    fn owner_entries(&self) -> impl Iterator<Item = crate::crash::Entry> + '_ {
+        self.owners
+            .values()
+            .filter_map(|e| e.details.as_deref())
+            .map(|o| crate::crash::Entry::Owner {
+                lockspace: self.key().to_vec(),
+                owner: crate::state::OwnerState {
+                    uuid: o.uuid,
+                    name: o.name.clone(),
+                    id: o.id,
+                    pid: o.pid,
+                },
+            })
+    }
+
+    /// Parks the lease of resource `name` and tags it (crash-safe mode).
+    fn park(&mut self, name: &[u8]) -> Result<(), crate::crash::CrashError> {
+        if !crate::crash::active() {
+            return Ok(());
+        }
+        let Some(res) = self.resources.get_mut(name) else {
+            return Ok(());
+        };
+        res.lease.park(crate::crash::next_tag())
+    }
+
     /// `dir + "/" + name` (plain concatenation, as libvirt), or the name itself.
     fn path_of(&self, name: &[u8]) -> PathBuf {
         match &self.dir {
@@ -191,8 +303,22 @@ impl LockSpace {
         self.take(name, owner, flags)?;
         let entry = self.owners.entry(owner).or_default();
         entry.entries += 1;
+        let first = entry.entries == 1;
         if details.is_some() {
             entry.details = details;
+        }
+        if first && crate::crash::active() {
+            if let Some(o) = self.owners.get(&owner).and_then(|e| e.details.as_deref()) {
+                crate::crash::record_or_log(&crate::crash::Entry::Owner {
+                    lockspace: self.key().to_vec(),
+                    owner: crate::state::OwnerState {
+                        uuid: o.uuid,
+                        name: o.name.clone(),
+                        id: o.id,
+                        pid: o.pid,
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -218,6 +344,13 @@ impl LockSpace {
         if let Some(res) = self.resources.get_mut(name) {
             if res.shared() && want_shared && !res.status.is_lost() {
                 res.owners.push(owner);
+                if let Err(e) = self.journal(name) {
+                    // Not safe from a crash: undo, and fail the request.
+                    if let Some(res) = self.resources.get_mut(name) {
+                        res.owners.pop();
+                    }
+                    return Err(LockError::CrashStore(e.to_string()));
+                }
                 return Ok(());
             }
             return Err(LockError::Busy(lossy_utf8(name)));
@@ -254,6 +387,15 @@ impl LockSpace {
                 failures: 0,
             },
         );
+        // Parked before journaled: a crash in between leaves a parked lease the
+        // journal does not name, which the restore releases (the request was
+        // never answered, and its connection is closed).
+        if let Err(e) = self.park(name).and_then(|()| self.journal(name)) {
+            if let Some(res) = self.resources.remove(name) {
+                res.close();
+            }
+            return Err(LockError::CrashStore(e.to_string()));
+        }
         Ok(())
     }
 
@@ -271,8 +413,11 @@ impl LockSpace {
         res.owners.remove(idx);
         if res.owners.is_empty() {
             if let Some(res) = self.resources.remove(name) {
-                res.free();
+                let key = self.key();
+                res.free(|| Self::journal_freed(key, name));
             }
+        } else {
+            self.journal_or_log(name);
         }
         self.forget_one(owner);
         Ok(())
@@ -294,9 +439,15 @@ impl LockSpace {
                 }
             }
         }
+        for name in &released {
+            if !emptied.contains(name) {
+                self.journal_or_log(name);
+            }
+        }
         for name in emptied {
             if let Some(res) = self.resources.remove(&name) {
-                res.free();
+                let key = self.key();
+                res.free(|| Self::journal_freed(key, &name));
             }
         }
         self.owners.remove(&owner);
@@ -310,25 +461,7 @@ impl LockSpace {
             resources: self
                 .resources
                 .iter()
-                .map(|(name, r)| crate::state::ResourceState {
-                    name: name.clone(),
-                    path: r.path.as_os_str().as_bytes().to_vec(),
-                    fd: r.fd(),
-                    lock_held: !r.status.is_lost(),
-                    flags: r.flags,
-                    owners: r.owners.clone(),
-                    acquired_at: crate::clock::epoch_seconds(r.acquired_at),
-                    lost_reason: match &r.status {
-                        LeaseStatus::Held => None,
-                        LeaseStatus::Lost { cause, .. } => Some(cause.to_string()),
-                    },
-                    lost_since: match &r.status {
-                        LeaseStatus::Held => 0,
-                        LeaseStatus::Lost { since, .. } => crate::clock::epoch_seconds(*since),
-                    },
-                    file_id: r.lease.file_id(),
-                    ofd: r.lease.is_ofd(),
-                })
+                .map(|(name, r)| r.state(name))
                 .collect(),
             owners: self
                 .owners
@@ -454,10 +587,11 @@ impl LockSpace {
     /// Frees every resource (daemon shutdown); returns their names.
     pub fn release_all(&mut self) -> Vec<Vec<u8>> {
         self.owners.clear();
+        let key = self.key().to_vec();
         self.resources
             .drain()
             .map(|(name, res)| {
-                res.free();
+                res.free(|| Self::journal_freed(&key, &name));
                 name
             })
             .collect()

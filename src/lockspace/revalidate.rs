@@ -149,6 +149,9 @@ impl LockSpace {
                 cause,
             });
         }
+        for loss in &losses {
+            self.journal_or_log(&loss.name);
+        }
         losses
     }
 
