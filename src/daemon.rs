@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use nix::sys::signal::Signal;
-use std::os::unix::ffi::OsStrExt;
 
 use tracing::{debug, error, info, warn};
 
@@ -22,11 +21,11 @@ use crate::cli::Cli;
 use crate::config::Config;
 use crate::daemonize::{daemonize, ReadyPipe};
 use crate::listener::bind_unix;
-use crate::lockspace::lease::{self, Storage};
 use crate::logging::{self, EnvInputs, LogHandle};
 use crate::paths::Paths;
 use crate::pidfile::PidFile;
-use crate::state::{self, Snapshot};
+use crate::restore;
+use crate::state::Snapshot;
 use crate::systemd::{Activation, ActivationEnv, ADMIN_SOCKET_NAME, LOCK_SOCKET_NAME};
 
 /// libvirt's exit codes (spec §9.1).
@@ -134,7 +133,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     }
 
     let t_restore = std::time::Instant::now();
-    let restored = take_restart_state(&paths);
+    let restored = restore::after_exec(&paths);
     let t_state = t_restore.elapsed();
     if cli.daemon && restored.is_some() {
         // The exec ran in the start-up directory so that the command line meant
@@ -172,15 +171,50 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
             return fail(code, ready);
         }
     };
+    let crash_safe = crash_safe_mode(&cfg);
     let (listeners, restored) = match restored {
-        Some(snapshot) => {
+        Some(mut snapshot) => {
             // The sockets come from the snapshot; activation variables are stale.
             let _ = ActivationEnv::take_from_process();
-            let storage = classify(&snapshot);
+            if crash_safe && !restore::carry_on(&snapshot) {
+                arm(&mut snapshot, 1, &[], &[], 0);
+            }
+            let storage = restore::classify(&snapshot);
             (Vec::new(), Some(Restored::start(snapshot, storage)))
         }
         None => match listeners(&paths) {
-            Ok(l) => (l, None),
+            Ok((l, stored)) => {
+                let defaults = restore::crash::Defaults {
+                    max_clients: cfg.max_clients,
+                    admin_max_clients: cfg.admin_max_clients,
+                };
+                let stored = restore::crash::Stored::sort(stored);
+                if stored.is_empty() {
+                    if crash_safe {
+                        let mut fresh = restore::crash::empty_snapshot(&defaults);
+                        fresh.started_at = crate::clock::now_epoch_seconds();
+                        arm(&mut fresh, 1, &[], &[], 0);
+                    }
+                    (l, None)
+                } else {
+                    info!("restarting after a crash: restoring from the crash-safe store");
+                    let rec = restore::crash::recover(stored, &defaults);
+                    let mut snapshot = rec.snapshot;
+                    if crash_safe {
+                        arm(
+                            &mut snapshot,
+                            rec.next_generation,
+                            &rec.retire,
+                            &rec.retire_busy,
+                            rec.recoveries,
+                        );
+                    } else {
+                        restore::crash::retire(&rec.retire, &rec.retire_busy);
+                    }
+                    let storage = restore::classify(&snapshot);
+                    (l, Some(Restored::start(snapshot, storage)))
+                }
+            }
             Err(e) => {
                 error!("Unable to initialize network sockets: {e}");
                 return fail(exit::SOCKETS, ready);
@@ -274,6 +308,38 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+/// Whether crash-safe mode runs: asked for (`crash_safe` in the config, else
+/// `VIRTLOCKD_CRASH_SAFE`, which the shipped unit sets) and a service manager
+/// to keep the store (`$NOTIFY_SOCKET`).
+fn crash_safe_mode(cfg: &Config) -> bool {
+    let env = std::env::var(crate::config::CRASH_SAFE_ENV).ok();
+    let choice = crate::config::crash_safe_wanted(cfg, env.as_deref());
+    if let Some(w) = choice.warning {
+        warn!("{w}");
+    }
+    if !choice.wanted {
+        return false;
+    }
+    if crate::crash::fdstore::socket_path().is_none() {
+        warn!("crash_safe is set but no service manager keeps a file-descriptor store ($NOTIFY_SOCKET unset); leases will not survive a crash");
+        crate::crash::set_inactive();
+        return false;
+    }
+    true
+}
+
+/// Starts the crash-safe store for `snapshot`; on failure the daemon runs
+/// without (logged), as it would without a store.
+fn arm(snapshot: &mut Snapshot, generation: u64, retire: &[u64], retire_busy: &[u64], recoveries: u64) {
+    match restore::crash::arm(snapshot, generation, retire, retire_busy, recoveries) {
+        Ok(()) => info!(generation, "crash-safe mode active: leases are OFD locks kept in the service manager's fd store"),
+        Err(e) => {
+            error!(error = %e, "cannot start the crash-safe store; leases will not survive a crash");
+            crate::crash::set_inactive();
+        }
+    }
+}
+
 /// `-d` changes the working directory to `/`: relative paths given on the
 /// command line must keep meaning what they meant.
 fn absolutize(paths: &mut Paths) {
@@ -315,8 +381,11 @@ fn make_run_dir(paths: &Paths) -> std::io::Result<()> {
 }
 
 /// Sockets handed over by systemd, else bound at our paths (self-bound ones are
-/// removed at shutdown; activated ones are not).
-fn listeners(paths: &Paths) -> Result<Vec<ListenerSpec>, String> {
+/// removed at shutdown; activated ones are not); and what systemd handed back
+/// from its file-descriptor store (after a crash).
+type Stored = Vec<(String, std::os::fd::OwnedFd)>;
+
+fn listeners(paths: &Paths) -> Result<(Vec<ListenerSpec>, Stored), String> {
     let env = ActivationEnv::take_from_process();
     let spec = |server, unlink| {
         move |listener| ListenerSpec {
@@ -325,140 +394,37 @@ fn listeners(paths: &Paths) -> Result<Vec<ListenerSpec>, String> {
             unlink,
         }
     };
+    let bind = |p: &PathBuf| bind_unix(p).map_err(|e| format!("{}: {e}", p.display()));
+    let bound = || -> Result<Vec<ListenerSpec>, String> {
+        Ok(vec![
+            spec(Server::Lock, true)(bind(&paths.lock_socket)?),
+            spec(Server::Admin, true)(bind(&paths.admin_socket)?),
+        ])
+    };
     match Activation::from_env(&env, std::process::id()).map_err(|e| e.to_string())? {
         Some(mut act) => {
+            let stored = act.take_stored(crate::crash::fdstore::PREFIX);
             let lock = act.claim(LOCK_SOCKET_NAME).map_err(|e| e.to_string())?;
             let admin = act.claim(ADMIN_SOCKET_NAME).map_err(|e| e.to_string())?;
             act.finish().map_err(|e| e.to_string())?;
+            if lock.is_empty() && admin.is_empty() {
+                // Only the store came back (a unit without socket units).
+                return Ok((bound()?, stored));
+            }
             info!(
                 lock = lock.len(),
                 admin = admin.len(),
                 "using sockets from systemd"
             );
-            Ok(lock
+            let specs = lock
                 .into_iter()
                 .map(spec(Server::Lock, false))
                 .chain(admin.into_iter().map(spec(Server::Admin, false)))
-                .collect())
+                .collect();
+            Ok((specs, stored))
         }
-        None => {
-            let bind = |p: &PathBuf| bind_unix(p).map_err(|e| format!("{}: {e}", p.display()));
-            Ok(vec![
-                spec(Server::Lock, true)(bind(&paths.lock_socket)?),
-                spec(Server::Admin, true)(bind(&paths.admin_socket)?),
-            ])
-        }
+        None => Ok((bound()?, Vec::new())),
     }
-}
-
-/// The state a previous image of this process left for us (spec §8.2): our
-/// snapshot if its libvirt twin is still there, else libvirt's JSON (hand-over
-/// from libvirt's daemon). Both files are removed at once, whatever they hold; a
-/// state of another process (magic != our pid) is ignored.
-fn take_restart_state(paths: &Paths) -> Option<Snapshot> {
-    let me = std::process::id();
-    let t_read = std::time::Instant::now();
-    let packed = std::fs::read(paths.restart_snapshot()).ok();
-    debug!(
-        ms = t_read.elapsed().as_secs_f64() * 1e3,
-        bytes = packed.as_ref().map_or(0, Vec::len),
-        "snapshot read"
-    );
-    let _ = std::fs::remove_file(paths.restart_snapshot());
-    // Only the head of libvirt's JSON is needed to pair it with our snapshot; the
-    // whole (megabytes) only when adopting libvirt's own state.
-    let json_file = std::fs::File::open(&paths.restart_state).ok();
-    let _ = std::fs::remove_file(&paths.restart_state);
-    let mut head = [0u8; 128];
-    let (mut json_file, n) = match json_file {
-        Some(mut f) => {
-            let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
-            (Some(f), n)
-        }
-        None => (None, 0),
-    };
-    let token = json_token(&head[..n]);
-    if let Some(bytes) = packed {
-        match Snapshot::from_msgpack(&bytes) {
-            // Token 0: written for ourselves alone; else its JSON twin must be
-            // there (if libvirt's daemon consumed the twin, this one is stale).
-            Ok(s) if s.magic == me && (s.token == 0 || token == Some(s.token)) => {
-                info!(upgrades = s.upgrades, "restoring after live upgrade");
-                return Some(s);
-            }
-            Ok(s) if s.magic == me => warn!(
-                "restart snapshot without its libvirt twin (consumed by another daemon); ignored"
-            ),
-            Ok(s) => warn!(
-                magic = s.magic,
-                "Found restart exec file with old magic; ignored"
-            ),
-            Err(e) => warn!("restart snapshot unreadable ({e}); using libvirt's state file"),
-        }
-    }
-    let mut rest = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(json_file.as_mut()?, &mut rest) {
-        error!("restart state unreadable, starting afresh: {e}");
-        return None;
-    }
-    let mut bytes = head[..n].to_vec();
-    bytes.extend_from_slice(&rest);
-    let text = String::from_utf8_lossy(&bytes);
-    match state::libvirt::from_json(&text) {
-        Ok(s) if s.magic == me => {
-            info!("adopting the state of libvirt's virtlockd");
-            Some(s)
-        }
-        Ok(s) => {
-            warn!(
-                magic = s.magic,
-                "Found restart exec file with old magic; ignored"
-            );
-            None
-        }
-        Err(e) => {
-            error!("restart state unreadable, starting afresh: {e}");
-            None
-        }
-    }
-}
-
-/// Our token, which `tag_json` puts first in the document: found without parsing
-/// megabytes of JSON.
-fn json_token(bytes: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b"\"virtlockdRsToken\": \"";
-    let head = &bytes[..bytes.len().min(128)];
-    let start = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let digits: Vec<u8> = head[start..]
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
-/// Where each restored lockspace may run (see `Supervisor::start_lockspace`).
-/// statfs on a dead mount never returns, so each gets a second at most; a
-/// lockspace that does not answer runs on a thread of its own.
-fn classify(snapshot: &Snapshot) -> Vec<Storage> {
-    snapshot
-        .lockspaces
-        .iter()
-        .map(|ls| match &ls.directory {
-            None => Storage::ANYWHERE,
-            Some(dir) => {
-                let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir));
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::spawn(move || {
-                    let _ = tx.send(lease::storage_of(&dir));
-                });
-                match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(Ok(s)) => s,
-                    _ => Storage::MayHang("unresponsive"),
-                }
-            }
-        })
-        .collect()
 }
 
 /// SIGTERM/SIGINT/SIGQUIT shut down; SIGHUP reloads; SIGUSR1 starts a live

@@ -28,6 +28,7 @@ pub mod paths;
 pub mod pidfile;
 pub mod proclocks;
 pub mod protocol;
+pub mod restore;
 pub mod session;
 pub mod signals;
 pub mod state;

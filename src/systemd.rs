@@ -98,6 +98,32 @@ impl Activation {
         fds.into_iter().map(adopt_listener).collect()
     }
 
+    /// Takes the fds systemd passed from its file-descriptor store under
+    /// names starting with `prefix` (what we stored there before a crash),
+    /// with their names. Each must be open.
+    pub fn take_stored(&mut self, prefix: &str) -> Vec<(String, OwnedFd)> {
+        let names: Vec<String> = self
+            .by_name
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for name in names {
+            for fd in self.by_name.remove(&name).unwrap_or_default() {
+                // SAFETY: a flag query on a borrowed fd, failing if not open.
+                let open =
+                    fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD)
+                        .is_ok();
+                if open {
+                    // SAFETY: systemd passed this fd to us; nothing else owns it.
+                    out.push((name.clone(), unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+        }
+        out
+    }
+
     /// Fails if any passed fd was not claimed.
     pub fn finish(self) -> Result<(), ActivationError> {
         if self.by_name.is_empty() {

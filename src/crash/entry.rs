@@ -56,8 +56,13 @@ pub enum Entry {
     },
     /// The idle timeout in effect (seconds, 0 = none).
     Timeout(u32),
-    /// Daemon facts kept for status: start time and live upgrades.
-    Daemon { started_at: i64, upgrades: u64 },
+    /// Daemon facts kept for status: start time, live upgrades, and restarts
+    /// after a crash recovered from.
+    Daemon {
+        started_at: i64,
+        upgrades: u64,
+        recoveries: u64,
+    },
 }
 
 /// What a record is about: a later record with the same key replaces it.
@@ -189,6 +194,7 @@ mod tests {
                     lost_since: 0,
                     file_id: Some((1, 2)),
                     ofd: true,
+                    tag: 0,
                 },
             )),
         }

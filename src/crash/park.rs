@@ -96,46 +96,9 @@ impl Park {
         self.park(&[(tag, fd)])
     }
 
-    /// Receives everything parked, emptying the queue: (tag, fd) in the
-    /// order parked. The fds come close-on-exec.
+    /// Receives everything parked, emptying the queue (see [`drain`]).
     pub fn drain(&mut self) -> Result<Vec<(u64, OwnedFd)>, Errno> {
-        let mut out = Vec::new();
-        let mut bytes = vec![0u8; BATCH * 8];
-        let mut space = nix::cmsg_space!([RawFd; BATCH]);
-        loop {
-            let mut iov = [IoSliceMut::new(&mut bytes)];
-            let msg = match recvmsg::<()>(
-                self.rx.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => m,
-                Err(Errno::EAGAIN) => break,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e),
-            };
-            let mut fds: Vec<OwnedFd> = Vec::new();
-            for c in msg.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(received) = c {
-                    // SAFETY: just received: new fds owned by nobody else.
-                    fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-                }
-            }
-            let n = msg.bytes;
-            if n == 0 && fds.is_empty() {
-                break;
-            }
-            let tags = bytes[..n]
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-            // A message's tags and fds match one for one; an fd without a tag
-            // (cannot happen with our writer) gets tag 0: unexplained.
-            let mut tags = tags.collect::<Vec<_>>().into_iter();
-            for fd in fds {
-                out.push((tags.next().unwrap_or(0), fd));
-            }
-        }
+        let out = drain(self.rx.as_fd())?;
         self.messages = 0;
         self.fds = 0;
         Ok(out)
@@ -156,6 +119,49 @@ impl Park {
     pub fn rx(&self) -> BorrowedFd<'_> {
         self.rx.as_fd()
     }
+}
+
+/// Receives everything parked in `rx`, emptying its queue: (tag, fd) in the
+/// order parked. The fds come close-on-exec.
+pub fn drain(rx: BorrowedFd<'_>) -> Result<Vec<(u64, OwnedFd)>, Errno> {
+    let mut out = Vec::new();
+    let mut bytes = vec![0u8; BATCH * 8];
+    let mut space = nix::cmsg_space!([RawFd; BATCH]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut bytes)];
+        let msg = match recvmsg::<()>(
+            rx.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(Errno::EAGAIN) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: just received: new fds owned by nobody else.
+                fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 && fds.is_empty() {
+            break;
+        }
+        let tags = bytes[..n]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        // A message's tags and fds match one for one; an fd without a tag
+        // (cannot happen with our writer) gets tag 0: unexplained.
+        let mut tags = tags.collect::<Vec<_>>().into_iter();
+        for fd in fds {
+            out.push((tags.next().unwrap_or(0), fd));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

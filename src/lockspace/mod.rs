@@ -123,6 +123,7 @@ impl Resource {
             },
             file_id: self.lease.file_id(),
             ofd: self.lease.is_ofd(),
+            tag: self.lease.tag(),
         }
     }
 }
@@ -503,7 +504,7 @@ impl LockSpace {
         let leases = Lease::adopt_all(&fds);
         let mut resources = HashMap::with_capacity(state.resources.len());
         for (r, lease) in state.resources.into_iter().zip(leases) {
-            let lease = match lease {
+            let mut lease = match lease {
                 Ok(l) => l,
                 // A lease lost before the upgrade, on a filesystem that now fails
                 // every call: kept (as lost) until its owner releases it.
@@ -521,6 +522,7 @@ impl LockSpace {
                     continue;
                 }
             };
+            lease.set_tag(r.tag);
             let acquired_at =
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.acquired_at.max(0) as u64);
             resources.insert(

@@ -205,6 +205,9 @@ pub struct ResourceState {
     /// state and older snapshots: POSIX).
     #[serde(default)]
     pub ofd: bool,
+    /// The lease's name in the crash-safe store (version 5; 0 = not parked).
+    #[serde(default)]
+    pub tag: u64,
 }
 
 impl Snapshot {
@@ -237,6 +240,9 @@ impl Snapshot {
         }
         for ls in &self.lockspaces {
             fds.extend(ls.resources.iter().map(|r| r.fd));
+        }
+        if let Some(c) = &self.crash {
+            fds.extend([c.journal, c.park_tx, c.park_rx, c.busy]);
         }
         fds
     }
@@ -313,6 +319,7 @@ mod tests {
                         lost_since: 0,
                         file_id: None,
                         ofd: false,
+                        tag: 0,
                     }],
                     owners: vec![OwnerState {
                         uuid: [0x11; 16],
@@ -444,6 +451,7 @@ mod tests {
                 lost_since: 0,
                 file_id: None,
                 ofd: false,
+                tag: 0,
             }]
         );
     }

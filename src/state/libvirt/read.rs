@@ -390,6 +390,7 @@ fn read_lockspace(
             lost_since: 0,
             file_id: None,
             ofd: false,
+            tag: 0,
         });
     }
     Ok(LockspaceState {
