@@ -280,7 +280,13 @@ async fn upgrade(
         // libvirt's JSON is only for a hand-over to another binary.
         token: if plan.execs_itself() { 0 } else { token() },
         timeout: Some(paused.timeout),
-        crash: None,
+        // Only a build of ours takes up the crash-safe store; libvirt's
+        // daemon gets none (see `exec_with`).
+        crash: if crate::crash::active() && plan.keeps_store() {
+            crate::crash::upgrade_state()
+        } else {
+            None
+        },
     };
     phases.mark("snapshot");
     let clients: usize = snapshot.servers.iter().map(|s| s.clients.len()).sum();
@@ -409,6 +415,15 @@ fn exec_with(
         if shutdown.requested() {
             return Err(std::io::Error::other("shutdown requested"));
         }
+        if snapshot.crash.is_none() && crate::crash::active() {
+            // A program that does not keep the store (libvirt's daemon): the
+            // store is emptied, else the parked references would keep every
+            // lease it releases locked. From here a crash loses the leases,
+            // as it always does under libvirt's daemon.
+            if let Some(g) = crate::crash::release_store() {
+                warn!(generation = g, "crash-safe store released for the hand-over to a daemon that does not keep it");
+            }
+        }
         phases.mark("signals");
         phases.report();
         info!(
@@ -454,6 +469,11 @@ impl ExecPlan {
             (Ok(a), Ok(b)) => id(a) == id(b),
             _ => false,
         }
+    }
+
+    /// Whether the program to exec takes up the crash-safe store.
+    fn keeps_store(&self) -> bool {
+        self.execs_itself() || crate::crash::binary_keeps_store(&self.exe)
     }
 
     fn exe_cstring(&self) -> std::io::Result<CString> {

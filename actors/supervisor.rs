@@ -821,6 +821,13 @@ impl Handler<OpenLockspace> for Supervisor {
                     Ok(())
                 };
             }
+            crate::crash::record(&crate::crash::Entry::Lockspace {
+                directory: m.path.clone(),
+            })
+            .map_err(|e| {
+                error!(error = %e, "lockspace not created");
+                OpenError::Create(LockError::CrashStore(e.to_string()))
+            })?;
             let addr = act.start_lockspace(LockSpace::directory(m.path.clone()), storage);
             act.lockspaces.insert_new(m.path, addr);
             info!(lockspace = %shown, ?storage, "lockspace created");

@@ -15,7 +15,9 @@ use std::ptr::NonNull;
 use nix::errno::Errno;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
-const MAGIC: &[u8; 8] = b"VLRSJNL1";
+/// Starts every journal; also how a binary is known to keep the store (see
+/// `crate::crash::binary_keeps_store`).
+pub const MAGIC: &[u8; 8] = b"VLRSJNL1";
 const HEADER: usize = 4096;
 const RECORD_HEAD: usize = 8;
 

@@ -85,12 +85,13 @@ pub struct Status {
 }
 
 static MODE: AtomicU8 = AtomicU8::new(0);
-const OFF: u8 = 0;
 const ACTIVE: u8 = 1;
 const INACTIVE_NO_STORE: u8 = 2;
 
 static STORE: Mutex<Option<Store>> = Mutex::new(None);
 static BUSY: OnceLock<BusyTable> = OnceLock::new();
+/// The generation whose name the busy table is stored under.
+static BUSY_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Free slots of the busy table.
 static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
@@ -124,9 +125,11 @@ pub fn set_inactive() {
     MODE.store(INACTIVE_NO_STORE, Ordering::Relaxed);
 }
 
-/// Makes `store` the running one, with `busy` as the busy table.
-pub fn install(store: Store, busy: BusyTable) {
+/// Makes `store` the running one, with `busy` (stored under generation
+/// `busy_generation`) as the busy table.
+pub fn install(store: Store, busy: BusyTable, busy_generation: u64) {
     busy.clear();
+    BUSY_GENERATION.store(busy_generation, Ordering::Relaxed);
     if BUSY.set(busy).is_err() {
         error!("crash-safe store installed twice; the first busy table stays");
     }
@@ -237,6 +240,7 @@ pub fn upgrade_state() -> Option<crate::state::CrashStoreState> {
         parked: s.parked() as u64,
         recoveries: s.recoveries,
         next_tag: s.next_tag,
+        busy_generation: BUSY_GENERATION.load(Ordering::Relaxed),
     })
 }
 
@@ -256,7 +260,7 @@ pub fn adopt(
     let mut store = Store::adopt(journal, park, open);
     store.next_tag = state.next_tag.max(1);
     store.recoveries = state.recoveries;
-    install(store, busy);
+    install(store, busy, state.busy_generation);
     Ok(())
 }
 
@@ -284,4 +288,50 @@ pub fn mode() -> Mode {
 /// Whether crash-safe mode runs (a single atomic load: asked on hot paths).
 pub fn active() -> bool {
     MODE.load(Ordering::Relaxed) == ACTIVE
+}
+
+/// Whether the program at `path` takes up our crash-safe store after a live
+/// upgrade: a build of ours contains the journal's magic. libvirt's daemon
+/// does not, and must not inherit a store it would never empty: its releases
+/// close lease fds, and a parked reference would keep their OFD locks held.
+pub fn binary_keeps_store(path: &std::path::Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let magic = journal::MAGIC;
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == magic[0])
+        .any(|(i, _)| bytes.get(i..i + magic.len()) == Some(&magic[..]))
+}
+
+/// Before a hand-over to a program that does not keep the store (libvirt's
+/// daemon): empties the store, so that from the exec on each lease's lock
+/// lives only as long as its fd, as that program expects. Answers the
+/// generation released (to re-arm from if the exec fails).
+pub fn release_store() -> Option<u64> {
+    let mut guard = STORE.lock().unwrap_or_else(PoisonError::into_inner);
+    let store = guard.take()?;
+    let g = store.generation();
+    MODE.store(INACTIVE_NO_STORE, Ordering::Relaxed);
+    let mut names: Vec<String> = store::names(g).into();
+    if BUSY.get().is_some() {
+        names.push(format!(
+            "{}busy-{}",
+            fdstore::PREFIX,
+            BUSY_GENERATION.load(Ordering::Relaxed)
+        ));
+    }
+    for name in names {
+        if let Err(e) = fdstore::remove(&name) {
+            warn!(name, error = %e, "cannot remove from the fd store");
+        }
+    }
+    match fdstore::barrier(std::time::Duration::from_secs(5)) {
+        Ok(true) => {}
+        _ => warn!("the service manager did not confirm emptying the store"),
+    }
+    drop(store);
+    Some(g)
 }

@@ -559,7 +559,7 @@ pub fn arm(
     }
     store.next_tag = next_tag;
     store.recoveries = recoveries;
-    crate::crash::install(store, busy);
+    crate::crash::install(store, busy, generation);
     Ok(())
 }
 

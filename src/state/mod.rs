@@ -93,6 +93,8 @@ pub struct CrashStoreState {
     pub recoveries: u64,
     /// The next lease tag.
     pub next_tag: u64,
+    /// The generation the busy table is stored under.
+    pub busy_generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
