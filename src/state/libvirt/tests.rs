@@ -161,6 +161,7 @@ fn snapshot(magic: u32, servers: Vec<ServerState>, lockspaces: Vec<LockspaceStat
         fencing: vec![],
         token: 0,
         timeout: None,
+        crash: None,
     }
 }
 
@@ -224,6 +225,8 @@ fn resource_state(
         lost_reason: None,
         lost_since: 0,
         file_id: None,
+        ofd: false,
+        tag: 0,
     }
 }
 
@@ -1060,6 +1063,8 @@ fn exact_text_of_a_small_snapshot() {
                 lost_reason: None,
                 lost_since: 0,
                 file_id: None,
+                ofd: false,
+                tag: 0,
             }],
         }],
         upgrades: 0,
@@ -1067,6 +1072,7 @@ fn exact_text_of_a_small_snapshot() {
         fencing: vec![],
         token: 0,
         timeout: None,
+        crash: None,
     };
     let expected =
         include_str!("../../../tests/fixtures/libvirt-state/small-snapshot-written.json");
