@@ -90,6 +90,7 @@ pub fn after_help(privileged: bool) -> String {
 Environment:\n  LIBVIRT_DEBUG        default log level (1 debug .. 4 error), overrides the config file\n  \
 LIBVIRT_LOG_FILTERS  log filters (\"level:match ...\"), overrides the config file\n  \
 LIBVIRT_LOG_OUTPUTS  log outputs (\"level:stderr level:file:PATH level:journald level:syslog:IDENT\")\n  \
+VIRTLOCKD_CRASH_SAFE  1 asks for crash-safe mode (leases kept in the service manager's file-descriptor store) when the config file does not set crash_safe\n  \
 LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  systemd socket activation (virtlockd.socket, virtlockd-admin.socket)\n\n\
 Signals:\n  SIGTERM, SIGINT, SIGQUIT  shut down: close clients (their lease holders are fenced), exit 0\n  \
 SIGHUP                    reload logging settings and client limits from the config file\n  \

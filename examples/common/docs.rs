@@ -96,8 +96,10 @@ fn virtlockd_page() -> io::Result<Vec<u8>> {
             "stays open. The state is handed over in the run directory; libvirt's own\n",
             "virtlockd and this one adopt each other's state, so\n",
             "\\fI/usr/sbin/virtlockd\\fR can be switched between them without downtime.\n",
-            "Never use SIGKILL or a restart to replace the daemon: the locks would be lost\n",
-            "(SIGKILL) or every lease holder fenced (stop).\n",
+            "Never use SIGKILL or a restart to replace the daemon: a stop or restart fences\n",
+            "every lease holder, and SIGKILL loses every lock unless crash\\-safe mode is\n",
+            "active (\\fBcrash_safe\\fR in virtlockd.conf(5); \\fBvirtlockctl status\\fR says\n",
+            "whether it is).\n",
         )
         .as_bytes(),
     );

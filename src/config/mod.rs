@@ -21,6 +21,7 @@
 //! means defaults, and a value of the wrong type is fatal. Unlike libvirt, unknown and
 //! repeated keys produce warnings instead of being ignored silently.
 
+mod crash_safe;
 mod settings;
 mod source;
 mod virconf;
@@ -28,6 +29,7 @@ mod virconf;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use crash_safe::{crash_safe_wanted, CrashSafeChoice, CRASH_SAFE_ENV};
 use settings::RawSettings;
 pub use source::{Duplicate, VirConf, VirConfFormat};
 pub use virconf::{ConfValue, Entry, SyntaxError};
@@ -70,6 +72,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "admin_max_clients",
     "lease_check_interval",
     "lease_loss_action",
+    "crash_safe",
 ];
 
 /// libvirt refuses to read configuration files larger than this (`MAX_CONFIG_FILE_SIZE`).
@@ -93,6 +96,9 @@ pub struct Config {
     pub lease_check_interval: u64,
     /// What a lost lease triggers.
     pub lease_loss_action: LossAction,
+    /// `crash_safe = 0|1`; `None` when the file does not say, and then
+    /// [`crash_safe_wanted`] asks the environment.
+    pub crash_safe: Option<bool>,
 }
 
 impl Default for Config {
@@ -105,6 +111,7 @@ impl Default for Config {
             admin_max_clients: DEFAULT_ADMIN_MAX_CLIENTS,
             lease_check_interval: DEFAULT_LEASE_CHECK_INTERVAL,
             lease_loss_action: LossAction::default(),
+            crash_safe: None,
         }
     }
 }

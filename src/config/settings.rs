@@ -22,6 +22,7 @@ pub(super) struct RawSettings {
     admin_max_clients: Option<ConfValue>,
     lease_check_interval: Option<ConfValue>,
     lease_loss_action: Option<ConfValue>,
+    crash_safe: Option<ConfValue>,
 }
 
 /// A warning and the line it is about, for sorting into file order.
@@ -92,6 +93,14 @@ impl RawSettings {
                     })
                 }
             };
+        }
+        // Not a libvirt key, so no libvirt text to keep: its errors name the line too.
+        let at = format!("{origin}:{}", document.line_of("crash_safe").unwrap_or(0));
+        if let Some(n) = uint(self.crash_safe, "crash_safe", &at)? {
+            if n > 1 {
+                return Err(out_of_range(&at, "crash_safe", 1));
+            }
+            cfg.crash_safe = Some(n == 1);
         }
         Ok((cfg, warnings))
     }

@@ -91,6 +91,66 @@ fn lease_check_settings() {
 }
 
 #[test]
+fn crash_safe_is_0_or_1_and_unset_by_default() {
+    assert_eq!(Config::default().crash_safe, None);
+    assert_eq!(ok("crash_safe = 1").crash_safe, Some(true));
+    assert_eq!(ok("crash_safe = 0").crash_safe, Some(false));
+    assert_eq!(ok("crash_safe = +1").crash_safe, Some(true));
+    assert_eq!(ok("max_clients = 3").crash_safe, None);
+    // Errors name the file, the line and the key.
+    assert_eq!(
+        err("max_clients = 3\ncrash_safe = 2\n"),
+        "test.conf:2: value for 'crash_safe' parameter must be in range 0:1"
+    );
+    assert_eq!(
+        err("\n\ncrash_safe = -1"),
+        "test.conf:3: expected an unsigned integer for 'crash_safe' parameter"
+    );
+    assert_eq!(
+        err("crash_safe = \"1\""),
+        "test.conf:1: expected an unsigned integer for 'crash_safe' parameter"
+    );
+    assert_eq!(
+        err("crash_safe = [1]"),
+        "test.conf:1: expected an unsigned integer for 'crash_safe' parameter"
+    );
+    // The first occurrence wins, as for every key.
+    let (cfg, warnings) = parse("crash_safe = 0\ncrash_safe = 1\n").expect("duplicate");
+    assert_eq!(cfg.crash_safe, Some(false));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
+
+#[test]
+fn crash_safe_comes_from_the_file_then_the_environment() {
+    let unset = Config::default();
+    let on = ok("crash_safe = 1");
+    let off = ok("crash_safe = 0");
+    let wanted = |cfg: &Config, env: Option<&str>| {
+        let choice = crash_safe_wanted(cfg, env);
+        (choice.wanted, choice.warning.is_some())
+    };
+    // The environment decides only when the file does not.
+    assert_eq!(wanted(&unset, None), (false, false));
+    assert_eq!(wanted(&unset, Some("1")), (true, false));
+    assert_eq!(wanted(&unset, Some("0")), (false, false));
+    assert_eq!(wanted(&unset, Some("")), (false, false));
+    assert_eq!(wanted(&off, Some("1")), (false, false));
+    assert_eq!(wanted(&on, None), (true, false));
+    assert_eq!(wanted(&on, Some("0")), (true, false));
+    assert_eq!(wanted(&on, Some("yes")), (true, false));
+    // Anything but 0 or 1 is off, and said so.
+    for odd in ["yes", "true", "2", " 1", "1\n", "on"] {
+        let choice = crash_safe_wanted(&unset, Some(odd));
+        assert!(!choice.wanted, "{odd:?}");
+        let warning = choice.warning.expect("a warning");
+        assert!(
+            warning.starts_with(&format!("{CRASH_SAFE_ENV}={odd:?} is neither 0 nor 1")),
+            "{warning}"
+        );
+    }
+}
+
+#[test]
 fn shipped_sample_parses_to_defaults() {
     let text = include_str!("../../virtlockd.conf");
     let (cfg, warnings) = parse(text).expect("shipped sample");
@@ -124,6 +184,7 @@ fn shipped_sample_uncommented_is_valid() {
     assert_eq!(cfg.log_level, Some(3));
     assert!(cfg.log_filters.is_some());
     assert!(cfg.log_outputs.is_some());
+    assert_eq!(cfg.crash_safe, Some(false), "the sample shows the default");
     for spec in [cfg.log_filters, cfg.log_outputs].into_iter().flatten() {
         assert!(!spec.is_empty());
     }
