@@ -10,7 +10,9 @@ use super::clients::ClientRecord;
 use super::lockspace::Inspect;
 use super::lockspace_table::LockspaceTable;
 use super::supervisor::Server;
-use crate::protocol::inspect::{ClientView, LeaseView, OwnerDetails, OwnerView, StatusView};
+use crate::protocol::inspect::{
+    ClientView, CrashSafetyView, LeaseView, OwnerDetails, OwnerView, StatusView,
+};
 
 /// How long inspection waits for one lockspace: one on a hung mount is left
 /// out rather than holding up the answer.
@@ -91,5 +93,17 @@ pub fn status(st: &AdminState) -> StatusView {
         admin_clients: st.clients.count(Server::Admin) as u32,
         lockspaces: st.lockspaces.all().len() as u32,
         leases: st.leases.get() as u64,
+        crash_safety: Some(crash_safety(crate::crash::status())),
+    }
+}
+
+fn crash_safety(s: crate::crash::Status) -> CrashSafetyView {
+    CrashSafetyView {
+        mode: s.mode.name().to_owned(),
+        reason: s.mode.reason().to_owned(),
+        parked: s.parked,
+        journal_bytes: s.journal_bytes,
+        generation: s.generation,
+        recoveries: s.recoveries,
     }
 }

@@ -48,7 +48,8 @@ pub enum Command {
     Who { path: PathBuf },
     /// Connections of both servers, with their owners and leases.
     Clients,
-    /// Version, pid, uptime, clients, lockspaces, leases, live upgrades.
+    /// Version, pid, uptime, clients, lockspaces, leases, live upgrades, and
+    /// whether leases survive a crash of the daemon (crash-safe mode).
     Status,
     /// Whether fcntl locks under DIR reach other hosts. Exit status 2 if not.
     Check { dir: PathBuf },

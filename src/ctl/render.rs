@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use super::fscheck::{Reach, Report};
 use crate::lockspace::lease::Storage;
 use crate::names::uuid_string;
-use crate::protocol::inspect::{ClientView, LeaseStatus, LeaseView, OwnerView, StatusView};
+use crate::protocol::inspect::{
+    ClientView, CrashSafetyView, LeaseStatus, LeaseView, OwnerView, StatusView,
+};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -230,7 +232,61 @@ pub fn status_json(s: &StatusView) -> Value {
         "lockspaces": s.lockspaces,
         "leases": s.leases,
         "live_upgrades": s.upgrades,
+        "crash_safety": s.crash_safety.as_ref().map(crash_safety_json),
     })
+}
+
+fn crash_safety_json(c: &CrashSafetyView) -> Value {
+    json!({
+        "mode": c.mode,
+        "reason": (!c.reason.is_empty()).then_some(&c.reason),
+        "parked_fds": c.parked,
+        "journal_bytes": c.journal_bytes,
+        "generation": c.generation,
+        "recoveries": c.recoveries,
+    })
+}
+
+/// `n thing` or `n things`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `512 B`, `3.1 KiB`, `2.0 MiB`, ...
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `active (12 fds parked, journal 3.1 KiB, generation 2, 0 recoveries)`,
+/// `off`, `inactive (why)`; `unknown` from a daemon that does not say.
+fn crash_safety_text(c: Option<&CrashSafetyView>) -> String {
+    let Some(c) = c else {
+        return "unknown (the daemon predates crash-safe mode)".into();
+    };
+    if c.mode == "active" {
+        return format!(
+            "active ({} parked, journal {}, generation {}, {})",
+            count(c.parked, "fd", "fds"),
+            size(c.journal_bytes),
+            c.generation,
+            count(c.recoveries, "recovery", "recoveries")
+        );
+    }
+    if c.reason.is_empty() {
+        c.mode.clone()
+    } else {
+        format!("{} ({})", c.mode, c.reason)
+    }
 }
 
 fn duration(secs: i64) -> String {
@@ -265,6 +321,7 @@ pub fn status_text(s: &StatusView) -> String {
         ("lockspaces", s.lockspaces.to_string()),
         ("leases", s.leases.to_string()),
         ("live upgrades", s.upgrades.to_string()),
+        ("crash safety", crash_safety_text(s.crash_safety.as_ref())),
     ];
     rows.iter()
         .map(|(k, v)| format!("{k:<14}: {v}\n"))
@@ -386,6 +443,7 @@ mod tests {
             admin_clients: 0,
             lockspaces: 0,
             leases: 0,
+            crash_safety: None,
         };
         for (started_at, now, uptime) in [
             (i64::MIN, i64::MAX, i64::MAX),
@@ -397,5 +455,111 @@ mod tests {
             assert_eq!(status_json(&s)["uptime_seconds"], uptime);
             assert!(status_text(&s).contains(&format!("uptime        : {}\n", duration(uptime))));
         }
+    }
+
+    fn status_with(crash_safety: Option<CrashSafetyView>) -> StatusView {
+        StatusView {
+            version: "0.1.0".into(),
+            libvirt_version: 9_000_000,
+            pid: 1,
+            started_at: 100,
+            now: 200,
+            upgrades: 0,
+            lock_clients: 0,
+            admin_clients: 0,
+            lockspaces: 0,
+            leases: 0,
+            crash_safety,
+        }
+    }
+
+    fn crash(mode: &str, reason: &str, parked: u64, journal_bytes: u64) -> CrashSafetyView {
+        CrashSafetyView {
+            mode: mode.into(),
+            reason: reason.into(),
+            parked,
+            journal_bytes,
+            generation: 2,
+            recoveries: 0,
+        }
+    }
+
+    fn crash_line(s: &StatusView) -> String {
+        let text = status_text(s);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("crash safety"))
+            .unwrap_or_else(|| panic!("no crash safety line in\n{text}"));
+        line.to_owned()
+    }
+
+    #[test]
+    fn crash_safety_text_says_whether_leases_survive_a_crash() {
+        let active = status_with(Some(crash("active", "", 12, 3_174)));
+        assert_eq!(
+            crash_line(&active),
+            "crash safety  : active (12 fds parked, journal 3.1 KiB, generation 2, 0 recoveries)"
+        );
+        let mut one = crash("active", "", 1, 512);
+        one.recoveries = 1;
+        assert_eq!(
+            crash_line(&status_with(Some(one))),
+            "crash safety  : active (1 fd parked, journal 512 B, generation 2, 1 recovery)"
+        );
+        assert_eq!(
+            crash_line(&status_with(Some(crash("off", "", 0, 0)))),
+            "crash safety  : off"
+        );
+        assert_eq!(
+            crash_line(&status_with(Some(crash(
+                "inactive",
+                "no service manager file-descriptor store",
+                0,
+                0
+            )))),
+            "crash safety  : inactive (no service manager file-descriptor store)"
+        );
+        assert_eq!(
+            crash_line(&status_with(None)),
+            "crash safety  : unknown (the daemon predates crash-safe mode)"
+        );
+        // It is the last line, after the live upgrades.
+        assert!(status_text(&active).ends_with(&format!("{}\n", crash_line(&active))));
+    }
+
+    #[test]
+    fn crash_safety_json_fields() {
+        let v = status_json(&status_with(Some(crash("active", "", 12, 3_174))));
+        assert_eq!(
+            v["crash_safety"],
+            json!({
+                "mode": "active",
+                "reason": null,
+                "parked_fds": 12,
+                "journal_bytes": 3_174,
+                "generation": 2,
+                "recoveries": 0,
+            })
+        );
+        let why = "no service manager file-descriptor store";
+        let v = status_json(&status_with(Some(crash("inactive", why, 0, 0))));
+        assert_eq!(
+            (
+                v["crash_safety"]["mode"].as_str(),
+                v["crash_safety"]["reason"].as_str()
+            ),
+            (Some("inactive"), Some(why))
+        );
+        assert_eq!(status_json(&status_with(None))["crash_safety"], Value::Null);
+    }
+
+    #[test]
+    fn sizes_in_binary_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(3_174), "3.1 KiB");
+        assert_eq!(size(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
     }
 }

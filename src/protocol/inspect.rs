@@ -165,6 +165,48 @@ pub struct StatusView {
     pub admin_clients: u32,
     pub lockspaces: u32,
     pub leases: u64,
+    /// Crash-safe mode; `None` from a daemon older than it, whose reply ends
+    /// before these fields.
+    pub crash_safety: Option<CrashSafetyView>,
+}
+
+/// Whether leases survive a crash of the daemon (`crate::crash::Status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashSafetyView {
+    /// `off`, `inactive` or `active` (a newer daemon may send another word).
+    pub mode: String,
+    /// Why an asked-for mode does not run; empty otherwise.
+    pub reason: String,
+    /// Open file descriptions kept in the service manager's store.
+    pub parked: u64,
+    /// Bytes of the journal in use.
+    pub journal_bytes: u64,
+    /// Generation of the store.
+    pub generation: u64,
+    /// Crashes this daemon recovered from.
+    pub recoveries: u64,
+}
+
+impl CrashSafetyView {
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_xdr_string(self.mode.as_bytes());
+        out.put_xdr_string(self.reason.as_bytes());
+        out.put_xdr_u64(self.parked);
+        out.put_xdr_u64(self.journal_bytes);
+        out.put_xdr_u64(self.generation);
+        out.put_xdr_u64(self.recoveries);
+    }
+
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            mode: String::from_utf8_lossy(&get_bytes(r)?).into_owned(),
+            reason: String::from_utf8_lossy(&get_bytes(r)?).into_owned(),
+            parked: r.u64()?,
+            journal_bytes: r.u64()?,
+            generation: r.u64()?,
+            recoveries: r.u64()?,
+        })
+    }
 }
 
 fn put_bool(out: &mut BytesMut, v: bool) {
@@ -315,9 +357,14 @@ impl StatusView {
         out.put_xdr_u32(self.admin_clients);
         out.put_xdr_u32(self.lockspaces);
         out.put_xdr_u64(self.leases);
+        if let Some(crash) = &self.crash_safety {
+            crash.encode(&mut out);
+        }
         out.freeze()
     }
 
+    /// Decodes a reply; one that ends after `leases` (an older daemon's) has
+    /// no crash-safety fields, one that ends inside them is an error.
     pub fn decode(payload: &[u8]) -> Result<Self, XdrError> {
         let r = &mut XdrReader::new(payload);
         Ok(Self {
@@ -331,6 +378,11 @@ impl StatusView {
             admin_clients: r.u32()?,
             lockspaces: r.u32()?,
             leases: r.u64()?,
+            crash_safety: if r.remaining() == 0 {
+                None
+            } else {
+                Some(CrashSafetyView::decode(r)?)
+            },
         })
     }
 }
@@ -510,7 +562,12 @@ mod tests {
             leases: 2,
         }];
         assert_eq!(decode_clients(&encode_clients(&clients)).unwrap(), clients);
-        let s = StatusView {
+        let s = status(None);
+        assert_eq!(StatusView::decode(&s.encode()).unwrap(), s);
+    }
+
+    fn status(crash_safety: Option<CrashSafetyView>) -> StatusView {
+        StatusView {
             version: "0.1.0".into(),
             libvirt_version: 9_000_000,
             pid: 1,
@@ -521,8 +578,58 @@ mod tests {
             admin_clients: 6,
             lockspaces: 7,
             leases: 8,
-        };
-        assert_eq!(StatusView::decode(&s.encode()).unwrap(), s);
+            crash_safety,
+        }
+    }
+
+    fn crash(mode: &str, reason: &str) -> CrashSafetyView {
+        CrashSafetyView {
+            mode: mode.into(),
+            reason: reason.into(),
+            parked: 12,
+            journal_bytes: 3_174,
+            generation: 2,
+            recoveries: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn status_with_crash_safety_round_trips() {
+        for view in [
+            crash("active", ""),
+            crash("off", ""),
+            crash("inactive", "no service manager file-descriptor store"),
+            crash("a-newer-mode", "\u{e9}"),
+        ] {
+            let s = status(Some(view));
+            let bytes = s.encode();
+            assert_eq!(StatusView::decode(&bytes).unwrap(), s);
+            assert_eq!(StatusView::decode(&bytes).unwrap().encode(), bytes);
+        }
+    }
+
+    #[test]
+    fn crash_safety_fields_follow_the_older_fields() {
+        let old = status(None).encode();
+        let new = status(Some(crash("inactive", "why"))).encode();
+        // The older reply is a prefix: an older virtlockctl, which stops after
+        // `leases`, reads a newer reply as before.
+        assert_eq!(&new[..old.len()], &old[..]);
+        // mode, reason (each a length word and padded bytes), then four u64.
+        let tail = &new[old.len()..];
+        assert_eq!(tail.len(), (4 + 8) + (4 + 4) + 4 * 8);
+        assert_eq!(&tail[..12], b"\0\0\0\x08inactive");
+        assert_eq!(&tail[12..16], b"\0\0\0\x03");
+        assert_eq!(&tail[16..20], b"why\0");
+        assert_eq!(&tail[20..28], &12u64.to_be_bytes());
+        assert_eq!(&tail[28..36], &3_174u64.to_be_bytes());
+        assert_eq!(&tail[36..44], &2u64.to_be_bytes());
+        assert_eq!(&tail[44..], &u64::MAX.to_be_bytes());
+        // A reply cut anywhere inside the new fields is an error, not a
+        // status without them.
+        for cut in old.len() + 1..new.len() {
+            assert!(StatusView::decode(&new[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

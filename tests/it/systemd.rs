@@ -5,6 +5,7 @@ mod activation;
 pub mod container;
 mod journal;
 mod reload;
+mod restart;
 pub mod setup;
 mod stop;
 

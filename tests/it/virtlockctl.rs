@@ -217,8 +217,23 @@ async fn locks_who_clients_status_with_direct_file_and_shared_leases() {
         (Some(3), Some(0))
     );
     assert_eq!(status["libvirt_version"], "9.0.0");
+    // Started outside a service manager, without crash_safe or
+    // VIRTLOCKD_CRASH_SAFE: crash-safe mode is off, and nothing is stored.
+    assert_eq!(
+        status["crash_safety"],
+        serde_json::json!({
+            "mode": "off",
+            "reason": null,
+            "parked_fds": 0,
+            "journal_bytes": 0,
+            "generation": 0,
+            "recoveries": 0,
+        }),
+        "{status:#}"
+    );
     let (_, text, _) = ctl(&d, &["status"]);
     assert!(text.contains("leases        : 3\n"), "{text}");
+    assert!(text.contains("\ncrash safety  : off\n"), "{text}");
 
     // Releasing shows at once.
     drop(s.clients);

@@ -32,7 +32,7 @@ complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -s V -l version -d
 complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "locks" -d 'Every held lease with its lockspace, file, mode and owners'
 complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "who" -d 'The lease of a disk path, direct or in a file lockspace (SHA-256 name)'
 complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "clients" -d 'Connections of both servers, with their owners and leases'
-complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "status" -d 'Version, pid, uptime, clients, lockspaces, leases, live upgrades'
+complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "status" -d 'Version, pid, uptime, clients, lockspaces, leases, live upgrades, and whether leases survive a crash of the daemon (crash-safe mode)'
 complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "check" -d 'Whether fcntl locks under DIR reach other hosts. Exit status 2 if not'
 complete -c virtlockctl -n "__fish_virtlockctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand locks" -l lockspace -d 'Only leases in this lockspace directory ("" or "direct" for direct leases)' -r
@@ -60,6 +60,6 @@ complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand check" -s h -l h
 complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "locks" -d 'Every held lease with its lockspace, file, mode and owners'
 complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "who" -d 'The lease of a disk path, direct or in a file lockspace (SHA-256 name)'
 complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "clients" -d 'Connections of both servers, with their owners and leases'
-complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "status" -d 'Version, pid, uptime, clients, lockspaces, leases, live upgrades'
+complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "status" -d 'Version, pid, uptime, clients, lockspaces, leases, live upgrades, and whether leases survive a crash of the daemon (crash-safe mode)'
 complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "check" -d 'Whether fcntl locks under DIR reach other hosts. Exit status 2 if not'
 complete -c virtlockctl -n "__fish_virtlockctl_using_subcommand help; and not __fish_seen_subcommand_from locks who clients status check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
