@@ -143,7 +143,9 @@ impl Connection {
                     self.owner_details = self.session.owner().cloned().map(Arc::new);
                     let details = self.owner_details.clone();
                     self.link.entry().update(|e| e.owner = details);
+                    crate::failpoint::crash_point("register:before-journal");
                     self.link.journal(Some(self.session_state()));
+                    crate::failpoint::crash_point("register:journaled");
                     debug!(client = self.link.id(), owner = %self.label, "registered");
                 }
                 self.reply(&call, r, ctx)
@@ -349,6 +351,7 @@ impl Connection {
         // must see that this release is still to come.
         let releasing = owner.map(|_| shared.releases.start());
         let id = self.link.id();
+        crate::failpoint::crash_point("close:start");
         async move {
             let Some(owner) = owner else {
                 rpc::journal_gone(Server::Lock, id);
@@ -396,6 +399,7 @@ impl Connection {
             drop(vouched);
             // Gone only now: a crash before this finds the client still there,
             // its socket shut down, and closes it again, releases included.
+            crate::failpoint::crash_point("close:released");
             rpc::journal_gone(Server::Lock, id);
             if let Some(fencing) = fencing {
                 fence::run(fencing).await;

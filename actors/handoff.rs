@@ -424,6 +424,7 @@ fn exec_with(
                 warn!(generation = g, "crash-safe store released for the hand-over to a daemon that does not keep it");
             }
         }
+        crate::failpoint::crash_point("upgrade:before-exec");
         phases.mark("signals");
         phases.report();
         info!(

@@ -278,10 +278,12 @@ impl Supervisor {
         // from then on a crash keeps it connected. (A restored one is parked
         // already.)
         if fresh && tag != 0 {
+            crate::failpoint::crash_point("accept:accepted");
             if let Err(e) = crate::crash::park(tag, std::os::fd::AsFd::as_fd(&stream)) {
                 error!(server = server.name(), client = id, error = %e, "connection refused: cannot keep it safe from a crash");
                 return;
             }
+            crate::failpoint::crash_point("accept:parked");
             crate::crash::record_or_log(&crate::crash::Entry::Client {
                 server: server.journal_id(),
                 id,

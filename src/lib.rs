@@ -19,6 +19,7 @@ pub mod crash;
 pub mod ctl;
 pub mod daemon;
 pub mod daemonize;
+pub mod failpoint;
 pub mod idle;
 pub mod listener;
 pub mod lockspace;

@@ -127,6 +127,7 @@ impl Store {
         if retire.is_empty() {
             return Ok(());
         }
+        crate::failpoint::crash_point("store:new-generation-stored");
         if !fdstore::barrier(BARRIER_PATIENCE)? {
             warn!(
                 generation = g,

@@ -205,6 +205,7 @@ impl LockSpace {
     /// Journals that `name` is freed; a failure is logged (the release itself
     /// cannot be undone).
     fn journal_freed(key: &[u8], name: &[u8]) {
+        crate::failpoint::crash_point("release:file-removed");
         if crate::crash::active() {
             crate::crash::record_or_log(&crate::crash::Entry::Resource {
                 lockspace: key.to_vec(),
@@ -212,6 +213,7 @@ impl LockSpace {
                 held: None,
             });
         }
+        crate::failpoint::crash_point("release:journaled");
     }
 
     /// Journals a change of `name` nobody can be told of (logged on failure).
@@ -391,12 +393,16 @@ impl LockSpace {
         // Parked before journaled: a crash in between leaves a parked lease the
         // journal does not name, which the restore releases (the request was
         // never answered, and its connection is closed).
-        if let Err(e) = self.park(name).and_then(|()| self.journal(name)) {
+        crate::failpoint::crash_point("acquire:locked");
+        let parked = self.park(name);
+        crate::failpoint::crash_point("acquire:parked");
+        if let Err(e) = parked.and_then(|()| self.journal(name)) {
             if let Some(res) = self.resources.remove(name) {
                 res.close();
             }
             return Err(LockError::CrashStore(e.to_string()));
         }
+        crate::failpoint::crash_point("acquire:journaled");
         Ok(())
     }
 
