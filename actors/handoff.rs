@@ -421,7 +421,10 @@ fn exec_with(
             // lease it releases locked. From here a crash loses the leases,
             // as it always does under libvirt's daemon.
             if let Some(g) = crate::crash::release_store() {
-                warn!(generation = g, "crash-safe store released for the hand-over to a daemon that does not keep it");
+                warn!(
+                    generation = g,
+                    "crash-safe store released for the hand-over to a daemon that does not keep it"
+                );
             }
         }
         crate::failpoint::crash_point("upgrade:before-exec");

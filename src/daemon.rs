@@ -330,9 +330,18 @@ fn crash_safe_mode(cfg: &Config) -> bool {
 
 /// Starts the crash-safe store for `snapshot`; on failure the daemon runs
 /// without (logged), as it would without a store.
-fn arm(snapshot: &mut Snapshot, generation: u64, retire: &[u64], retire_busy: &[u64], recoveries: u64) {
+fn arm(
+    snapshot: &mut Snapshot,
+    generation: u64,
+    retire: &[u64],
+    retire_busy: &[u64],
+    recoveries: u64,
+) {
     match restore::crash::arm(snapshot, generation, retire, retire_busy, recoveries) {
-        Ok(()) => info!(generation, "crash-safe mode active: leases are OFD locks kept in the service manager's fd store"),
+        Ok(()) => info!(
+            generation,
+            "crash-safe mode active: leases are OFD locks kept in the service manager's fd store"
+        ),
         Err(e) => {
             error!(error = %e, "cannot start the crash-safe store; leases will not survive a crash");
             crate::crash::set_inactive();

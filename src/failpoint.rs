@@ -27,7 +27,11 @@ pub fn crash_point(name: &str) {
     if point != name || std::fs::remove_file(&file).is_err() {
         return;
     }
-    tracing::error!(point = name, ?signal, "crash point reached: killing the daemon");
+    tracing::error!(
+        point = name,
+        ?signal,
+        "crash point reached: killing the daemon"
+    );
     if signal == nix::sys::signal::Signal::SIGABRT {
         std::process::abort();
     }

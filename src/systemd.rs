@@ -112,9 +112,11 @@ impl Activation {
         for name in names {
             for fd in self.by_name.remove(&name).unwrap_or_default() {
                 // SAFETY: a flag query on a borrowed fd, failing if not open.
-                let open =
-                    fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD)
-                        .is_ok();
+                let open = fcntl(
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                    FcntlArg::F_GETFD,
+                )
+                .is_ok();
                 if open {
                     // SAFETY: systemd passed this fd to us; nothing else owns it.
                     out.push((name.clone(), unsafe { OwnedFd::from_raw_fd(fd) }));

@@ -42,7 +42,13 @@ fn send(state: &str, fds: &[RawFd]) -> Result<(), Errno> {
     let iov = [IoSlice::new(state.as_bytes())];
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, Some(&addr))?;
+    sendmsg(
+        sock.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        Some(&addr),
+    )?;
     Ok(())
 }
 

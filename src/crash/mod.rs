@@ -192,7 +192,10 @@ impl BusySlot {
         if !active() {
             return None;
         }
-        let slot = FREE_SLOTS.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let slot = FREE_SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         if slot.is_none() {
             warn!(tag, "busy table full: a request of this connection in progress at a crash would not be seen");
         }
@@ -255,7 +258,11 @@ pub fn adopt(
     // nothing else in this process owns them.
     let own = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
     let journal = journal::Journal::open(own(state.journal))?.ok_or(CrashError::Full)?;
-    let park = park::Park::adopt(own(state.park_tx), own(state.park_rx), state.parked as usize);
+    let park = park::Park::adopt(
+        own(state.park_tx),
+        own(state.park_rx),
+        state.parked as usize,
+    );
     let busy = BusyTable::open(own(state.busy))?;
     let mut store = Store::adopt(journal, park, open);
     store.next_tag = state.next_tag.max(1);

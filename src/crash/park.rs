@@ -144,7 +144,11 @@ pub fn drain(rx: BorrowedFd<'_>) -> Result<Vec<(u64, OwnedFd)>, Errno> {
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(received) = c {
                 // SAFETY: just received: new fds owned by nobody else.
-                fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         let n = msg.bytes;
@@ -175,7 +179,8 @@ mod tests {
         let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let file = tempfile::tempfile().unwrap();
         park.park_one(7, theirs.as_fd()).unwrap();
-        park.park(&[(8, file.as_fd()), (9, theirs.as_fd())]).unwrap();
+        park.park(&[(8, file.as_fd()), (9, theirs.as_fd())])
+            .unwrap();
         assert_eq!((park.messages(), park.fds()), (2, 3));
         // The only process reference closes; the parked one keeps it open.
         drop(theirs);
@@ -199,6 +204,9 @@ mod tests {
         assert_eq!(park.messages(), 3);
         let back = park.drain().unwrap();
         assert_eq!(back.len(), 600);
-        assert!(back.iter().enumerate().all(|(i, (t, _))| *t == i as u64 + 1));
+        assert!(back
+            .iter()
+            .enumerate()
+            .all(|(i, (t, _))| *t == i as u64 + 1));
     }
 }

@@ -183,7 +183,9 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
         }
         None => {
             if !fds.is_empty() {
-                error!("no readable crash journal; every parked lease is kept for an unknown owner");
+                error!(
+                    "no readable crash journal; every parked lease is kept for an unknown owner"
+                );
             }
             (Folded::default(), false)
         }
@@ -234,7 +236,11 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
                 let Some(mut client) = client else { continue };
                 let tag = crate::crash::client_tag(server, id);
                 let Some(fd) = fds.remove(&tag) else {
-                    warn!(server, client = id, "client socket not in the store; it is gone");
+                    warn!(
+                        server,
+                        client = id,
+                        "client socket not in the store; it is gone"
+                    );
                     continue;
                 };
                 if busy_tags.contains(&tag) {
@@ -291,10 +297,7 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
                     "lease lost while the daemon was down"
                 );
                 state.lock_held = false;
-                state.lost_reason = Some(format!(
-                    "lost while the daemon was down ({})",
-                    e.desc()
-                ));
+                state.lost_reason = Some(format!("lost while the daemon was down ({})", e.desc()));
                 state.lost_since = now;
                 report.lost += 1;
             }
@@ -396,7 +399,9 @@ fn unknown_lease(
         "lease held for an unknown owner (the journal does not explain it); kept until released"
     );
     report.unknown += 1;
-    let default = lockspaces.entry(Vec::new()).or_insert_with(|| lockspace(None));
+    let default = lockspaces
+        .entry(Vec::new())
+        .or_insert_with(|| lockspace(None));
     default.resources.push(crate::state::ResourceState {
         name: path.clone(),
         path,

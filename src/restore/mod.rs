@@ -132,7 +132,6 @@ pub fn classify(snapshot: &Snapshot) -> Vec<Storage> {
         .collect()
 }
 
-
 /// After a live upgrade in crash-safe mode: takes up the store the previous
 /// image kept (the same generation; its fds are in `snapshot`). False if
 /// there was none or it cannot be used (a new one is then armed).
@@ -165,7 +164,10 @@ pub fn carry_on(snapshot: &Snapshot) -> bool {
                 upgrades: snapshot.upgrades,
                 recoveries: state.recoveries,
             });
-            info!(generation = state.generation, "crash-safe store taken up after the live upgrade");
+            info!(
+                generation = state.generation,
+                "crash-safe store taken up after the live upgrade"
+            );
             true
         }
         Err(e) => {

@@ -4,6 +4,11 @@
 //! shared state and hands each actor the pieces it uses, and runs shutdown and
 //! the idle timeout.
 
+mod restore;
+
+use restore::restore_session;
+pub use restore::Restored;
+
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -17,30 +22,21 @@ use tracing::{debug, error, info, warn};
 use super::accept::{accept_stream, Accepted};
 use super::admin::{AdminConnection, AdminInit, CloseAdmin};
 use super::admin_state::{AdminState, DaemonInfo, ServerSettings};
-use super::adopt::{adopt_listener, adopt_stream};
 use super::clients::{ClientRecord, ClientTable};
 use super::connection::{Close, Connection, ConnectionInit, ConnectionShared};
 use super::deferred_shutdown::DeferredShutdown;
-use super::fence;
 use super::gate::{ClientGate, Slot};
 use super::handoff::UpgradeShared;
 use super::lockspace::{LockspaceActor, LockspaceShared, ReleaseAll};
 use super::lockspace_table::LockspaceTable;
 use super::rpc::{LinkInit, Peer};
-use crate::client_limits::ClientLimits;
 use crate::config::LossAction;
 use crate::idle::IdleTimeout;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
 use crate::names::lossy_utf8;
-use crate::protocol::lock::Owner;
 use crate::session::Session;
-use crate::state::{ClientState, ListenerState, ServerState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
-
-/// Clients rebuilt per turn of the event loop after a live upgrade: small
-/// enough that a client with a request waiting is not kept waiting behind
-/// thousands of idle ones.
-const RESTORE_BATCH: usize = 128;
+use crate::state::{ClientState, ListenerState, ServerState};
 
 /// How often the idle timeout is checked.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -102,46 +98,6 @@ struct Listening {
     server: Server,
     listener: Rc<UnixListener>,
     unlink: bool,
-}
-
-/// The state a live upgrade left, its lockspaces already being rebuilt on a
-/// thread of their own from the moment it was read (see `Restored::start`).
-pub struct Restored {
-    /// Without its lockspaces (on the thread).
-    snapshot: Snapshot,
-    storage: Vec<Storage>,
-    lockspaces: std::thread::JoinHandle<(Vec<LockSpace>, Duration)>,
-    /// Every fd the snapshot names.
-    fds: Vec<i32>,
-    began: Instant,
-}
-
-impl Restored {
-    /// Starts adopting the lease fds (thousands of table entries) at once, so
-    /// that the rest of the start-up runs beside it.
-    pub fn start(mut snapshot: Snapshot, storage: Vec<Storage>) -> Self {
-        let began = Instant::now();
-        let fds = snapshot.fds();
-        let states = std::mem::take(&mut snapshot.lockspaces);
-        let lockspaces = std::thread::spawn(move || {
-            let spaces = states
-                .into_iter()
-                .map(LockSpace::restore)
-                .collect::<Vec<_>>();
-            (spaces, began.elapsed())
-        });
-        Self {
-            snapshot,
-            storage,
-            lockspaces,
-            fds,
-            began,
-        }
-    }
-
-    pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
-    }
 }
 
 pub struct Supervisor {
@@ -344,200 +300,6 @@ impl Supervisor {
         }
     }
 
-    /// Rebuilds lockspaces, listeners and clients from a live-upgrade snapshot.
-    fn restore(&mut self, restored: Restored, ctx: &mut Context<Self>) {
-        let Restored {
-            snapshot,
-            storage,
-            lockspaces,
-            fds,
-            began: t0,
-        } = restored;
-        // The exec left these without FD_CLOEXEC; a thread re-arms them once
-        // every client is back, not beside the rebuilding (the next upgrade
-        // waits for it).
-        self.cloexec_pending = fds;
-        self.restore_began = Some(t0);
-        let mut queue = Vec::new();
-        for srv in snapshot.servers {
-            let server = match srv.name.as_str() {
-                LOCK_SERVER => Server::Lock,
-                ADMIN_SERVER => Server::Admin,
-                other => {
-                    warn!(server = other, "unknown server in restart state; ignored");
-                    continue;
-                }
-            };
-            self.next_client_id
-                .insert(server, srv.next_client_id.max(1));
-            let settings = self.admin_state.server(server);
-            settings.set_limits(ClientLimits::restored(
-                srv.max_clients,
-                srv.max_unauth_clients,
-            ));
-            if let Some(prio) = srv.prio_workers {
-                settings.prio_workers.set(prio);
-            }
-            for l in srv.listeners {
-                match adopt_listener(&l) {
-                    Ok(listener) => self.listeners.push(Listening {
-                        server,
-                        listener: Rc::new(listener),
-                        unlink: l.unlink,
-                    }),
-                    Err(e) => error!(fd = l.fd, error = %e, "cannot adopt listener"),
-                }
-            }
-            for c in srv.clients {
-                // Taken now: the gate counts every client from the start.
-                let slot = self.gate(server).take();
-                queue.push((server, c, slot));
-            }
-        }
-        self.queue_restored_clients(queue);
-        let clients_done = t0.elapsed();
-        match lockspaces.join() {
-            Ok((spaces, leases_done)) => {
-                debug!(
-                    clients_ms = clients_done.as_secs_f64() * 1e3,
-                    leases_ms = leases_done.as_secs_f64() * 1e3,
-                    "restore timing"
-                );
-                // A state may name one directory twice (libvirt keeps the first
-                // and drops the rest, with their locks): merge them.
-                let mut merged: Vec<(LockSpace, Storage)> = Vec::new();
-                for (space, storage) in spaces.into_iter().zip(storage) {
-                    match merged.iter_mut().find(|(m, _)| m.key() == space.key()) {
-                        Some((m, _)) => m.absorb(space),
-                        None => merged.push((space, storage)),
-                    }
-                }
-                for (space, storage) in merged {
-                    let key = space.key().to_vec();
-                    let leases = space.len();
-                    let addr = self.start_lockspace(space, storage);
-                    self.lockspaces.insert_new(key.clone(), addr);
-                    info!(lockspace = %lossy_utf8(&key), leases, "lockspace restored");
-                }
-            }
-            Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
-        }
-        if let Some(secs) = snapshot.timeout {
-            self.idle.set_secs(secs);
-        }
-        // Every lockspace exists now: clients may be served. The ones with a
-        // request waiting come first; the rest follow in batches between
-        // which the event loop serves them.
-        self.restore_clients(ctx);
-        for f in snapshot.fencing {
-            if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
-                fence::spawn(fencing);
-            }
-        }
-        debug!(
-            restore_ms = t0.elapsed().as_secs_f64() * 1e3,
-            at_us = crate::clock::epoch_micros(),
-            "restored"
-        );
-    }
-
-    /// Orders the clients a live upgrade left for the batched restore: lock
-    /// clients with a request waiting (readable socket, or a request partly
-    /// read before the exec) first, the other lock clients next, admin clients
-    /// last, so that whatever an admin client asks about the lock clients is
-    /// only answered once every one of them is back.
-    fn queue_restored_clients(&mut self, clients: Vec<(Server, ClientState, Slot)>) {
-        let (lock, admin): (Vec<_>, Vec<_>) = clients
-            .into_iter()
-            .partition(|(s, _, _)| *s == Server::Lock);
-        let fds: Vec<i32> = lock.iter().map(|(_, c, _)| c.fd).collect();
-        let waiting = readable(&fds);
-        let (mut busy, idle): (Vec<_>, Vec<_>) = lock
-            .into_iter()
-            .zip(waiting)
-            .partition(|((_, c, _), ready)| *ready || !c.pending.is_empty());
-        busy.extend(idle);
-        self.restoring
-            .extend(busy.into_iter().map(|(client, _)| client).chain(admin));
-    }
-
-    /// Rebuilds the next batch of restored clients, and schedules the next
-    /// batch after the event loop had its turn; accepting resumes after the last
-    /// one (the gate already counts every restored client).
-    fn restore_clients(&mut self, ctx: &mut Context<Self>) {
-        let batch = self.restoring.len().min(RESTORE_BATCH);
-        let clients: Vec<_> = self.restoring.drain(..batch).collect();
-        for (server, c, slot) in clients {
-            self.restore_client(server, c, slot, ctx);
-        }
-        if !self.restoring.is_empty() {
-            ctx.spawn(
-                actix::fut::wrap_future(tokio::task::yield_now())
-                    .map(|(), act: &mut Self, ctx| act.restore_clients(ctx)),
-            );
-        } else if let Some(began) = self.restore_began.take() {
-            debug!(
-                ms = began.elapsed().as_secs_f64() * 1e3,
-                "every client restored"
-            );
-            if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
-                self.start_accepting(ctx);
-            }
-            super::handoff::restore_cloexec_later(std::mem::take(&mut self.cloexec_pending));
-        }
-    }
-
-    /// Rebuilds every client still waiting at once: what a new upgrade or a
-    /// shutdown is about to act on must all be there.
-    fn finish_restoring_clients(&mut self, ctx: &mut Context<Self>) {
-        let clients: Vec<_> = self.restoring.drain(..).collect();
-        if !clients.is_empty() {
-            info!(
-                clients = clients.len(),
-                "rebuilding the restored clients still waiting at once"
-            );
-        }
-        for (server, c, slot) in clients {
-            self.restore_client(server, c, slot, ctx);
-        }
-        self.restore_began = None;
-        // A new upgrade wants them without FD_CLOEXEC anyway.
-        self.cloexec_pending.clear();
-    }
-
-    fn restore_client(
-        &mut self,
-        server: Server,
-        c: ClientState,
-        slot: Slot,
-        ctx: &mut Context<Self>,
-    ) {
-        let stream = match adopt_stream(c.fd) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(client = c.id, fd = c.fd, error = %e, "client lost in the upgrade");
-                return;
-            }
-        };
-        // Our snapshot carries the credentials of connect time; for
-        // libvirt's state, SO_PEERCRED (kept by the kernel) tells them.
-        let peer = match (c.peer_pid, c.peer_ids) {
-            (Some(pid), Some((uid, gid))) => Peer { pid, uid, gid },
-            (pid, _) => {
-                let mut peer = Peer::of(&stream).unwrap_or(Peer {
-                    pid: -1,
-                    uid: self.euid,
-                    gid: 0,
-                });
-                if let Some(pid) = pid {
-                    peer.pid = pid;
-                }
-                peer
-            }
-        };
-        self.launch(server, peer, stream, slot, Some(c), ctx);
-    }
-
     fn gate(&self, server: Server) -> &Arc<ClientGate> {
         match server {
             Server::Lock => &self.lock_gate,
@@ -636,17 +398,6 @@ impl Actor for Supervisor {
         crate::systemd::notify("READY=1");
         info!(pid = std::process::id(), "virtlockd ready");
     }
-}
-
-fn restore_session(s: Option<crate::state::SessionState>) -> Session {
-    let s = s.unwrap_or_default();
-    let owner = s.owner.map(|o| Owner {
-        uuid: o.uuid,
-        name: o.name,
-        id: o.id,
-        pid: o.pid,
-    });
-    Session::restored(owner, s.restricted)
 }
 
 impl StreamHandler<Option<Accepted>> for Supervisor {
@@ -993,25 +744,4 @@ impl Handler<SetTimeout> for Supervisor {
         self.schedule_idle_check(ctx);
         info!(timeout = m.0, "idle timeout set");
     }
-}
-
-/// Which of `fds` have something to read (a request, or a hang-up), with one
-/// poll() for all of them; all false if the poll fails (the order is then
-/// only less useful).
-fn readable(fds: &[i32]) -> Vec<bool> {
-    let mut polled: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `polled` is a valid array of `polled.len()` pollfd entries; a
-    // zero timeout never blocks; the fds are only looked at.
-    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
-    if n <= 0 {
-        return vec![false; fds.len()];
-    }
-    polled.iter().map(|p| p.revents != 0).collect()
 }
