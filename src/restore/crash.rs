@@ -59,12 +59,15 @@ impl Stored {
                 warn!(name, "unknown fd in the store; closed");
                 continue;
             };
+            if kind == "busy" {
+                out.busy.push((g, fd));
+                continue;
+            }
             let generation = out.generations.entry(g).or_default();
             match kind.as_str() {
                 "journal" => generation.journal = Some(fd),
                 "parktx" => generation.tx = Some(fd),
                 "parkrx" => generation.rx = Some(fd),
-                "busy" => out.busy.push((g, fd)),
                 _ => warn!(name, "unknown fd in the store; closed"),
             }
         }
@@ -169,14 +172,15 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
     let (folded, readable) = match &journal {
         Some(j) => {
             let folded = Folded::replay(j.records().into_iter().map(|(_, r)| r));
-            if !j.intact() {
-                info!("the crash journal ends in a record cut short by the crash; it was never acknowledged");
-            }
-            let ok = folded.undecodable == 0;
+            // A record cut short by the crash (never acknowledged) and a
+            // damaged journal look alike: either way, what the records
+            // before it do not explain is kept, never released.
+            let ok = folded.undecodable == 0 && j.intact();
             if !ok {
                 error!(
-                    records = folded.undecodable,
-                    "crash journal records unreadable; unexplained leases are kept for an unknown owner"
+                    undecodable = folded.undecodable,
+                    intact = j.intact(),
+                    "crash journal damaged or cut short; leases it does not explain are kept for an unknown owner"
                 );
             }
             (folded, ok)

@@ -176,3 +176,6 @@ pub fn carry_on(snapshot: &Snapshot) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
