@@ -270,7 +270,7 @@ impl AdminConnection {
         );
     }
 
-    fn handle_inspect(&mut self, call: Header, ctx: &mut Context<Self>) {
+    fn handle_inspect(&mut self, call: Header, payload: Bytes, ctx: &mut Context<Self>) {
         use crate::protocol::inspect::procedure as p;
         let st = self.state.clone();
         match call.proc_ {
@@ -302,6 +302,21 @@ impl AdminConnection {
                 let status = inspect::status(&st);
                 self.answer(&call, Ok(status.encode()), ctx);
             }
+            p::RELEASE_UNKNOWN => {
+                let path = match crate::protocol::inspect::decode_release_unknown(&payload) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let e = RemoteError::rpc(format!("Unable to decode message payload: {e}"));
+                        return self.answer(&call, Err(e), ctx);
+                    }
+                };
+                let default = st.lockspaces.get(b"");
+                self.answer_when(
+                    call,
+                    async move { inspect::release_unknown(default, path).await },
+                    ctx,
+                );
+            }
             other => {
                 let e = RemoteError::rpc(format!("unknown procedure: {other}"));
                 self.answer(&call, Err(e), ctx);
@@ -329,7 +344,7 @@ impl RpcActor for AdminConnection {
 
     fn call(&mut self, header: Header, payload: Bytes, ctx: &mut Context<Self>) {
         if header.prog == crate::protocol::inspect::PROGRAM {
-            return self.handle_inspect(header, ctx);
+            return self.handle_inspect(header, payload, ctx);
         }
         match AdminCall::decode(header.proc_, &payload) {
             Ok(Some(args)) => self.dispatch(header, args, ctx),

@@ -107,3 +107,41 @@ fn crash_safety(s: crate::crash::Status) -> CrashSafetyView {
         recoveries: s.recoveries,
     }
 }
+
+/// Releases the lease an unknown owner holds on `path` (see
+/// `crate::restore::crash`): only such a lease, never one with a known owner.
+pub async fn release_unknown(
+    default: Option<actix::Addr<super::lockspace::LockspaceActor>>,
+    path: Vec<u8>,
+) -> Result<bytes::Bytes, crate::protocol::RemoteError> {
+    use crate::lockspace::LockError;
+    use crate::protocol::error::{code, domain};
+    let shown = crate::names::lossy_utf8(&path);
+    let Some(default) = default else {
+        return Err(crate::protocol::RemoteError::rpc("no default lockspace"));
+    };
+    let release = super::lockspace::Release {
+        name: bytes::Bytes::from(path),
+        owner: crate::restore::crash::UNKNOWN_OWNER,
+    };
+    match default.send(release).await {
+        Ok(Ok(())) => {
+            tracing::warn!(path = %shown, "lease of an unknown owner released by the administrator");
+            Ok(bytes::Bytes::new())
+        }
+        Ok(Err(LockError::NotLocked(_))) => Err(crate::protocol::RemoteError::new(
+            code::OPERATION_INVALID,
+            domain::LOCKSPACE,
+            format!("no lease of an unknown owner on {shown}"),
+        )),
+        Ok(Err(LockError::NotOwner(_))) => Err(crate::protocol::RemoteError::new(
+            code::OPERATION_INVALID,
+            domain::LOCKSPACE,
+            format!("the lease on {shown} has a known owner: its owner releases it"),
+        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(crate::protocol::RemoteError::rpc(format!(
+            "daemon unavailable: {e}"
+        ))),
+    }
+}

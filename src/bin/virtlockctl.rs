@@ -74,6 +74,25 @@ async fn run(cli: &Cli) -> Result<ExitCode, QueryError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::ReleaseUnknown { path } => {
+            use std::os::unix::ffi::OsStrExt;
+            // The daemon names such a lease by the absolute path it read back
+            // from the file descriptor.
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            connect()
+                .await?
+                .release_unknown(path.as_os_str().as_bytes())
+                .await?;
+            if cli.json {
+                print_json(&serde_json::json!({ "released": path.display().to_string() }));
+            } else {
+                println!(
+                    "released the lease of an unknown owner on {}",
+                    path.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         // Needs no daemon.
         Command::Check { dir } => Ok(check(cli, dir)),
     }

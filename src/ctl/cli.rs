@@ -53,6 +53,11 @@ pub enum Command {
     Status,
     /// Whether fcntl locks under DIR reach other hosts. Exit status 2 if not.
     Check { dir: PathBuf },
+    /// Release a lease held for an unknown owner: one kept after a crash
+    /// that the daemon's journal could not account for (`locks` lists it
+    /// with owner pid 0, under the file's path). A lease with a known owner
+    /// is never released this way. Exit status 1 if there is none on PATH.
+    ReleaseUnknown { path: PathBuf },
 }
 
 impl Cli {

@@ -39,10 +39,24 @@ impl Inspector {
     }
 
     async fn call(&mut self, proc_: i32) -> Result<Bytes, QueryError> {
+        self.call_with(proc_, Bytes::new()).await
+    }
+
+    async fn call_with(&mut self, proc_: i32, args: Bytes) -> Result<Bytes, QueryError> {
         Ok(self
             .client
-            .call_program(inspect::PROGRAM, inspect::VERSION, proc_, Bytes::new())
+            .call_program(inspect::PROGRAM, inspect::VERSION, proc_, args)
             .await?)
+    }
+
+    /// Releases the lease of an unknown owner on `path`.
+    pub async fn release_unknown(&mut self, path: &[u8]) -> Result<(), QueryError> {
+        self.call_with(
+            procedure::RELEASE_UNKNOWN,
+            inspect::release_unknown_args(path),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn leases(&mut self) -> Result<Vec<LeaseView>, QueryError> {

@@ -1,8 +1,9 @@
 //! The lock-inspection program of virtlockd-rs, served on the admin socket beside
 //! libvirt's admin program and used by `virtlockctl`. Program number 0x564c4b49
 //! ("VLKI"), version 1: libvirt's programs are left untouched, and a libvirt
-//! daemon answers it with "Cannot find program". Every procedure takes no
-//! arguments (filters are applied by the client). Pure: encoding and decoding.
+//! daemon answers it with "Cannot find program". The listing procedures take
+//! no arguments (filters are applied by the client). Pure: encoding and
+//! decoding.
 
 use bytes::{Bytes, BytesMut};
 
@@ -22,6 +23,22 @@ pub mod procedure {
     pub const LIST_CLIENTS: i32 = 2;
     /// Daemon summary: `status`.
     pub const STATUS: i32 = 3;
+    /// Release the lease of an unknown owner (one a crash restore could not
+    /// account for) on a file: `string path`, void reply.
+    pub const RELEASE_UNKNOWN: i32 = 4;
+}
+
+/// The argument of [`procedure::RELEASE_UNKNOWN`].
+pub fn release_unknown_args(path: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_xdr_string(path);
+    out.freeze()
+}
+
+/// Decodes the argument of [`procedure::RELEASE_UNKNOWN`].
+pub fn decode_release_unknown(bytes: &[u8]) -> Result<Vec<u8>, XdrError> {
+    let mut r = XdrReader::new(bytes);
+    get_bytes(&mut r)
 }
 
 /// What an owner told us at REGISTER.

@@ -27,7 +27,12 @@ fn byte_zero(kind: libc::c_int) -> libc::flock {
 
 /// An fd of `path` with an OFD write lock.
 fn locked(path: &std::path::Path) -> OwnedFd {
-    let fd = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_CREAT, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDWR | OFlag::O_CREAT,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_WRLCK))).unwrap();
     fd
 }
@@ -110,7 +115,12 @@ fn dead_daemon(corrupt_journal: bool) -> Dead {
     park.park(&[(1, fa.as_fd()), (2, fb.as_fd())]).unwrap();
     let mut ra = resource("a", &a, 42);
     ra.tag = 1;
-    write(&mut journal, &Entry::Lockspace { directory: ls.clone() });
+    write(
+        &mut journal,
+        &Entry::Lockspace {
+            directory: ls.clone(),
+        },
+    );
     write(
         &mut journal,
         &Entry::Resource {
@@ -188,7 +198,10 @@ fn a_dead_daemons_leases_clients_and_history_come_back() {
     let (a, b) = (dead.dir.path().join("a"), dead.dir.path().join("b"));
     assert!(!free(&a) && !free(&b), "parked locks outlive their process");
     let rec = recover(Stored::sort(dead.stored), &defaults());
-    assert_eq!((rec.retire.as_slice(), rec.retire_busy.as_slice()), (&[3][..], &[1][..]));
+    assert_eq!(
+        (rec.retire.as_slice(), rec.retire_busy.as_slice()),
+        (&[3][..], &[1][..])
+    );
     assert_eq!((rec.next_generation, rec.recoveries), (4, 5));
     let s = &rec.snapshot;
     assert_eq!((s.started_at, s.upgrades), (1_699_999_999, 2));
@@ -197,8 +210,15 @@ fn a_dead_daemons_leases_clients_and_history_come_back() {
     let dirs: Vec<_> = s.lockspaces.iter().map(|l| l.directory.is_some()).collect();
     assert_eq!(dirs, [false, true], "default lockspace first");
     let held = &s.lockspaces[1].resources;
-    assert_eq!(held.len(), 1, "c had no fd: not accounted for, so not listed as held");
-    assert_eq!((held[0].name.as_slice(), held[0].tag, held[0].lock_held), (&b"a"[..], 1, true));
+    assert_eq!(
+        held.len(),
+        1,
+        "c had no fd: not accounted for, so not listed as held"
+    );
+    assert_eq!(
+        (held[0].name.as_slice(), held[0].tag, held[0].lock_held),
+        (&b"a"[..], 1, true)
+    );
     assert!(!free(&a));
     // Lease b: not journaled, so never acknowledged (or released): unlocked.
     assert!(free(&b));
@@ -212,12 +232,19 @@ fn a_dead_daemons_leases_clients_and_history_come_back() {
     assert_eq!(s.servers[0].next_client_id, 3);
     let mut peers = dead.peers;
     let mut byte = [0u8; 1];
-    peers[1].set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    peers[1]
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     assert_eq!(peers[1].read(&mut byte).unwrap(), 0, "busy client: EOF");
-    peers[2].set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    peers[2]
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     assert_eq!(peers[2].read(&mut byte).unwrap(), 0, "closed client: EOF");
     peers[0].set_nonblocking(true).unwrap();
-    assert!(peers[0].read(&mut byte).is_err(), "idle client: still connected");
+    assert!(
+        peers[0].read(&mut byte).is_err(),
+        "idle client: still connected"
+    );
     for c in &s.servers[0].clients {
         // SAFETY: the recovery handed these fds to the snapshot; we own them now.
         drop(unsafe { OwnedFd::from_raw_fd(c.fd) });
@@ -242,7 +269,10 @@ fn an_unreadable_journal_drops_no_lease() {
         .resources
         .iter()
         .map(|r| {
-            assert_eq!((r.owners.as_slice(), r.lock_held), (&[UNKNOWN_OWNER][..], true));
+            assert_eq!(
+                (r.owners.as_slice(), r.lock_held),
+                (&[UNKNOWN_OWNER][..], true)
+            );
             String::from_utf8_lossy(&r.path).into_owned()
         })
         .collect();
