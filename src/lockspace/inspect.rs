@@ -14,16 +14,16 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
         .iter()
         .map(|(name, r)| LeaseView {
             lockspace: lockspace.clone(),
-            name: name.clone(),
-            path: r.path.as_os_str().as_bytes().to_vec(),
+            name: name.to_vec(),
+            path: space.path_of(name).as_os_str().as_bytes().to_vec(),
             shared: r.shared(),
             autocreate: r.autocreate(),
             acquired_at: crate::clock::epoch_seconds(r.acquired_at),
             status: match &r.status {
                 super::LeaseStatus::Held => LeaseStatus::Held,
-                super::LeaseStatus::Lost { cause, since } => LeaseStatus::Lost {
-                    reason: cause.to_string(),
-                    since: crate::clock::epoch_seconds(*since),
+                super::LeaseStatus::Lost(l) => LeaseStatus::Lost {
+                    reason: l.cause.to_string(),
+                    since: crate::clock::epoch_seconds(l.since),
                 },
             },
             owners: r

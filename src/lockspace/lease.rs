@@ -49,10 +49,25 @@ type BuildIdHasher = std::hash::BuildHasherDefault<IdHasher>;
 
 #[derive(Default)]
 struct Held {
-    leases: usize,
+    leases: u32,
     /// fds opened to an already-held file. Closing them would drop the holder's
     /// lock, so they stay open until the last lease on the file ends.
-    parked: Vec<OwnedFd>,
+    parked: Parked,
+}
+
+/// Extra fds of a held file: almost always none, so a held file costs a word
+/// for them, not an empty vector's three.
+#[derive(Default)]
+struct Parked(Option<Box<Vec<OwnedFd>>>);
+
+impl Parked {
+    fn push(&mut self, fd: OwnedFd) {
+        self.0.get_or_insert_with(Default::default).push(fd);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &OwnedFd> {
+        self.0.iter().flat_map(|v| v.iter())
+    }
 }
 
 /// An open lease file. Dropping it closes the fd, which releases the kernel lock.

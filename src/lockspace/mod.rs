@@ -37,15 +37,21 @@ pub type OwnerPid = i32;
 /// the lockspace, so we stop and report the resource busy.
 const MAX_AUTOCREATE_RETRIES: usize = 64;
 
+/// The owners of a resource: one entry per acquisition, inline for the usual
+/// one or two (a host holds thousands of leases; each would otherwise carry
+/// a heap allocation of its own).
+pub type Owners = smallvec::SmallVec<[OwnerPid; 2]>;
+
 /// One held resource: its lease fd (exactly one per resource) and its owners.
+/// Its file's path is not kept: it is the lockspace's directory and the name
+/// (see [`LockSpace::path_of`]), computed when needed, which is rarely.
 #[derive(Debug)]
 pub struct Resource {
-    pub path: PathBuf,
     lease: Lease,
     /// `ACQUIRE_SHARED` / `ACQUIRE_AUTOCREATE` as given by the first acquirer.
     pub flags: u32,
     /// One entry per acquisition; a shared resource may list an owner twice.
-    pub owners: Vec<OwnerPid>,
+    pub owners: Owners,
     pub acquired_at: SystemTime,
     /// Held, or lost (see [`revalidate`]).
     pub status: LeaseStatus,
@@ -77,11 +83,11 @@ impl Resource {
     /// `journal` runs after the file is gone and before the lock ends: a crash
     /// before it finds the lease still held (its file maybe gone, which the
     /// next release tolerates), a crash after it finds the lease released.
-    fn free(self, journal: impl FnOnce()) {
+    fn free(self, path: &Path, journal: impl FnOnce()) {
         if self.status.is_lost() {
             // The lock is gone and another host may hold the file now: unlinking
             // it would let a third one lock a new file of the same name.
-            warn!(path = %self.path.display(), "lost lease released; its file is left in place");
+            warn!(path = %path.display(), "lost lease released; its file is left in place");
             journal();
             self.close();
             return;
@@ -89,8 +95,8 @@ impl Resource {
         if self.autocreate() {
             let sole_holder = !self.shared() || self.lease.lock(LockMode::Exclusive).is_ok();
             if sole_holder {
-                if let Err(e) = lease::remove(&self.path) {
-                    warn!(path = %self.path.display(), error = %e, "cannot delete lease file");
+                if let Err(e) = lease::remove(path) {
+                    warn!(path = %path.display(), error = %e, "cannot delete lease file");
                 }
             }
         }
@@ -104,22 +110,22 @@ impl Resource {
     }
 
     /// The resource as a live upgrade or the crash journal carries it.
-    fn state(&self, name: &[u8]) -> crate::state::ResourceState {
+    fn state(&self, name: &[u8], path: &Path) -> crate::state::ResourceState {
         crate::state::ResourceState {
             name: name.to_vec(),
-            path: self.path.as_os_str().as_bytes().to_vec(),
+            path: path.as_os_str().as_bytes().to_vec(),
             fd: self.fd(),
             lock_held: !self.status.is_lost(),
             flags: self.flags,
-            owners: self.owners.clone(),
+            owners: self.owners.to_vec(),
             acquired_at: crate::clock::epoch_seconds(self.acquired_at),
             lost_reason: match &self.status {
                 LeaseStatus::Held => None,
-                LeaseStatus::Lost { cause, .. } => Some(cause.to_string()),
+                LeaseStatus::Lost(l) => Some(l.cause.to_string()),
             },
             lost_since: match &self.status {
                 LeaseStatus::Held => 0,
-                LeaseStatus::Lost { since, .. } => crate::clock::epoch_seconds(*since),
+                LeaseStatus::Lost(l) => crate::clock::epoch_seconds(l.since),
             },
             file_id: self.lease.file_id(),
             ofd: self.lease.is_ofd(),
@@ -133,7 +139,7 @@ impl Resource {
 pub struct LockSpace {
     /// The directory exactly as the client named it; `None` for the default lockspace.
     dir: Option<Vec<u8>>,
-    resources: HashMap<Vec<u8>, Resource>,
+    resources: HashMap<Box<[u8]>, Resource>,
     /// What each owner holding something here registered (name, UUID, domain
     /// id), with the number of its ownership entries, for inspection. Counted so
     /// that a release never has to scan the table.
@@ -198,7 +204,7 @@ impl LockSpace {
             held: self
                 .resources
                 .get(name)
-                .map(|r| (r.lease.tag(), r.state(name))),
+                .map(|r| (r.lease.tag(), r.state(name, &self.path_of(name)))),
         }
     }
 
@@ -263,18 +269,9 @@ impl LockSpace {
         res.lease.park(crate::crash::next_tag())
     }
 
-    /// `dir + "/" + name` (plain concatenation, as libvirt), or the name itself.
-    fn path_of(&self, name: &[u8]) -> PathBuf {
-        match &self.dir {
-            None => PathBuf::from(OsStr::from_bytes(name)),
-            Some(dir) => {
-                let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
-                p.extend_from_slice(dir);
-                p.push(b'/');
-                p.extend_from_slice(name);
-                PathBuf::from(std::ffi::OsString::from_vec(p))
-            }
-        }
+    /// The file of resource `name`: see [`path_in`].
+    pub fn path_of(&self, name: &[u8]) -> PathBuf {
+        path_in(self.dir.as_deref(), name)
     }
 
     /// Refuses names that are not a single file inside the directory. libvirt lets
@@ -378,12 +375,11 @@ impl LockSpace {
             lease
         };
         self.resources.insert(
-            name.to_vec(),
+            name.into(),
             Resource {
-                path,
                 lease,
                 flags,
-                owners: vec![owner],
+                owners: smallvec::smallvec![owner],
                 acquired_at: SystemTime::now(),
                 status: LeaseStatus::Held,
                 checked: None,
@@ -421,7 +417,7 @@ impl LockSpace {
         if res.owners.is_empty() {
             if let Some(res) = self.resources.remove(name) {
                 let key = self.key();
-                res.free(|| Self::journal_freed(key, name));
+                res.free(&self.path_of(name), || Self::journal_freed(key, name));
             }
         } else {
             self.journal_or_log(name);
@@ -438,11 +434,11 @@ impl LockSpace {
         let mut emptied = Vec::new();
         for (name, res) in self.resources.iter_mut() {
             let before = res.owners.len();
-            res.owners.retain(|&o| o != owner);
+            res.owners.retain(|o| *o != owner);
             if res.owners.len() != before {
-                released.push(name.clone());
+                released.push(name.to_vec());
                 if res.owners.is_empty() {
-                    emptied.push(name.clone());
+                    emptied.push(name.to_vec());
                 }
             }
         }
@@ -452,9 +448,9 @@ impl LockSpace {
             }
         }
         for name in emptied {
-            if let Some(res) = self.resources.remove(&name) {
+            if let Some(res) = self.resources.remove(name.as_slice()) {
                 let key = self.key();
-                res.free(|| Self::journal_freed(key, &name));
+                res.free(&self.path_of(&name), || Self::journal_freed(key, &name));
             }
         }
         self.owners.remove(&owner);
@@ -468,7 +464,7 @@ impl LockSpace {
             resources: self
                 .resources
                 .iter()
-                .map(|(name, r)| r.state(name))
+                .map(|(name, r)| r.state(name, &self.path_of(name)))
                 .collect(),
             owners: self
                 .owners
@@ -529,15 +525,25 @@ impl LockSpace {
                 }
             };
             lease.set_tag(r.tag);
+            let path = path_in(state.directory.as_deref(), &r.name);
+            if path.as_os_str().as_bytes() != r.path.as_slice() {
+                // libvirt and we both make it so; a state that says otherwise
+                // is not ours to trust: the file is where the name says.
+                warn!(
+                    resource = %lossy_utf8(&r.name),
+                    state_path = %lossy_utf8(&r.path),
+                    path = %path.display(),
+                    "lease path in the restart state differs from its lockspace and name; using the latter"
+                );
+            }
             let acquired_at =
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.acquired_at.max(0) as u64);
             resources.insert(
-                r.name,
+                r.name.into_boxed_slice(),
                 Resource {
-                    path: PathBuf::from(std::ffi::OsString::from_vec(r.path)),
                     lease,
                     flags: r.flags,
-                    owners: r.owners,
+                    owners: Owners::from_vec(r.owners),
                     acquired_at,
                     status: if r.lock_held {
                         LeaseStatus::Held
@@ -596,11 +602,12 @@ impl LockSpace {
     pub fn release_all(&mut self) -> Vec<Vec<u8>> {
         self.owners.clear();
         let key = self.key().to_vec();
+        let dir = self.dir.as_deref();
         self.resources
             .drain()
             .map(|(name, res)| {
-                res.free(|| Self::journal_freed(&key, &name));
-                name
+                res.free(&path_in(dir, &name), || Self::journal_freed(&key, &name));
+                name.into_vec()
             })
             .collect()
     }
@@ -665,6 +672,21 @@ fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease,
         }
     }
     Err(LockError::Busy(lossy_utf8(name)))
+}
+
+/// `dir + "/" + name` (plain concatenation, as libvirt), or the name itself
+/// in the default lockspace (`dir` None).
+pub fn path_in(dir: Option<&[u8]>, name: &[u8]) -> PathBuf {
+    match dir {
+        None => PathBuf::from(OsStr::from_bytes(name)),
+        Some(dir) => {
+            let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+            p.extend_from_slice(dir);
+            p.push(b'/');
+            p.extend_from_slice(name);
+            PathBuf::from(std::ffi::OsString::from_vec(p))
+        }
+    }
 }
 
 /// Makes sure a directory lockspace's directory exists (`mkdir -p`, mode 0700).

@@ -41,29 +41,38 @@ pub const FAILED_CHECKS_FOR_LOSS: u32 = 2;
 pub enum LeaseStatus {
     Held,
     /// The lock is gone. The entry stays (owners may still RELEASE it) but
-    /// protects nothing; its file is never unlinked by us.
-    Lost {
-        cause: LossCause,
-        since: SystemTime,
-    },
+    /// protects nothing; its file is never unlinked by us. Boxed: rare, and
+    /// every held lease would otherwise carry its size.
+    Lost(Box<Lost>),
+}
+
+/// Why and since when a lease is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub cause: LossCause,
+    pub since: SystemTime,
 }
 
 impl LeaseStatus {
     pub fn is_lost(&self) -> bool {
-        matches!(self, Self::Lost { .. })
+        matches!(self, Self::Lost(_))
+    }
+
+    pub fn lost(cause: LossCause, since: SystemTime) -> Self {
+        Self::Lost(Box::new(Lost { cause, since }))
     }
 
     /// A lease a live-upgrade state marks as not held (`lockHeld: false`), with
     /// the reason and time (seconds since the epoch) the state kept, if any
     /// (libvirt's state keeps neither).
     pub fn restored_lost(reason: Option<String>, since: i64) -> Self {
-        Self::Lost {
-            cause: reason.map_or(LossCause::BeforeUpgrade, |r| LossCause::Earlier(r.into())),
-            since: match since {
+        Self::lost(
+            reason.map_or(LossCause::BeforeUpgrade, |r| LossCause::Earlier(r.into())),
+            match since {
                 1.. => UNIX_EPOCH + Duration::from_secs(since as u64),
                 _ => SystemTime::now(),
             },
-        }
+        )
     }
 }
 
@@ -100,6 +109,7 @@ impl LockSpace {
     /// run it where a hung mount stalls nothing but this lockspace.
     pub fn revalidate(&mut self) -> Vec<Loss> {
         let mut losses = Vec::new();
+        let dir = self.dir.as_deref();
         for (name, res) in self.resources.iter_mut() {
             if res.status.is_lost() {
                 continue;
@@ -121,7 +131,8 @@ impl LockSpace {
             } else {
                 LockMode::Exclusive
             };
-            let cause = match check(&res.lease, &res.path, mode) {
+            let path = super::path_in(dir, name);
+            let cause = match check(&res.lease, &path, mode) {
                 Ok(()) => {
                     res.failures = 0;
                     continue;
@@ -130,7 +141,7 @@ impl LockSpace {
                     res.failures += 1;
                     warn!(
                         resource = %crate::names::lossy_utf8(name),
-                        path = %res.path.display(),
+                        path = %path.display(),
                         error = %errno,
                         "lease check failed; lost if the next check fails too"
                     );
@@ -138,14 +149,11 @@ impl LockSpace {
                 }
                 Err(cause) => cause,
             };
-            res.status = LeaseStatus::Lost {
-                cause: cause.clone(),
-                since: SystemTime::now(),
-            };
+            res.status = LeaseStatus::lost(cause.clone(), SystemTime::now());
             losses.push(Loss {
-                name: name.clone(),
-                path: res.path.clone(),
-                owners: res.owners.clone(),
+                name: name.to_vec(),
+                path,
+                owners: res.owners.to_vec(),
                 cause,
             });
         }
@@ -160,7 +168,7 @@ impl LockSpace {
         self.resources
             .iter()
             .filter(|(_, r)| r.status.is_lost())
-            .map(|(n, r)| (n.as_slice(), r))
+            .map(|(n, r)| (&**n, r))
     }
 }
 
@@ -220,7 +228,7 @@ mod tests {
         let other = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&ls.resources[name].path)
+            .open(ls.path_of(name))
             .unwrap();
         lock_as_another_host(&other);
         other
@@ -432,7 +440,7 @@ mod tests {
         let _other = taken_by_another_host(&ls, b"a");
         assert_eq!(ls.revalidate().len(), 1);
         let lost_at = match &ls.resources[&b"a"[..]].status {
-            LeaseStatus::Lost { since, .. } => *since,
+            LeaseStatus::Lost(l) => l.since,
             LeaseStatus::Held => panic!("not lost"),
         };
         // Found lost a while ago: the restore must keep that time, not "now".
@@ -466,10 +474,10 @@ mod tests {
             lost,
             [(
                 b"a".to_vec(),
-                LeaseStatus::Lost {
-                    cause: LossCause::Earlier(LossCause::Taken.to_string().into()),
+                LeaseStatus::lost(
+                    LossCause::Earlier(LossCause::Taken.to_string().into()),
                     since,
-                }
+                )
             )]
         );
         let view = crate::lockspace::inspect::leases(&back);
