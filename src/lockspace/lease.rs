@@ -58,11 +58,13 @@ struct Held {
 /// Extra fds of a held file: almost always none, so a held file costs a word
 /// for them, not an empty vector's three.
 #[derive(Default)]
-struct Parked(Option<Box<Vec<OwnedFd>>>);
+struct Parked(Option<Box<[OwnedFd]>>);
 
 impl Parked {
     fn push(&mut self, fd: OwnedFd) {
-        self.0.get_or_insert_with(Default::default).push(fd);
+        let mut all = self.0.take().map(Vec::from).unwrap_or_default();
+        all.push(fd);
+        self.0 = Some(all.into_boxed_slice());
     }
 
     fn iter(&self) -> impl Iterator<Item = &OwnedFd> {
