@@ -154,7 +154,7 @@ fn join<T>(r: Result<Result<T, ClientError>, tokio::task::JoinError>) -> Result<
 }
 
 /// Client `idx` connected and registered (outside the measured window).
-async fn connect(socket: PathBuf, idx: usize) -> Result<LoadClient, ClientError> {
+pub async fn connect(socket: PathBuf, idx: usize) -> Result<LoadClient, ClientError> {
     let mut c = LoadClient::connect(&socket).await?;
     c.call(&LockCall::Register {
         owner: owner("loadgen", idx as u32 + 1, 5_000_000 + idx as u32),
@@ -171,7 +171,7 @@ async fn connect(socket: PathBuf, idx: usize) -> Result<LoadClient, ClientError>
 /// run the load generator's epoll callback and wake it, inside the daemon's
 /// recv() and so on the daemon's CPU time: with many clients that wake-up
 /// was a tenth of what the daemon was charged per RPC.
-struct LoadClient {
+pub struct LoadClient {
     socket: AsyncFd<UnixStream>,
     received: BytesMut,
     sending: BytesMut,
@@ -248,7 +248,12 @@ impl LoadClient {
         }
     }
 
-    async fn acquire(&mut self, path: &[u8], name: &[u8], flags: u32) -> Result<(), ClientError> {
+    pub async fn acquire(
+        &mut self,
+        path: &[u8],
+        name: &[u8],
+        flags: u32,
+    ) -> Result<(), ClientError> {
         self.call(&LockCall::Acquire {
             path: path.to_vec().into(),
             name: name.to_vec().into(),

@@ -5,6 +5,9 @@
 //! the new build, and with the service stopped only files change. The
 //! package is built from the debug binaries this test run already has
 //! (`cargo deb --no-build --profile dev`), so the test costs no release build.
+//! `crash_guest`: a QEMU guest's lease across a crash of the daemon.
+
+mod crash_guest;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
