@@ -698,7 +698,15 @@ impl Handler<Shutdown> for Supervisor {
                 }
             }
             .into_actor(self)
-            .map(|(), _, _| System::current().stop_with_code(0)),
+            .map(|(), _, _| {
+                // A shutdown is not a crash: nothing is left to recover, and the
+                // next start (a `systemctl restart`, which keeps the store) must
+                // not find this daemon's store.
+                if let Some(g) = crate::crash::release_store() {
+                    info!(generation = g, "crash-safe store emptied at shutdown");
+                }
+                System::current().stop_with_code(0)
+            }),
         )
     }
 }

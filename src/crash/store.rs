@@ -26,7 +26,12 @@ use super::CrashError;
 /// as written).
 const MIN_CAPACITY: usize = 64 << 20;
 /// Parked references beyond the live fds that trigger a compaction, at least.
-const SLACK: usize = 4096;
+/// Each dead reference (a lease released since) costs the kernel a queued
+/// message and an open file until then; each compaction costs re-parking
+/// every live fd and a round trip to the service manager. This many keeps
+/// compactions to a few a second under a benchmark's churn, and the queue to
+/// some tens of megabytes at most.
+const SLACK: usize = 16_384;
 /// How long a new generation waits for the service manager to take it.
 const BARRIER_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -177,7 +182,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         self.open.insert(tag, fd.as_raw_fd());
-        if self.park.fds() > 2 * self.open.len() + SLACK {
+        if self.park.fds() > 3 * self.open.len() + SLACK {
             self.compact()?;
         }
         Ok(())

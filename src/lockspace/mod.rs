@@ -204,7 +204,9 @@ impl LockSpace {
             held: self
                 .resources
                 .get(name)
-                .map(|r| (r.lease.tag(), r.state(name, &self.path_of(name)))),
+                // No path: the restore derives it from lockspace and name,
+                // and the journal is written on every acquire and release.
+                .map(|r| (r.lease.tag(), r.state(name, Path::new("")))),
         }
     }
 
@@ -526,7 +528,7 @@ impl LockSpace {
             };
             lease.set_tag(r.tag);
             let path = path_in(state.directory.as_deref(), &r.name);
-            if path.as_os_str().as_bytes() != r.path.as_slice() {
+            if !r.path.is_empty() && path.as_os_str().as_bytes() != r.path.as_slice() {
                 // libvirt and we both make it so; a state that says otherwise
                 // is not ours to trust: the file is where the name says.
                 warn!(

@@ -296,7 +296,7 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
             if let Err(e) = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(kind))) {
                 error!(
                     resource = %crate::names::lossy_utf8(&name),
-                    path = %String::from_utf8_lossy(&state.path),
+                    path = %crate::lockspace::path_in((!key.is_empty()).then_some(&key[..]), &name).display(),
                     error = %e,
                     "lease lost while the daemon was down"
                 );
