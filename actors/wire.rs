@@ -184,6 +184,8 @@ impl Wire {
     where
         A: Actor<Context = Context<A>>,
     {
+        // Whatever this reply acknowledges is in the crash-safe store first.
+        crate::crash::flush();
         let unsent = ENCODED.with_borrow_mut(|out| {
             out.clear();
             FrameCodec.encode(frame, out).ok()?;

@@ -144,7 +144,15 @@ pub fn record(entry: &Entry) -> Result<(), CrashError> {
     if !active() {
         return Ok(());
     }
-    with_store(|s| s.record(entry)).unwrap_or(Ok(()))
+    // After what was deferred: the journal keeps the order things happened in.
+    with_store(|s| {
+        if s.has_pending() {
+            PENDING.store(false, Ordering::SeqCst);
+            s.flush()?;
+        }
+        s.record(entry)
+    })
+    .unwrap_or(Ok(()))
 }
 
 /// Journals `entry`, logging a failure (for changes nobody can be told of).
@@ -159,13 +167,61 @@ pub fn park(tag: u64, fd: BorrowedFd<'_>) -> Result<(), CrashError> {
     if !active() {
         return Ok(());
     }
-    with_store(|s| s.park(tag, fd)).unwrap_or(Ok(()))
+    with_store(|s| {
+        if s.has_pending() {
+            PENDING.store(false, Ordering::SeqCst);
+            s.flush()?;
+        }
+        s.park(tag, fd)
+    })
+    .unwrap_or(Ok(()))
+}
+
+/// Whether deferred parks or records wait for [`flush`] (checked before
+/// every reply, so kept outside the store's lock).
+static PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Parks `fd` under `tag` and journals `entries` with the next [`flush`]
+/// (crash-safe mode; nothing otherwise). See `Store::defer_park`.
+pub fn defer(park: Option<(u64, RawFd)>, entries: &[Entry]) -> Result<(), CrashError> {
+    if !active() {
+        return Ok(());
+    }
+    with_store(|s| {
+        if let Some((tag, fd)) = park {
+            s.defer_park(tag, fd);
+        }
+        let r = entries.iter().try_for_each(|e| s.defer_record(e));
+        PENDING.store(true, Ordering::SeqCst);
+        r
+    })
+    .unwrap_or(Ok(()))
+}
+
+/// Parks and journals what was deferred. Called before every reply is
+/// written: no reply acknowledges a change the store does not hold.
+pub fn flush() {
+    if !PENDING.load(Ordering::SeqCst) {
+        return;
+    }
+    let r = with_store(|s| {
+        PENDING.store(false, Ordering::SeqCst);
+        s.flush()
+    });
+    if let Some(Err(e)) = r {
+        error!(error = %e, "leases not kept safe from a crash: the store refused them");
+    }
 }
 
 /// The fd parked under `tag` is about to be closed in this process.
 pub fn forget(tag: u64) {
     if tag != 0 && active() {
-        with_store(|s| s.forget(tag));
+        if let Some(Err(e)) = with_store(|s| {
+            PENDING.store(false, Ordering::SeqCst);
+            s.forget(tag)
+        }) {
+            error!(error = %e, "leases not kept safe from a crash: the store refused them");
+        }
     }
 }
 
@@ -233,6 +289,8 @@ pub fn upgrade_state() -> Option<crate::state::CrashStoreState> {
     if !active() {
         return None;
     }
+    // Nothing deferred may stay behind in this image.
+    flush();
     let busy = BUSY.get()?.fd().as_raw_fd();
     with_store(|s| crate::state::CrashStoreState {
         journal: s.journal().fd().as_raw_fd(),

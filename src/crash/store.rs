@@ -45,6 +45,11 @@ pub struct Store {
     /// so every number here is the one parked under its tag.
     open: HashMap<u64, RawFd>,
     scratch: Vec<u8>,
+    /// Leases parked and journaled in a batch (see [`Store::defer_park`]):
+    /// their fds, then the records (bytes, and each record's key and end).
+    pending_parks: Vec<(u64, RawFd)>,
+    pending_bytes: Vec<u8>,
+    pending_records: Vec<(Key, bool, usize)>,
     pub next_tag: u64,
     pub recoveries: u64,
 }
@@ -91,6 +96,9 @@ impl Store {
             live,
             open,
             scratch,
+            pending_parks: Vec::new(),
+            pending_bytes: Vec::new(),
+            pending_records: Vec::new(),
             next_tag: 1,
             recoveries: 0,
         };
@@ -117,6 +125,9 @@ impl Store {
             live,
             open,
             scratch: Vec::new(),
+            pending_parks: Vec::new(),
+            pending_bytes: Vec::new(),
+            pending_records: Vec::new(),
             next_tag: 1,
             recoveries: 0,
         }
@@ -188,9 +199,86 @@ impl Store {
         Ok(())
     }
 
+    /// Parks `fd` under `tag` with the next [`Store::flush`]. The lock
+    /// engine's changes go this way: the many leases a busy event loop turn
+    /// takes share one `sendmsg`, where each would cost one. Every reply is
+    /// written after a flush, so none acknowledges a lease not yet parked;
+    /// and the fd stays open until then (a close flushes first).
+    pub fn defer_park(&mut self, tag: u64, fd: RawFd) {
+        self.pending_parks.push((tag, fd));
+    }
+
+    /// Journals `entry` with the next [`Store::flush`], after the fds
+    /// deferred before it: a lease's record never precedes its parking, and
+    /// records keep their order.
+    pub fn defer_record(&mut self, entry: &Entry) -> Result<(), CrashError> {
+        entry.encode(&mut self.scratch)?;
+        self.pending_bytes.extend_from_slice(&self.scratch);
+        self.pending_records
+            .push((entry.key(), entry.is_removal(), self.pending_bytes.len()));
+        Ok(())
+    }
+
+    /// Whether deferred work waits for a flush.
+    pub fn has_pending(&self) -> bool {
+        !self.pending_parks.is_empty() || !self.pending_records.is_empty()
+    }
+
+    /// Parks the deferred fds (one message per 253), then writes the
+    /// deferred records, in order.
+    pub fn flush(&mut self) -> Result<(), CrashError> {
+        if !self.pending_parks.is_empty() {
+            let parks = std::mem::take(&mut self.pending_parks);
+            let items: Vec<(u64, BorrowedFd<'_>)> = parks
+                .iter()
+                // SAFETY: a deferred fd stays open until flushed (forget
+                // flushes before its close); borrowed for this call only.
+                .map(|&(tag, fd)| (tag, unsafe { BorrowedFd::borrow_raw(fd) }))
+                .collect();
+            match self.park.park(&items) {
+                Ok(()) => {}
+                Err(Errno::EAGAIN | Errno::ENOBUFS) => {
+                    // Part may be parked already: parked twice is harmless
+                    // (one reference is dead weight until the next compaction).
+                    self.compact()?;
+                    self.park.park(&items)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.open.extend(parks);
+        }
+        let bytes = std::mem::take(&mut self.pending_bytes);
+        let mut start = 0;
+        for (key, removal, end) in std::mem::take(&mut self.pending_records) {
+            let payload = &bytes[start..end];
+            start = end;
+            let at = match self.journal.append(payload) {
+                Ok(at) => at,
+                Err(Full) => {
+                    self.compact()?;
+                    self.journal.append(payload).map_err(|Full| CrashError::Full)?
+                }
+            };
+            if removal {
+                self.live.remove(&key);
+            } else {
+                self.live.insert(key, at);
+            }
+        }
+        // The buffer's capacity is kept for the next batch.
+        self.pending_bytes = bytes;
+        self.pending_bytes.clear();
+        if self.park.fds() > 3 * self.open.len() + SLACK {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
     /// `tag`'s fd is about to be closed.
-    pub fn forget(&mut self, tag: u64) {
+    pub fn forget(&mut self, tag: u64) -> Result<(), CrashError> {
+        let flushed = if self.has_pending() { self.flush() } else { Ok(()) };
         self.open.remove(&tag);
+        flushed
     }
 
     /// Replaces this generation with a compact one.

@@ -215,20 +215,13 @@ impl Lease {
         self.lock(mode)
     }
 
-    /// Keeps this lease's open file description alive outside the process
-    /// (crash-safe mode); `tag` names it in the journal.
-    pub fn park(&mut self, tag: u64) -> Result<(), crate::crash::CrashError> {
-        crate::crash::park(tag, self.fd()?)?;
-        self.tag = tag;
-        Ok(())
-    }
-
     /// The lease's name in the crash-safe store (0: not parked).
     pub fn tag(&self) -> u64 {
         self.tag
     }
 
-    /// Names an adopted lease already parked under `tag` (crash restore).
+    /// Names the lease in the crash-safe store: one adopted (parked already
+    /// under `tag`) or one about to be parked.
     pub fn set_tag(&mut self, tag: u64) {
         self.tag = tag;
     }

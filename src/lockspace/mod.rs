@@ -189,12 +189,13 @@ impl LockSpace {
         self.resources.is_empty()
     }
 
-    /// Journals `name` as it is now (crash-safe mode; nothing otherwise).
+    /// Journals `name` as it is now (crash-safe mode; nothing otherwise),
+    /// with the store's next flush, which comes before any reply.
     fn journal(&self, name: &[u8]) -> Result<(), crate::crash::CrashError> {
         if !crate::crash::active() {
             return Ok(());
         }
-        crate::crash::record(&self.resource_entry(name))
+        crate::crash::defer(None, &[self.resource_entry(name)])
     }
 
     fn resource_entry(&self, name: &[u8]) -> crate::crash::Entry {
@@ -215,11 +216,14 @@ impl LockSpace {
     fn journal_freed(key: &[u8], name: &[u8]) {
         crate::failpoint::crash_point("release:file-removed");
         if crate::crash::active() {
-            crate::crash::record_or_log(&crate::crash::Entry::Resource {
+            let freed = crate::crash::Entry::Resource {
                 lockspace: key.to_vec(),
                 name: name.to_vec(),
                 held: None,
-            });
+            };
+            if let Err(e) = crate::crash::defer(None, &[freed]) {
+                tracing::error!(error = %e, "lease release not journaled; a crash now would bring it back");
+            }
         }
         crate::failpoint::crash_point("release:journaled");
     }
@@ -260,15 +264,19 @@ impl LockSpace {
             })
     }
 
-    /// Parks the lease of resource `name` and tags it (crash-safe mode).
-    fn park(&mut self, name: &[u8]) -> Result<(), crate::crash::CrashError> {
+    /// Tags the new lease of resource `name`, parks it and journals it, with
+    /// the store's next flush (crash-safe mode; nothing otherwise).
+    fn park_and_journal(&mut self, name: &[u8]) -> Result<(), crate::crash::CrashError> {
         if !crate::crash::active() {
             return Ok(());
         }
         let Some(res) = self.resources.get_mut(name) else {
             return Ok(());
         };
-        res.lease.park(crate::crash::next_tag())
+        let tag = crate::crash::next_tag();
+        res.lease.set_tag(tag);
+        let fd = res.fd();
+        crate::crash::defer(Some((tag, fd)), &[self.resource_entry(name)])
     }
 
     /// The file of resource `name`: see [`path_in`].
@@ -311,7 +319,7 @@ impl LockSpace {
         }
         if first && crate::crash::active() {
             if let Some(o) = self.owners.get(&owner).and_then(|e| e.details.as_deref()) {
-                crate::crash::record_or_log(&crate::crash::Entry::Owner {
+                let _ = crate::crash::defer(None, &[crate::crash::Entry::Owner {
                     lockspace: self.key().to_vec(),
                     owner: crate::state::OwnerState {
                         uuid: o.uuid,
@@ -319,7 +327,7 @@ impl LockSpace {
                         id: o.id,
                         pid: o.pid,
                     },
-                });
+                }]);
             }
         }
         Ok(())
@@ -392,9 +400,9 @@ impl LockSpace {
         // journal does not name, which the restore releases (the request was
         // never answered, and its connection is closed).
         crate::failpoint::crash_point("acquire:locked");
-        let parked = self.park(name);
+        let deferred = self.park_and_journal(name);
         crate::failpoint::crash_point("acquire:parked");
-        if let Err(e) = parked.and_then(|()| self.journal(name)) {
+        if let Err(e) = deferred {
             if let Some(res) = self.resources.remove(name) {
                 res.close();
             }
