@@ -198,6 +198,24 @@ pub fn defer(park: Option<(u64, RawFd)>, entries: &[Entry]) -> Result<(), CrashE
     .unwrap_or(Ok(()))
 }
 
+/// Tags a new lease, and parks its `fd` and journals the entry `entry`
+/// makes of that tag with the next [`flush`]; answers the tag (0 outside
+/// crash-safe mode). One trip through the store's lock per ACQUIRE.
+pub fn defer_new_lease(fd: RawFd, entry: impl FnOnce(u64) -> Entry) -> Result<u64, CrashError> {
+    if !active() {
+        return Ok(0);
+    }
+    with_store(|s| {
+        let tag = s.next_tag;
+        s.next_tag += 1;
+        s.defer_park(tag, fd);
+        let r = s.defer_record(&entry(tag));
+        PENDING.store(true, Ordering::SeqCst);
+        r.map(|()| tag)
+    })
+    .unwrap_or(Ok(0))
+}
+
 /// Parks and journals what was deferred. Called before every reply is
 /// written: no reply acknowledges a change the store does not hold.
 pub fn flush() {

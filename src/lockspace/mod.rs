@@ -199,15 +199,21 @@ impl LockSpace {
     }
 
     fn resource_entry(&self, name: &[u8]) -> crate::crash::Entry {
+        let tag = self.resources.get(name).map_or(0, |r| r.lease.tag());
+        self.resource_entry_tagged(name, tag)
+    }
+
+    fn resource_entry_tagged(&self, name: &[u8], tag: u64) -> crate::crash::Entry {
         crate::crash::Entry::Resource {
             lockspace: self.key().to_vec(),
             name: name.to_vec(),
             held: self
                 .resources
                 .get(name)
-                // No path: the restore derives it from lockspace and name,
-                // and the journal is written on every acquire and release.
-                .map(|r| (r.lease.tag(), r.state(name, Path::new("")))),
+                // Neither name nor path inside: the entry names the resource,
+                // the restore derives the path from lockspace and name, and
+                // the journal is written on every acquire and release.
+                .map(|r| (tag, r.state(b"", Path::new("")))),
         }
     }
 
@@ -270,13 +276,15 @@ impl LockSpace {
         if !crate::crash::active() {
             return Ok(());
         }
-        let Some(res) = self.resources.get_mut(name) else {
+        let Some(fd) = self.resources.get(name).map(Resource::fd) else {
             return Ok(());
         };
-        let tag = crate::crash::next_tag();
-        res.lease.set_tag(tag);
-        let fd = res.fd();
-        crate::crash::defer(Some((tag, fd)), &[self.resource_entry(name)])
+        let tag =
+            crate::crash::defer_new_lease(fd, |tag| self.resource_entry_tagged(name, tag))?;
+        if let Some(res) = self.resources.get_mut(name) {
+            res.lease.set_tag(tag);
+        }
+        Ok(())
     }
 
     /// The file of resource `name`: see [`path_in`].

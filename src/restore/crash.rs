@@ -274,6 +274,8 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
 
     let now = crate::clock::now_epoch_seconds();
     for (key, name, tag, mut state) in resources {
+        // The journal's record names the resource outside its state.
+        state.name.clone_from(&name);
         let Some(fd) = fds.remove(&tag) else {
             error!(
                 lockspace = %crate::names::lossy_utf8(&key),
