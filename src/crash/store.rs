@@ -256,7 +256,9 @@ impl Store {
                 Ok(at) => at,
                 Err(Full) => {
                     self.compact()?;
-                    self.journal.append(payload).map_err(|Full| CrashError::Full)?
+                    self.journal
+                        .append(payload)
+                        .map_err(|Full| CrashError::Full)?
                 }
             };
             if removal {
@@ -276,7 +278,11 @@ impl Store {
 
     /// `tag`'s fd is about to be closed.
     pub fn forget(&mut self, tag: u64) -> Result<(), CrashError> {
-        let flushed = if self.has_pending() { self.flush() } else { Ok(()) };
+        let flushed = if self.has_pending() {
+            self.flush()
+        } else {
+            Ok(())
+        };
         self.open.remove(&tag);
         flushed
     }

@@ -267,6 +267,73 @@ impl Lease {
     }
 }
 
+/// A released crash-safe lease's open file, kept (unlocked, still parked in
+/// the crash-safe store) so that the next ACQUIRE of the same resource takes
+/// it up again instead of opening, parking and later freeing a new one. It
+/// is no lease: it holds no lock and is not in the held-file table. Dropping
+/// it closes the fd.
+#[derive(Debug)]
+pub struct Spare {
+    /// `None` only once revived.
+    fd: Option<OwnedFd>,
+    id: FileId,
+    tag: u64,
+}
+
+impl Lease {
+    /// Ends this lease but keeps its open file as a [`Spare`] (crash-safe
+    /// mode, a parked OFD lease); any other lease is simply dropped.
+    pub fn retire(mut self) -> Option<Spare> {
+        if !self.ofd || self.tag == 0 || self.id.0 == UNIDENTIFIED_DEV {
+            return None;
+        }
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let fd = self.fd.take()?;
+        // Unlocked under the table's lock, as a drop would.
+        let _ = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_UNLCK)));
+        match held.get_mut(&self.id) {
+            Some(entry) if entry.leases > 1 => entry.leases -= 1,
+            _ => {
+                held.remove(&self.id);
+            }
+        }
+        Some(Spare {
+            fd: Some(fd),
+            id: self.id,
+            tag: self.tag,
+        })
+    }
+}
+
+impl Spare {
+    /// Takes the file up as a lease again if no other lease holds it now.
+    pub fn revive(mut self) -> Result<Lease, OpenError> {
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = held.entry(self.id).or_default();
+        if entry.leases > 0 {
+            return Err(OpenError::HeldElsewhere);
+        }
+        let fd = self.fd.take().ok_or(OpenError::Sys(Errno::EBADF))?;
+        entry.leases = 1;
+        Ok(Lease {
+            fd: Some(fd),
+            id: self.id,
+            ofd: true,
+            tag: self.tag,
+        })
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // Closed (its parked reference stays until the store's next
+        // compaction), unless revived.
+        if self.fd.is_some() {
+            crate::crash::forget(self.tag);
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         // The fd is closed with HELD locked: otherwise another lockspace thread

@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::names::lossy_utf8;
 pub use error::LockError;
-use lease::{is_conflict, Lease, LockMode, OpenError, PathKind};
+use lease::{is_conflict, Lease, LockMode, OpenError, PathKind, Spare};
 pub use revalidate::{LeaseStatus, Loss, LossCause};
 
 use crate::protocol::lock::{Owner, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
@@ -83,14 +83,17 @@ impl Resource {
     /// `journal` runs after the file is gone and before the lock ends: a crash
     /// before it finds the lease still held (its file maybe gone, which the
     /// next release tolerates), a crash after it finds the lease released.
-    fn free(self, path: &Path, journal: impl FnOnce()) {
+    ///
+    /// In crash-safe mode the open file of a lease whose file stays (not
+    /// AUTOCREATE) comes back as a [`Spare`] for the next acquire of the name.
+    fn free(self, path: &Path, journal: impl FnOnce()) -> Option<Spare> {
         if self.status.is_lost() {
             // The lock is gone and another host may hold the file now: unlinking
             // it would let a third one lock a new file of the same name.
             warn!(path = %path.display(), "lost lease released; its file is left in place");
             journal();
             self.close();
-            return;
+            return None;
         }
         if self.autocreate() {
             let sole_holder = !self.shared() || self.lease.lock(LockMode::Exclusive).is_ok();
@@ -99,14 +102,20 @@ impl Resource {
                     warn!(path = %path.display(), error = %e, "cannot delete lease file");
                 }
             }
+            journal();
+            self.close();
+            return None;
         }
         journal();
-        self.close();
+        // The lock ends before the record reaches the store (at the next
+        // flush, before the reply): a crash in between finds the lease still
+        // held, re-takes its lock, and closes the releasing connection, whose
+        // RELEASE was never acknowledged.
+        self.lease.retire()
     }
 
     fn close(self) {
-        crate::crash::forget(self.lease.tag());
-        drop(self.lease);
+        discard(self.lease);
     }
 
     /// The resource as a live upgrade or the crash journal carries it.
@@ -144,6 +153,8 @@ pub struct LockSpace {
     /// id), with the number of its ownership entries, for inspection. Counted so
     /// that a release never has to scan the table.
     owners: HashMap<OwnerPid, OwnerEntry>,
+    /// Open files of recently released leases (crash-safe mode; see [`Spare`]).
+    spares: HashMap<Box<[u8]>, Spare>,
 }
 
 /// An owner's registration details and how many ownership entries it has here.
@@ -160,6 +171,7 @@ impl LockSpace {
             dir: None,
             resources: HashMap::new(),
             owners: HashMap::new(),
+            spares: HashMap::new(),
         }
     }
 
@@ -169,6 +181,7 @@ impl LockSpace {
             dir: Some(dir),
             resources: HashMap::new(),
             owners: HashMap::new(),
+            spares: HashMap::new(),
         }
     }
 
@@ -279,12 +292,53 @@ impl LockSpace {
         let Some(fd) = self.resources.get(name).map(Resource::fd) else {
             return Ok(());
         };
-        let tag =
-            crate::crash::defer_new_lease(fd, |tag| self.resource_entry_tagged(name, tag))?;
+        let tag = crate::crash::defer_new_lease(fd, |tag| self.resource_entry_tagged(name, tag))?;
         if let Some(res) = self.resources.get_mut(name) {
             res.lease.set_tag(tag);
         }
         Ok(())
+    }
+
+    /// Keeps the open file of a released lease for the next acquire of `name`.
+    fn keep_spare(&mut self, name: &[u8], spare: Option<Spare>) {
+        let Some(spare) = spare else { return };
+        if self.spares.len() >= MAX_SPARES {
+            // Any one goes: a host re-takes few leases soon after release.
+            if let Some(old) = self.spares.keys().next().cloned() {
+                self.spares.remove(&old);
+            }
+        }
+        self.spares.insert(name.into(), spare);
+    }
+
+    /// The released lease of `name` taken up again, locked, if its file is
+    /// still the one at `path`; `Ok(None)` if there is none to take up.
+    fn revive_spare(
+        &mut self,
+        name: &[u8],
+        path: &Path,
+        mode: LockMode,
+    ) -> Result<Option<Lease>, LockError> {
+        let Some(spare) = self.spares.remove(name) else {
+            return Ok(None);
+        };
+        let Ok(lease) = spare.revive() else {
+            return Ok(None);
+        };
+        if let Err(e) = lock(&lease, path, name, mode) {
+            // Held by somebody else: busy, as a fresh open would find it.
+            let spare = lease.retire();
+            self.keep_spare(name, spare);
+            return Err(e);
+        }
+        match lease.is_at(path) {
+            Ok(true) => Ok(Some(lease)),
+            // Replaced or removed since: not the file the name names now.
+            _ => {
+                discard(lease);
+                Ok(None)
+            }
+        }
     }
 
     /// The file of resource `name`: see [`path_in`].
@@ -327,15 +381,18 @@ impl LockSpace {
         }
         if first && crate::crash::active() {
             if let Some(o) = self.owners.get(&owner).and_then(|e| e.details.as_deref()) {
-                let _ = crate::crash::defer(None, &[crate::crash::Entry::Owner {
-                    lockspace: self.key().to_vec(),
-                    owner: crate::state::OwnerState {
-                        uuid: o.uuid,
-                        name: o.name.clone(),
-                        id: o.id,
-                        pid: o.pid,
-                    },
-                }]);
+                let _ = crate::crash::defer(
+                    None,
+                    &[crate::crash::Entry::Owner {
+                        lockspace: self.key().to_vec(),
+                        owner: crate::state::OwnerState {
+                            uuid: o.uuid,
+                            name: o.name.clone(),
+                            id: o.id,
+                            pid: o.pid,
+                        },
+                    }],
+                );
             }
         }
         Ok(())
@@ -379,7 +436,15 @@ impl LockSpace {
         } else {
             LockMode::Exclusive
         };
-        let lease = if flags & ACQUIRE_AUTOCREATE != 0 {
+        let revived = if flags & ACQUIRE_AUTOCREATE == 0 {
+            self.revive_spare(name, &path, mode)?
+        } else {
+            None
+        };
+        let was_parked = revived.is_some();
+        let lease = if let Some(lease) = revived {
+            lease
+        } else if flags & ACQUIRE_AUTOCREATE != 0 {
             acquire_autocreate(&path, name, mode)?
         } else {
             let lease = Lease::open_existing(&path).map_err(|e| match e {
@@ -408,7 +473,11 @@ impl LockSpace {
         // journal does not name, which the restore releases (the request was
         // never answered, and its connection is closed).
         crate::failpoint::crash_point("acquire:locked");
-        let deferred = self.park_and_journal(name);
+        let deferred = if was_parked {
+            self.journal(name)
+        } else {
+            self.park_and_journal(name)
+        };
         crate::failpoint::crash_point("acquire:parked");
         if let Err(e) = deferred {
             if let Some(res) = self.resources.remove(name) {
@@ -435,7 +504,8 @@ impl LockSpace {
         if res.owners.is_empty() {
             if let Some(res) = self.resources.remove(name) {
                 let key = self.key();
-                res.free(&self.path_of(name), || Self::journal_freed(key, name));
+                let spare = res.free(&self.path_of(name), || Self::journal_freed(key, name));
+                self.keep_spare(name, spare);
             }
         } else {
             self.journal_or_log(name);
@@ -468,7 +538,8 @@ impl LockSpace {
         for name in emptied {
             if let Some(res) = self.resources.remove(name.as_slice()) {
                 let key = self.key();
-                res.free(&self.path_of(&name), || Self::journal_freed(key, &name));
+                let spare = res.free(&self.path_of(&name), || Self::journal_freed(key, &name));
+                self.keep_spare(&name, spare);
             }
         }
         self.owners.remove(&owner);
@@ -577,6 +648,7 @@ impl LockSpace {
             dir: state.directory,
             resources,
             owners: HashMap::new(),
+            spares: HashMap::new(),
         };
         for o in state.owners {
             space.owners.entry(o.pid as OwnerPid).or_default().details = Some(Arc::new(Owner {
@@ -621,10 +693,11 @@ impl LockSpace {
         self.owners.clear();
         let key = self.key().to_vec();
         let dir = self.dir.as_deref();
+        self.spares.clear();
         self.resources
             .drain()
             .map(|(name, res)| {
-                res.free(&path_in(dir, &name), || Self::journal_freed(&key, &name));
+                drop(res.free(&path_in(dir, &name), || Self::journal_freed(&key, &name)));
                 name.into_vec()
             })
             .collect()
@@ -691,6 +764,15 @@ fn acquire_autocreate(path: &Path, name: &[u8], mode: LockMode) -> Result<Lease,
     }
     Err(LockError::Busy(lossy_utf8(name)))
 }
+
+/// Ends `lease` and closes its fd, out of the crash-safe store's list first.
+fn discard(lease: Lease) {
+    crate::crash::forget(lease.tag());
+    drop(lease);
+}
+
+/// Spare open files a lockspace keeps at most (see [`Spare`]).
+const MAX_SPARES: usize = 256;
 
 /// `dir + "/" + name` (plain concatenation, as libvirt), or the name itself
 /// in the default lockspace (`dir` None).
