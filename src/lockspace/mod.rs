@@ -547,13 +547,16 @@ impl LockSpace {
     }
 
     /// The table as a live upgrade carries it (fds by number; they stay open).
+    /// Without paths: each is the directory and the name, and a live upgrade
+    /// waits for every byte encoded and decoded (libvirt's JSON writer puts
+    /// them back).
     pub fn state(&self) -> crate::state::LockspaceState {
         crate::state::LockspaceState {
             directory: self.dir.clone(),
             resources: self
                 .resources
                 .iter()
-                .map(|(name, r)| r.state(name, &self.path_of(name)))
+                .map(|(name, r)| r.state(name, Path::new("")))
                 .collect(),
             owners: self
                 .owners

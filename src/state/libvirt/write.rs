@@ -137,7 +137,17 @@ fn write_lockspace(ls: &LockspaceState) -> Lockspace {
             .iter()
             .map(|r| Resource {
                 name: text(&r.name),
-                path: text(&r.path),
+                // Our snapshot leaves the path out (it is the directory and
+                // the name); libvirt's reader wants it.
+                path: if r.path.is_empty() {
+                    text(
+                        crate::lockspace::path_in(ls.directory.as_deref(), &r.name)
+                            .as_os_str()
+                            .as_encoded_bytes(),
+                    )
+                } else {
+                    text(&r.path)
+                },
                 fd: r.fd,
                 lock_held: r.lock_held,
                 flags: r.flags,
