@@ -8,12 +8,10 @@
 //! A process killed in the middle of a copy leaves a record whose check does
 //! not match: the log ends before it (its reply was never written).
 
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 
 use nix::errno::Errno;
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 /// Starts every journal; also how a binary is known to keep the store (see
 /// `crate::crash::binary_keeps_store`).
@@ -70,22 +68,11 @@ impl Journal {
     }
 
     fn map(fd: OwnedFd, size: usize, generation: u64) -> Result<Self, Errno> {
-        let len = NonZeroUsize::new(size).ok_or(Errno::EINVAL)?;
-        // SAFETY: a fresh shared mapping of a memfd we own; nothing else in
-        // this process maps it, and it is unmapped only in `Drop`.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd.as_fd(),
-                0,
-            )?
-        };
+        // Unmapped only in `Drop`.
+        let base = super::memory::map_shared(&fd, size)?;
         Ok(Self {
             fd,
-            base: base.cast(),
+            base,
             size,
             end: HEADER,
             generation,
@@ -187,7 +174,7 @@ impl Drop for Journal {
     fn drop(&mut self) {
         // SAFETY: our own mapping, with the length it was made with; nothing
         // borrows it any more (borrows are tied to &self).
-        let _ = unsafe { munmap(self.base.cast(), self.size) };
+        unsafe { super::memory::unmap(self.base, self.size) };
     }
 }
 

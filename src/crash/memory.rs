@@ -17,6 +17,34 @@ pub fn memfd(name: &str, size: usize) -> Result<OwnedFd, Errno> {
     Ok(fd)
 }
 
+/// Maps `len` bytes of the memfd `fd` shared and writable: what is written
+/// there is in the memfd at once, whatever happens to this process. The
+/// caller unmaps it ([`unmap`]) with the same length.
+pub fn map_shared(fd: &OwnedFd, len: usize) -> Result<NonNull<u8>, Errno> {
+    let len = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+    // SAFETY: a fresh mapping of a file we hold open; the caller owns it.
+    let base = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd.as_fd(),
+            0,
+        )?
+    };
+    Ok(base.cast())
+}
+
+/// Ends a mapping [`map_shared`] made.
+///
+/// # Safety
+/// `base` and `len` are those of a live mapping nothing borrows any more.
+pub unsafe fn unmap(base: NonNull<u8>, len: usize) {
+    // SAFETY: as the caller promises.
+    let _ = unsafe { nix::sys::mman::munmap(base.cast(), len) };
+}
+
 /// How many connections the busy table tracks at once; more than any
 /// `max_clients` a host sets (a connection beyond it is not tracked, and
 /// logged).
@@ -50,19 +78,7 @@ impl BusyTable {
     }
 
     fn map(fd: OwnedFd) -> Result<Self, Errno> {
-        let len = NonZeroUsize::new(SLOTS * 8).ok_or(Errno::EINVAL)?;
-        // SAFETY: a shared mapping of a memfd of at least this size, unmapped
-        // only when the table is dropped.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd.as_fd(),
-                0,
-            )?
-        };
+        let base = map_shared(&fd, SLOTS * 8)?;
         Ok(Self {
             fd,
             words: base.cast(),
@@ -102,7 +118,7 @@ impl BusyTable {
 impl Drop for BusyTable {
     fn drop(&mut self) {
         // SAFETY: our own mapping with its length; borrows of it are tied to &self.
-        let _ = unsafe { nix::sys::mman::munmap(self.words.cast(), SLOTS * 8) };
+        unsafe { unmap(self.words.cast(), SLOTS * 8) };
     }
 }
 

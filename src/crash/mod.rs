@@ -144,15 +144,21 @@ pub fn record(entry: &Entry) -> Result<(), CrashError> {
     if !active() {
         return Ok(());
     }
-    // After what was deferred: the journal keeps the order things happened in.
     with_store(|s| {
-        if s.has_pending() {
-            PENDING.store(false, Ordering::SeqCst);
-            s.flush()?;
-        }
+        flush_first(s)?;
         s.record(entry)
     })
     .unwrap_or(Ok(()))
+}
+
+/// What was deferred goes first: the journal keeps the order things
+/// happened in.
+fn flush_first(s: &mut Store) -> Result<(), CrashError> {
+    if s.has_pending() {
+        PENDING.store(false, Ordering::SeqCst);
+        s.flush()?;
+    }
+    Ok(())
 }
 
 /// Journals `entry`, logging a failure (for changes nobody can be told of).
@@ -168,10 +174,7 @@ pub fn park(tag: u64, fd: BorrowedFd<'_>) -> Result<(), CrashError> {
         return Ok(());
     }
     with_store(|s| {
-        if s.has_pending() {
-            PENDING.store(false, Ordering::SeqCst);
-            s.flush()?;
-        }
+        flush_first(s)?;
         s.park(tag, fd)
     })
     .unwrap_or(Ok(()))

@@ -191,15 +191,14 @@ impl Lease {
     /// crash-safe mode the same range as an OFD lock (which other processes
     /// and hosts see alike). `Err(EAGAIN|EACCES)` = conflict.
     pub fn lock(&self, mode: LockMode) -> Result<(), Errno> {
+        if self.ofd {
+            return ofd_lock(self.fd()?, mode);
+        }
         let fl = byte_zero(match mode {
             LockMode::Shared => libc::F_RDLCK,
             LockMode::Exclusive => libc::F_WRLCK,
         });
-        if self.ofd {
-            fcntl(self.fd()?, FcntlArg::F_OFD_SETLK(&fl)).map(drop)
-        } else {
-            fcntl(self.fd()?, FcntlArg::F_SETLK(&fl)).map(drop)
-        }
+        fcntl(self.fd()?, FcntlArg::F_SETLK(&fl)).map(drop)
     }
 
     /// Whether this is an OFD lock (else POSIX).
@@ -290,7 +289,7 @@ impl Lease {
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
         let fd = self.fd.take()?;
         // Unlocked under the table's lock, as a drop would.
-        let _ = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_UNLCK)));
+        let _ = ofd_unlock(fd.as_fd());
         match held.get_mut(&self.id) {
             Some(entry) if entry.leases > 1 => entry.leases -= 1,
             _ => {
@@ -345,7 +344,7 @@ impl Drop for Lease {
             // A parked reference keeps the description (and its lock) alive
             // past our close: unlock it explicitly. Only this description's
             // lock ends; another lease's on the same file is its own.
-            let _ = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_UNLCK)));
+            let _ = ofd_unlock(fd.as_fd());
         }
         match held.get_mut(&self.id) {
             Some(entry) if entry.leases > 1 => {
@@ -362,6 +361,23 @@ impl Drop for Lease {
             }
         }
     }
+}
+
+/// Takes (or, if this description holds it already, keeps) an OFD lock on
+/// byte 0 of `fd`: how a crash restore re-asserts a lease on the open file
+/// description it got back from the store. `Err(EAGAIN|EACCES)` = conflict.
+pub fn ofd_lock(fd: BorrowedFd<'_>, mode: LockMode) -> Result<(), Errno> {
+    let kind = match mode {
+        LockMode::Shared => libc::F_RDLCK,
+        LockMode::Exclusive => libc::F_WRLCK,
+    };
+    fcntl(fd, FcntlArg::F_OFD_SETLK(&byte_zero(kind))).map(drop)
+}
+
+/// Ends the OFD lock of this open file description on byte 0 of `fd`, if it
+/// holds one (another description's lock on the file is its own).
+pub fn ofd_unlock(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    fcntl(fd, FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_UNLCK))).map(drop)
 }
 
 /// The lock range of a lease: byte 0, length 1.

@@ -254,33 +254,17 @@ impl LockSpace {
         }
     }
 
-    /// Journals every resource (a crash-safe store being started from this
-    /// table: hand-over or the first start in crash-safe mode).
-    pub fn journal_all(&self) -> Vec<crate::crash::Entry> {
-        let mut out = Vec::with_capacity(self.resources.len() + self.owners.len() + 1);
-        if let Some(dir) = &self.dir {
-            out.push(crate::crash::Entry::Lockspace {
-                directory: dir.clone(),
-            });
+    /// The journal record of what `o` registered, as an owner here.
+    fn owner_entry(&self, o: &Owner) -> crate::crash::Entry {
+        crate::crash::Entry::Owner {
+            lockspace: self.key().to_vec(),
+            owner: crate::state::OwnerState {
+                uuid: o.uuid,
+                name: o.name.clone(),
+                id: o.id,
+                pid: o.pid,
+            },
         }
-        out.extend(self.resources.keys().map(|n| self.resource_entry(n)));
-        out.extend(self.owner_entries());
-        out
-    }
-
-    fn owner_entries(&self) -> impl Iterator<Item = crate::crash::Entry> + '_ {
-        self.owners
-            .values()
-            .filter_map(|e| e.details.as_deref())
-            .map(|o| crate::crash::Entry::Owner {
-                lockspace: self.key().to_vec(),
-                owner: crate::state::OwnerState {
-                    uuid: o.uuid,
-                    name: o.name.clone(),
-                    id: o.id,
-                    pid: o.pid,
-                },
-            })
     }
 
     /// Tags the new lease of resource `name`, parks it and journals it, with
@@ -381,18 +365,9 @@ impl LockSpace {
         }
         if first && crate::crash::active() {
             if let Some(o) = self.owners.get(&owner).and_then(|e| e.details.as_deref()) {
-                let _ = crate::crash::defer(
-                    None,
-                    &[crate::crash::Entry::Owner {
-                        lockspace: self.key().to_vec(),
-                        owner: crate::state::OwnerState {
-                            uuid: o.uuid,
-                            name: o.name.clone(),
-                            id: o.id,
-                            pid: o.pid,
-                        },
-                    }],
-                );
+                if let Err(e) = crate::crash::defer(None, &[self.owner_entry(o)]) {
+                    tracing::error!(error = %e, "owner details not journaled");
+                }
             }
         }
         Ok(())

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-use nix::fcntl::{fcntl, FcntlArg};
 use tracing::{error, info, warn};
 
 use crate::crash::entry::{client_of, Entry, Folded, ADMIN, LOCK};
@@ -22,6 +21,7 @@ use crate::crash::journal::Journal;
 use crate::crash::memory::BusyTable;
 use crate::crash::store::Store;
 use crate::crash::{fdstore, CrashError};
+use crate::lockspace::lease::{self, LockMode};
 use crate::protocol::lock::ACQUIRE_SHARED;
 use crate::state::{
     ClientState, FenceState, LockspaceState, OwnerState, ServerState, SessionState, Snapshot,
@@ -290,12 +290,12 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
             // a no-op if held, and a lease that was held by a POSIX lock (adopted
             // from libvirt's daemon) becomes an OFD lock now. Refused means
             // somebody took the file while we were down.
-            let kind = if state.flags & ACQUIRE_SHARED != 0 {
-                libc::F_RDLCK
+            let mode = if state.flags & ACQUIRE_SHARED != 0 {
+                LockMode::Shared
             } else {
-                libc::F_WRLCK
+                LockMode::Exclusive
             };
-            if let Err(e) = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(kind))) {
+            if let Err(e) = lease::ofd_lock(fd.as_fd(), mode) {
                 error!(
                     resource = %crate::names::lossy_utf8(&name),
                     path = %crate::lockspace::path_in((!key.is_empty()).then_some(&key[..]), &name).display(),
@@ -349,7 +349,7 @@ pub fn recover(stored: Stored, defaults: &Defaults) -> Recovery {
             None if readable => {
                 // Released, or acquired and never acknowledged: its connection
                 // was busy and is closed. The lock of this description ends.
-                let _ = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_UNLCK)));
+                let _ = lease::ofd_unlock(fd.as_fd());
                 report.released += 1;
             }
             None => unknown_lease(&mut lockspaces, fd, tag, now, &mut report),
@@ -427,16 +427,6 @@ fn unknown_lease(
 fn shutdown(fd: &OwnedFd) {
     // SAFETY: shutdown(2) on an open socket we own; no memory involved.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
-}
-
-fn byte_zero(kind: libc::c_int) -> libc::flock {
-    libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 1,
-        l_pid: 0,
-    }
 }
 
 fn lockspace(directory: Option<Vec<u8>>) -> LockspaceState {

@@ -6,24 +6,15 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 
 use super::crash::{recover, Defaults, Stored, UNKNOWN_OWNER};
 use crate::crash::entry::{client_tag, Entry, LOCK};
 use crate::crash::journal::Journal;
 use crate::crash::memory::BusyTable;
 use crate::crash::park::Park;
+use crate::lockspace::lease::{self, LockMode};
 use crate::state::{ClientState, OwnerState, ResourceState, SessionState};
-
-fn byte_zero(kind: libc::c_int) -> libc::flock {
-    libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 1,
-        l_pid: 0,
-    }
-}
 
 /// An fd of `path` with an OFD write lock.
 fn locked(path: &std::path::Path) -> OwnedFd {
@@ -33,15 +24,14 @@ fn locked(path: &std::path::Path) -> OwnedFd {
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .unwrap();
-    fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_WRLCK))).unwrap();
+    lease::ofd_lock(fd.as_fd(), LockMode::Exclusive).unwrap();
     fd
 }
 
 /// Whether another open file description can take the write lock now.
 fn free(path: &std::path::Path) -> bool {
     let fd = nix::fcntl::open(path, OFlag::O_RDWR, nix::sys::stat::Mode::empty()).unwrap();
-    let ok = fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&byte_zero(libc::F_WRLCK))).is_ok();
-    ok
+    lease::ofd_lock(fd.as_fd(), LockMode::Exclusive).is_ok()
 }
 
 fn resource(name: &str, path: &std::path::Path, owner: i32) -> ResourceState {
