@@ -227,6 +227,15 @@ impl Store {
     /// Parks the deferred fds (one message per 253), then writes the
     /// deferred records, in order.
     pub fn flush(&mut self) -> Result<(), CrashError> {
+        // For the crash points only: what this flush makes durable.
+        let acquired = self
+            .pending_records
+            .iter()
+            .any(|(key, removal, _)| !removal && matches!(key, Key::Resource(..)));
+        let freed = self
+            .pending_records
+            .iter()
+            .any(|(key, removal, _)| *removal && matches!(key, Key::Resource(..)));
         if !self.pending_parks.is_empty() {
             let parks = std::mem::take(&mut self.pending_parks);
             let items: Vec<(u64, BorrowedFd<'_>)> = parks
@@ -246,6 +255,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
             self.open.extend(parks);
+            crate::failpoint::crash_point("acquire:parked");
         }
         let bytes = std::mem::take(&mut self.pending_bytes);
         let mut start = 0;
@@ -270,6 +280,12 @@ impl Store {
         // The buffer's capacity is kept for the next batch.
         self.pending_bytes = bytes;
         self.pending_bytes.clear();
+        if acquired {
+            crate::failpoint::crash_point("acquire:journaled");
+        }
+        if freed {
+            crate::failpoint::crash_point("release:journaled");
+        }
         if self.park.fds() > 3 * self.open.len() + SLACK {
             self.compact()?;
         }

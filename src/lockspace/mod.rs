@@ -244,7 +244,6 @@ impl LockSpace {
                 tracing::error!(error = %e, "lease release not journaled; a crash now would bring it back");
             }
         }
-        crate::failpoint::crash_point("release:journaled");
     }
 
     /// Journals a change of `name` nobody can be told of (logged on failure).
@@ -453,14 +452,12 @@ impl LockSpace {
         } else {
             self.park_and_journal(name)
         };
-        crate::failpoint::crash_point("acquire:parked");
         if let Err(e) = deferred {
             if let Some(res) = self.resources.remove(name) {
                 res.close();
             }
             return Err(LockError::CrashStore(e.to_string()));
         }
-        crate::failpoint::crash_point("acquire:journaled");
         Ok(())
     }
 
