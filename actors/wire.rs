@@ -75,15 +75,15 @@ impl Reader {
                     s.idle();
                 }
             }
-            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut buf = ReadBuf::uninit(&mut chunk);
-            let polled = Pin::new(&mut self.half).poll_read(cx, &mut buf);
-            if polled.is_ready() && !buf.filled().is_empty() {
-                if let Some(s) = &self.slot {
-                    s.busy();
+            if let Some(slot) = &self.slot {
+                if let Err(e) = ready!(mark_before_reading(&self.half, slot, cx)) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(FrameError::Io(e))));
                 }
             }
-            if let Err(e) = ready!(polled) {
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            if let Err(e) = ready!(Pin::new(&mut self.half).poll_read(cx, &mut buf)) {
                 self.done = true;
                 return Poll::Ready(Some(Err(FrameError::Io(e))));
             }
@@ -98,6 +98,49 @@ impl Reader {
                 });
             }
             self.partial.extend_from_slice(buf.filled());
+        }
+    }
+}
+
+/// Crash-safe mode: waits until the socket has bytes (or its end) to read,
+/// and marks the connection busy before a read takes them out of the socket.
+/// A crash can then never consume a request unmarked, and an idle connection
+/// (QEMU's, which never sends anything) is never marked: the bytes are
+/// looked at first (`MSG_PEEK`), which takes nothing out.
+fn mark_before_reading(
+    half: &OwnedReadHalf,
+    slot: &BusySlot,
+    cx: &mut TaskContext<'_>,
+) -> Poll<std::io::Result<()>> {
+    let stream: &UnixStream = half.as_ref();
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = 0u8;
+            // SAFETY: recv(2) into one byte we own, on the socket's open fd;
+            // MSG_PEEK leaves the byte in the socket.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+        match peeked {
+            Ok(()) => {
+                slot.busy();
+                return Poll::Ready(Ok(()));
+            }
+            // Readiness was stale: cleared by try_io; wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
