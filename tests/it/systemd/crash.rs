@@ -9,4 +9,5 @@ mod journal_loss;
 mod ledger;
 mod load;
 mod points_connect;
+mod points_lease;
 mod rig;

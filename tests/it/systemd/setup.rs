@@ -191,15 +191,28 @@ impl Host {
     }
 
     /// Every lock on a file in the lockspace's filesystem, whoever holds it,
-    /// from the container's /proc/locks (the kernel's view).
+    /// from the container's /proc/locks (the kernel's view, which also sees
+    /// a lock whose fd only systemd's fd store still holds).
+    ///
+    /// /proc/locks is no snapshot: each read() of it walks the kernel's lock
+    /// list anew from an index, so a lock taken or dropped anywhere on the
+    /// machine between two reads (other containers' daemons are busy) shifts
+    /// later entries out of view. Three whole reads are merged: an entry can
+    /// be missed by a read, never invented.
     pub fn kernel_locks(&self) -> Vec<KernelLock> {
         let dev = self.lockspace_dev();
-        self.c
-            .exec_ok("cat /proc/locks")
-            .lines()
-            .filter_map(KernelLock::parse)
-            .filter(|l| l.dev == dev)
-            .collect()
+        let path = self.c.path("/proc/locks");
+        let mut all: Vec<KernelLock> = Vec::new();
+        for _ in 0..3 {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for l in text.lines().filter_map(KernelLock::parse) {
+                if l.dev == dev && !all.contains(&l) {
+                    all.push(l);
+                }
+            }
+        }
+        all
     }
 
     /// The device of the lockspaces' filesystem (every lease file of the

@@ -105,6 +105,28 @@ impl CrashHost {
         (self.main_pid(), t.elapsed())
     }
 
+    /// The journal says the last crash was at `point` (`NAME[:abort]`), by
+    /// the signal it names.
+    #[track_caller]
+    pub fn assert_crashed_at(&self, point: &str) {
+        let (name, status) = match point.strip_suffix(":abort") {
+            Some(n) => (n, "status=6/ABRT"),
+            None => (point, "status=9/KILL"),
+        };
+        let journal = self.journal("-o cat");
+        let lines: Vec<&str> = journal.lines().collect();
+        let reached = lines
+            .iter()
+            .rposition(|l| l.contains("crash point reached") && l.contains(name));
+        let died = lines.iter().rposition(|l| {
+            l.starts_with("virtlockd.service: Main process exited") && l.contains(status)
+        });
+        assert!(
+            matches!((reached, died), (Some(r), Some(d)) if r < d),
+            "no crash at {point} ({status}) in the journal:\n{journal}"
+        );
+    }
+
     /// `virtlockctl status --json`'s crash_safety object.
     pub fn crash_safety(&self) -> serde_json::Value {
         self.ctl(&["status"])["crash_safety"].clone()
