@@ -10,4 +10,5 @@ mod ledger;
 mod load;
 mod points_connect;
 mod points_lease;
+mod points_lifecycle;
 mod rig;
