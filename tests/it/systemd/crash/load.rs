@@ -21,8 +21,14 @@ use crate::systemd::setup::PATIENCE;
 const CLIENTS: u32 = 24;
 const OWNER_BASE: u32 = 4_000_100;
 const CHECKER: u32 = 4_090_000;
-/// Calls each client makes before the kill, and again after the restart.
-const OPS_PER_PHASE: u64 = 30;
+/// Calls each client makes before the kill, at least.
+const OPS_BEFORE_KILL: u64 = 100;
+/// The kill waits for the store to have compacted under the load (each
+/// acquisition parks a lease fd; a few thousand make a new generation), so
+/// that the restart recovers from a compacted generation; this long at most.
+const COMPACTION_PATIENCE: Duration = Duration::from_secs(60);
+/// Calls each client makes after the restart, on its connection.
+const OPS_AFTER_RESTART: u64 = 50;
 const AUTO: u32 = ACQUIRE_AUTOCREATE;
 const SHARED: u32 = ACQUIRE_SHARED;
 
@@ -225,7 +231,22 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
         tasks.push(tokio::spawn(worker.run(ch.clone(), stop.clone())));
     }
     let t = Instant::now();
-    wait_progress(&ops, &vec![OPS_PER_PHASE; ops.len()], "before the kill").await;
+    wait_progress(&ops, &vec![OPS_BEFORE_KILL; ops.len()], "before the kill").await;
+    let deadline = Instant::now() + COMPACTION_PATIENCE;
+    let store = loop {
+        let ch2 = ch.clone();
+        let store = tokio::task::spawn_blocking(move || ch2.crash_safety())
+            .await
+            .expect("status");
+        if store["generation"].as_u64() > Some(1) {
+            break store;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store did not compact under the load within {COMPACTION_PATIENCE:?}: {store}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let before_kill: u64 = ops.iter().map(|o| o.load(Ordering::Relaxed)).sum();
 
     let crashed = ch.main_pid();
@@ -239,7 +260,7 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
     .expect("kill");
     assert_ne!(pid, crashed);
     let at_restart: Vec<u64> = ops.iter().map(|o| o.load(Ordering::Relaxed)).collect();
-    let targets: Vec<u64> = at_restart.iter().map(|n| n + OPS_PER_PHASE).collect();
+    let targets: Vec<u64> = at_restart.iter().map(|n| n + OPS_AFTER_RESTART).collect();
     wait_progress(&ops, &targets, "after the restart").await;
     stop.store(true, Ordering::Relaxed);
     let mut workers = Vec::new();
@@ -266,14 +287,15 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
     }
     eprintln!(
         "{test}: {CLIENTS} clients, {total} calls in {load_time:?} ({before_kill} before the \
-         kill); daemon {crashed} killed, {pid} ready {back:?} later; {} connection(s) closed with \
-         a call in flight: {:?}",
+         kill, store then: {store}); daemon {crashed} killed, {pid} ready \
+         {back:?} later; {} connection(s) closed with a call in flight: {:?}",
         cuts.len(),
         cuts.iter()
             .map(|(o, c)| format!(
-                "owner {o} {} {} (held after: {})",
+                "owner {o} {} {} ({}; held after: {})",
                 if c.acquiring { "ACQUIRE" } else { "RELEASE" },
                 c.res,
+                c.error,
                 c.was_held
             ))
             .collect::<Vec<_>>()

@@ -212,8 +212,9 @@ pub enum Answer {
     Done,
     /// "Lockspace resource '...' is locked".
     Busy,
-    /// Any other error of the daemon's.
-    Refused(String),
+    /// Any other error of the daemon's (its text is read through Debug, in
+    /// failure messages).
+    Refused(#[allow(dead_code)] String),
     /// The connection ended (EOF or reset) instead of a reply.
     Closed(String),
 }
