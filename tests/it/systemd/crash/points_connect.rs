@@ -4,8 +4,11 @@
 //! closed, never a hang; no trace of it stays in the restarted daemon; the
 //! background's leases and connections are untouched.
 
-use super::background::Background;
-use super::rig::{Answer, CrashHost};
+use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
+
+use super::background::{open, Background};
+use super::ledger::{Ledger, Res};
+use super::rig::{Answer, CrashHost, LS_A};
 
 const POINTS: &[&str] = &[
     "accept:accepted",
@@ -22,7 +25,7 @@ async fn crash_points_while_a_client_connects_and_registers() {
     };
     let started = std::time::Instant::now();
     let mut bg = Background::establish(&ch).await;
-    let ledger = super::ledger::Ledger::new();
+    let ledger = Ledger::new();
     for (i, point) in POINTS.iter().enumerate() {
         let owner = 4_000_200 + i as u32;
         ch.arm(point);
@@ -41,8 +44,8 @@ async fn crash_points_while_a_client_connects_and_registers() {
             || ch.lock_client_owners() == expected,
         );
         // And the owner can connect again and be served.
-        let mut again = super::background::open(&ch, owner).await;
-        let r = super::ledger::Res::in_dir(super::rig::LS_A, format!("new-{i}"), 2);
+        let mut again = open(&ch, owner).await;
+        let r = Res::in_dir(LS_A, format!("new-{i}"), ACQUIRE_AUTOCREATE);
         r.acquire(&mut again)
             .await
             .expect("ACQUIRE after the crash");
