@@ -52,7 +52,7 @@ impl Res {
         }
     }
 
-    fn ls(&self) -> &[u8] {
+    pub fn ls(&self) -> &[u8] {
         self.lockspace.unwrap_or("").as_bytes()
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtlockd::client::Client;
+use virtlockd::client::{Client, ClientError};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 use super::ledger::{assert_nothing_left, verify, Ledger, Res};
@@ -30,6 +30,10 @@ const COMPACTION_PATIENCE: Duration = Duration::from_secs(60);
 /// Calls each client makes after the restart, on its connection.
 const OPS_AFTER_RESTART: u64 = 50;
 const AUTO: u32 = ACQUIRE_AUTOCREATE;
+/// How long a client waits for an answer before it gives up: longer than
+/// [`wait_progress`] waits, so that a stalled connection is still open when
+/// the test reports on it.
+const STALL_PATIENCE: Duration = Duration::from_secs(3 * PATIENCE.as_secs());
 const SHARED: u32 = ACQUIRE_SHARED;
 
 /// Resources every client uses: contested exclusive ones and shared ones.
@@ -77,6 +81,8 @@ struct Worker {
     rng: u64,
     ops: Arc<AtomicU64>,
     cuts: Vec<Cut>,
+    /// The slowest call: how long, and what.
+    slowest: (Duration, String),
 }
 
 impl Worker {
@@ -94,11 +100,7 @@ impl Worker {
             let res = self.pool[pick].clone();
             let acquiring = !self.held.contains(&res);
             let started = Instant::now();
-            let r = if acquiring {
-                res.acquire(&mut self.client).await
-            } else {
-                res.release(&mut self.client).await
-            };
+            let r = self.call(&res, acquiring).await;
             match Answer::of(r) {
                 Answer::Done if acquiring => {
                     self.held.insert(res);
@@ -117,6 +119,35 @@ impl Worker {
             self.ops.fetch_add(1, Ordering::Relaxed);
         }
         self
+    }
+
+    /// One call, bounded by [`STALL_PATIENCE`]: a client that gets neither
+    /// an answer nor a close keeps its connection until the test has looked
+    /// at it (see [`wait_progress`]).
+    async fn call(&mut self, res: &Res, acquiring: bool) -> Result<(), ClientError> {
+        let (ls, name) = (res.ls(), res.name.as_bytes());
+        let call = async {
+            if acquiring {
+                self.client.acquire(ls, name, res.flags).await
+            } else {
+                self.client.release(ls, name).await
+            }
+        };
+        let started = Instant::now();
+        let answer = tokio::time::timeout(STALL_PATIENCE, call).await;
+        let took = started.elapsed();
+        if took > self.slowest.0 {
+            let op = if acquiring { "ACQUIRE" } else { "RELEASE" };
+            self.slowest = (took, format!("{op} {res}"));
+        }
+        let Ok(r) = answer else {
+            panic!(
+                "owner {}: {} {res} neither answered nor closed within {STALL_PATIENCE:?}",
+                self.owner,
+                if acquiring { "ACQUIRE" } else { "RELEASE" },
+            );
+        };
+        r
     }
 
     /// The connection was closed with `res`'s call in flight: a new
@@ -144,15 +175,15 @@ impl Worker {
             .await
             .expect("CREATE_LOCKSPACE");
         }
-        let was_held = match Answer::of(res.release(&mut self.client).await) {
+        let was_held = match Answer::of(self.call(&res, false).await) {
             Answer::Done => true,
             Answer::Refused(_) | Answer::Busy => false,
             other => panic!("owner {}: release after reconnect: {other:?}", self.owner),
         };
         self.held.remove(&res);
         if !was_held && res.autocreate() {
-            if let Answer::Done = Answer::of(res.acquire(&mut self.client).await) {
-                match Answer::of(res.release(&mut self.client).await) {
+            if let Answer::Done = Answer::of(self.call(&res, true).await) {
+                match Answer::of(self.call(&res, false).await) {
                     Answer::Done => {}
                     other => panic!("owner {}: {res}: {other:?}", self.owner),
                 }
@@ -169,7 +200,13 @@ impl Worker {
 }
 
 /// Waits until every counter passed `targets`.
-async fn wait_progress(ops: &[Arc<AtomicU64>], targets: &[u64], what: &str) {
+async fn wait_progress(
+    ch: &CrashHost,
+    stop: &AtomicBool,
+    ops: &[Arc<AtomicU64>],
+    targets: &[u64],
+    what: &str,
+) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let behind: Vec<usize> = ops
@@ -182,10 +219,27 @@ async fn wait_progress(ops: &[Arc<AtomicU64>], targets: &[u64], what: &str) {
         if behind.is_empty() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: clients {behind:?} made no progress within {PATIENCE:?}"
-        );
+        if Instant::now() > deadline {
+            // The others finish their calls: the stalled ones are the only
+            // connections with a request the daemon has not read.
+            stop.store(true, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let clients = tokio::task::block_in_place(|| ch.ctl(&["clients"]));
+            panic!(
+                "{what}: clients {behind:?} made no progress within {PATIENCE:?}; clients:\n\
+                 {clients:#}\nwho holds the far end of this process's sockets:\n{}\n\
+                 the daemon's fds:\n{}\njournal:\n{}\ndaemon:\n{}",
+                socket_peers(),
+                ch.c.exec_ok(&format!(
+                    "cd /proc/{}/fd && for f in *; do echo \"$f $(readlink $f) \
+                     $(grep -E '^(lock|tfd):' ../fdinfo/$f | cut -c1-40 | tr -s '\\t\\n' '  ')\"; \
+                     done",
+                    ch.main_pid()
+                )),
+                ch.journal("-o short-precise"),
+                ch.daemon_lines()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -227,11 +281,19 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(owner),
             ops: counter,
             cuts: Vec::new(),
+            slowest: (Duration::ZERO, String::new()),
         };
         tasks.push(tokio::spawn(worker.run(ch.clone(), stop.clone())));
     }
     let t = Instant::now();
-    wait_progress(&ops, &vec![OPS_BEFORE_KILL; ops.len()], "before the kill").await;
+    wait_progress(
+        &ch,
+        &stop,
+        &ops,
+        &vec![OPS_BEFORE_KILL; ops.len()],
+        "before the kill",
+    )
+    .await;
     let deadline = Instant::now() + COMPACTION_PATIENCE;
     let store = loop {
         let ch2 = ch.clone();
@@ -254,6 +316,10 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
     let (killed_at, (pid, back)) = tokio::task::spawn_blocking(move || {
         ch2.kill_daemon();
         let killed_at = Instant::now();
+        eprintln!(
+            "daemon killed at {:?} (wall clock)",
+            std::time::SystemTime::now()
+        );
         (killed_at, ch2.wait_restarted(1))
     })
     .await
@@ -261,13 +327,18 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
     assert_ne!(pid, crashed);
     let at_restart: Vec<u64> = ops.iter().map(|o| o.load(Ordering::Relaxed)).collect();
     let targets: Vec<u64> = at_restart.iter().map(|n| n + OPS_AFTER_RESTART).collect();
-    wait_progress(&ops, &targets, "after the restart").await;
+    wait_progress(&ch, &stop, &ops, &targets, "after the restart").await;
     stop.store(true, Ordering::Relaxed);
     let mut workers = Vec::new();
     for task in tasks {
         workers.push(task.await.expect("a client failed"));
     }
     let total: u64 = ops.iter().map(|o| o.load(Ordering::Relaxed)).sum();
+    let slowest = workers
+        .iter()
+        .map(|w| (w.slowest.0, w.owner, &w.slowest.1))
+        .max()
+        .expect("workers");
     let load_time = t.elapsed();
 
     // Closed connections: only calls sent before the kill, at most one per
@@ -288,7 +359,8 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
     eprintln!(
         "{test}: {CLIENTS} clients, {total} calls in {load_time:?} ({before_kill} before the \
          kill, store then: {store}); daemon {crashed} killed, {pid} ready \
-         {back:?} later; {} connection(s) closed with a call in flight: {:?}",
+         {back:?} later; slowest call {slowest:?}; {} connection(s) closed with a call in \
+         flight: {:?}",
         cuts.len(),
         cuts.iter()
             .map(|(o, c)| format!(
@@ -345,4 +417,32 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
          released ones free; all released: no lock, no file left",
         ledger.len() - held
     );
+}
+
+/// For each Unix stream socket of this process: its peer's inode and who
+/// holds that (`ss -xpn`), to tell a connection the daemon forgot from one
+/// it still serves.
+fn socket_peers() -> String {
+    let me = format!("pid={},", std::process::id());
+    let out = std::process::Command::new("ss")
+        .arg("-xpn")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = out.lines().collect();
+    let inode_line = |inode: &str| {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().nth(5) == Some(inode))
+            .map_or("(no socket with that inode)", |l| l.trim())
+    };
+    lines
+        .iter()
+        .filter(|l| l.contains(&me))
+        .map(|l| {
+            let peer = l.split_whitespace().nth(7).unwrap_or("?");
+            format!("{}\n  -> {}", l.trim(), inode_line(peer))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

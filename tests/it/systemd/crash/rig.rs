@@ -54,7 +54,9 @@ impl CrashHost {
             &drop_in,
             format!(
                 "[Unit]\nStartLimitIntervalSec=0\n\n\
-                 [Service]\nEnvironment=VIRTLOCKD_FAILPOINT={FAILPOINT_FILE}\n"
+                 [Service]\nEnvironment=VIRTLOCKD_FAILPOINT={FAILPOINT_FILE}\n\
+                 # Info: what each recovery found, for the failure messages.\n\
+                 Environment=LIBVIRT_DEBUG=2\n"
             ),
         )
         .expect("write drop-in");
@@ -131,12 +133,20 @@ impl CrashHost {
                 let died = self
                     .journal("-o cat")
                     .lines()
-                    .filter(|l| l.starts_with("virtlockd.service: Main process exited"))
-                    .last()
+                    .rfind(|l| l.starts_with("virtlockd.service: Main process exited"))
                     .is_some_and(|l| l.contains(status));
                 reached && died
             },
         );
+    }
+
+    /// The lines the daemons of this boot logged (found by identifier: see
+    /// [`CrashHost::assert_crashed_at`]), less the one per busy ACQUIRE.
+    pub fn daemon_lines(&self) -> String {
+        let out = self.c.exec(
+            "journalctl -b -t virtlockd -o short-precise --no-pager | grep -v 'acquire refused'",
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `virtlockctl status --json`'s crash_safety object.
