@@ -3,6 +3,7 @@
 
 mod activation;
 pub mod container;
+mod crash;
 mod journal;
 mod reload;
 mod restart;

@@ -59,10 +59,21 @@ async fn first_connection_starts_the_daemon(test: &str, units: Units) {
         nofile.len() == 2 && nofile[0] == nofile[1] && nofile[1] <= unit_hard && nofile[0] > 1024,
         "open files (soft, hard) = {nofile:?}:\n{limits}"
     );
-    assert_eq!(
-        h.locked_inodes(pid),
-        vec![h.inode(&format!("{LOCKSPACE}/{name}"))]
-    );
+    let lease_inode = h.inode(&format!("{LOCKSPACE}/{name}"));
+    assert_eq!(h.locked_inodes(pid), vec![lease_inode]);
+    // Our unit runs crash-safe mode (an OFD lock, kept in systemd's fd
+    // store); Debian's unit does not ask for it (a POSIX lock, libvirt's).
+    let kinds: Vec<String> = h
+        .fd_locks(pid)
+        .into_iter()
+        .filter(|l| l.inode == lease_inode)
+        .map(|l| l.class)
+        .collect();
+    let expected = match units {
+        Units::Ours => "OFDLCK",
+        Units::Debian => "POSIX",
+    };
+    assert_eq!(kinds, [expected], "{units:?}");
     c.release(LOCKSPACE.as_bytes(), name.as_bytes())
         .await
         .expect("RELEASE");

@@ -155,34 +155,74 @@ impl Host {
         serde_json::from_slice(&out.stdout).expect("virtlockctl JSON")
     }
 
-    /// Inodes of the files in the lockspace's filesystem on which `pid` (in
-    /// the container) holds a POSIX lock, from the container's /proc/locks.
-    /// (The daemon's pid file lock, on /run, is not among them.)
+    /// Inodes of the files in the lockspace's filesystem on which the daemon
+    /// `pid` (in the container) holds a lock, POSIX or OFD, read from the
+    /// `lock:` lines of its `/proc/PID/fdinfo/*` in the container. (OFD locks,
+    /// which crash-safe mode takes, show pid -1 in /proc/locks: only the fd
+    /// that holds one tells whose it is. The daemon's pid file lock, on /run,
+    /// is not among them.)
     pub fn locked_inodes(&self, pid: u32) -> Vec<u64> {
-        let dev = std::fs::metadata(self.c.path(LOCKSPACE))
-            .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-            .expect("lockspace dir");
-        let locks = self.c.exec_ok("cat /proc/locks");
-        let mut inodes: Vec<u64> = locks
-            .lines()
-            .filter_map(|l| {
-                // "1: POSIX  ADVISORY  WRITE 66 00:28:10019360 0 0"
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.get(1) != Some(&"POSIX") || f.get(4) != Some(&pid.to_string().as_str()) {
-                    return None;
-                }
-                let mut id = f.get(5)?.split(':');
-                let major = u32::from_str_radix(id.next()?, 16).ok()?;
-                let minor = u32::from_str_radix(id.next()?, 16).ok()?;
-                let inode = id.next()?.parse().ok()?;
-                (libc::makedev(major, minor) == dev).then_some(inode)
-            })
+        let dev = self.lockspace_dev();
+        let mut inodes: Vec<u64> = self
+            .fd_locks(pid)
+            .into_iter()
+            .filter(|l| l.dev == dev)
+            .map(|l| l.inode)
             .collect();
         inodes.sort_unstable();
         inodes
     }
 
-    /// Inode of a file in the container.
+    /// Every lock held through an open fd of `pid` (its fdinfo `lock:` lines).
+    pub fn fd_locks(&self, pid: u32) -> Vec<KernelLock> {
+        let dir = self.c.path(&format!("/proc/{pid}/fdinfo"));
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        entries
+            .flatten()
+            // An fd closed since the listing has no fdinfo any more.
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .flat_map(|info| {
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("lock:"))
+                    .filter_map(KernelLock::parse)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every lock on a file in the lockspace's filesystem, whoever holds it,
+    /// from the container's /proc/locks (the kernel's view, which also sees
+    /// a lock whose fd only systemd's fd store still holds).
+    ///
+    /// /proc/locks is no snapshot: each read() of it walks the kernel's lock
+    /// list anew from an index, so a lock taken or dropped anywhere on the
+    /// machine between two reads (other containers' daemons are busy) shifts
+    /// later entries out of view. Three whole reads are merged: an entry can
+    /// be missed by a read, never invented.
+    pub fn kernel_locks(&self) -> Vec<KernelLock> {
+        let dev = self.lockspace_dev();
+        let path = self.c.path("/proc/locks");
+        let mut all: Vec<KernelLock> = Vec::new();
+        for _ in 0..3 {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for l in text.lines().filter_map(KernelLock::parse) {
+                if l.dev == dev && !all.contains(&l) {
+                    all.push(l);
+                }
+            }
+        }
+        all
+    }
+
+    /// The device of the lockspaces' filesystem (every lease file of the
+    /// tests is on it).
+    pub fn lockspace_dev(&self) -> u64 {
+        std::fs::metadata(self.c.path(LOCKSPACE))
+            .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+            .expect("lockspace dir")
+    }
+
     /// The inodes of these lease files in the lockspace, sorted as
     /// [`Host::locked_inodes`] gives them.
     pub fn lease_inodes(&self, names: &[String]) -> Vec<u64> {
@@ -194,6 +234,7 @@ impl Host {
         inodes
     }
 
+    /// Inode of a file in the container.
     pub fn inode(&self, inside: &str) -> u64 {
         std::fs::metadata(self.c.path(inside))
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -220,6 +261,41 @@ impl Host {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// One lock as the kernel lists it (/proc/locks, or an fdinfo `lock:` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLock {
+    /// `POSIX`, `OFDLCK`, `FLOCK`, ...
+    pub class: String,
+    /// `READ` or `WRITE`.
+    pub mode: String,
+    /// The holder's pid in the reader's namespace; -1 for an OFD lock.
+    pub pid: i64,
+    pub dev: u64,
+    pub inode: u64,
+}
+
+impl KernelLock {
+    /// Parses `1: OFDLCK ADVISORY  WRITE -1 00:28:10019360 0 0` (a waiter's
+    /// `1: -> POSIX ...` line is not a lock held, and gives `None`).
+    pub fn parse(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) == Some(&"->") {
+            return None;
+        }
+        let mut id = f.get(5)?.split(':');
+        let major = u32::from_str_radix(id.next()?, 16).ok()?;
+        let minor = u32::from_str_radix(id.next()?, 16).ok()?;
+        let inode = id.next()?.parse().ok()?;
+        Some(Self {
+            class: (*f.get(1)?).to_owned(),
+            mode: (*f.get(3)?).to_owned(),
+            pid: f.get(4)?.parse().ok()?,
+            dev: libc::makedev(major, minor),
+            inode,
+        })
     }
 }
 
