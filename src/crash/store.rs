@@ -314,9 +314,16 @@ impl Store {
             .filter_map(|&at| Entry::decode(self.journal.record_at(at)).ok())
             .collect();
         let before = (self.journal.used(), self.park.fds());
-        let mut next = Self::create(old + 1, &records, std::mem::take(&mut self.open), &[old])?;
+        // Cloned: if the new generation cannot be made, this one carries on
+        // with every fd it knows.
+        let mut next = Self::create(old + 1, &records, self.open.clone(), &[old])?;
         next.next_tag = self.next_tag;
         next.recoveries = self.recoveries;
+        // What waits for a flush (a compaction may come in the middle of one)
+        // goes on with the new generation.
+        next.pending_parks = std::mem::take(&mut self.pending_parks);
+        next.pending_bytes = std::mem::take(&mut self.pending_bytes);
+        next.pending_records = std::mem::take(&mut self.pending_records);
         *self = next;
         info!(
             generation = old + 1,
