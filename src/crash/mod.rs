@@ -16,7 +16,7 @@ pub mod park;
 pub mod store;
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -37,6 +37,8 @@ pub enum CrashError {
     Encode(#[from] rmp_serde::encode::Error),
     #[error("crash-safe store: journal full")]
     Full,
+    #[error("crash-safe store: the journal handed over is not one")]
+    NotAJournal,
 }
 
 /// Whether crash-safe mode was asked for, and whether it runs.
@@ -246,16 +248,6 @@ pub fn forget(tag: u64) {
     }
 }
 
-/// A new lease tag.
-pub fn next_tag() -> u64 {
-    with_store(|s| {
-        let t = s.next_tag;
-        s.next_tag += 1;
-        t
-    })
-    .unwrap_or(0)
-}
-
 /// A connection's word in the busy table (see [`memory::BusyTable`]).
 pub struct BusySlot {
     slot: usize,
@@ -336,7 +328,7 @@ pub fn adopt(
     // SAFETY: the previous image left these open for us (see upgrade_state);
     // nothing else in this process owns them.
     let own = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
-    let journal = journal::Journal::open(own(state.journal))?.ok_or(CrashError::Full)?;
+    let journal = journal::Journal::open(own(state.journal))?.ok_or(CrashError::NotAJournal)?;
     let park = park::Park::adopt(
         own(state.park_tx),
         own(state.park_rx),
@@ -348,18 +340,6 @@ pub fn adopt(
     store.recoveries = state.recoveries;
     install(store, busy, state.busy_generation);
     Ok(())
-}
-
-/// The store's own fds, for the exec of a live upgrade (they must stay open).
-pub fn own_fds() -> Vec<RawFd> {
-    upgrade_state()
-        .map(|s| vec![s.journal, s.park_tx, s.park_rx, s.busy])
-        .unwrap_or_default()
-}
-
-/// For a borrowed fd's raw number.
-pub fn raw(fd: &impl AsFd) -> RawFd {
-    fd.as_fd().as_raw_fd()
 }
 
 /// The mode in effect.
