@@ -5,6 +5,7 @@
 //! happened, and no client waits forever.
 
 mod background;
+mod daemon_close;
 mod journal_loss;
 mod ledger;
 mod load;

@@ -2,7 +2,8 @@
 //! with garbage, then the daemon is killed. The restarted daemon cannot tell
 //! whose leases it holds, yet drops none: every parked lease stays held,
 //! listed in the default lockspace under its file's path for an unknown
-//! owner (pid 0), until an administrator sees to it.
+//! owner (pid 0), until an administrator releases it with `virtlockctl
+//! release-unknown`, which releases no lease with a known owner.
 
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
@@ -140,4 +141,56 @@ async fn crash_safe_unreadable_journal_keeps_every_lease_for_an_unknown_owner() 
          with all {} lease files held for owner pid 0",
         files.len()
     );
+
+    // A lease with a known owner is never released this way.
+    let mut known = ch.connect(4_000_004).await.expect("connect");
+    ch.c.exec_ok(&format!("touch {DIRECT}/disk1"));
+    let disk1 = Res::direct(format!("{DIRECT}/disk1"), 0);
+    disk1.acquire(&mut known).await.expect("ACQUIRE disk1");
+    let refused = release_unknown(&ch, &disk1.path());
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("has a known owner"),
+        "release-unknown of a known owner's lease: {refused:?}"
+    );
+    // The administrator releases the unknown ones: their locks end and a
+    // second owner takes each file.
+    for file in &files {
+        let out = release_unknown(&ch, file);
+        assert!(out.status.success(), "release-unknown {file}: {out:?}");
+    }
+    let listed = ch.listed();
+    assert_eq!(
+        listed.keys().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+        [disk1.path()],
+        "{listed:?}"
+    );
+    let mut locked = ch.locked_inodes(pid);
+    locked.dedup();
+    assert_eq!(locked, [ch.inode(&disk1.path())]);
+    for (_, r) in &leases {
+        let free = Res::direct(r.path(), 0);
+        free.acquire_exclusive(&mut checker)
+            .await
+            .unwrap_or_else(|e| panic!("{free} after release-unknown: {e}"));
+        free.release(&mut checker).await.expect("RELEASE");
+    }
+    let again = release_unknown(&ch, &files[0]);
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("no lease of an unknown owner"),
+        "release-unknown twice: {again:?}"
+    );
+}
+
+/// `virtlockctl release-unknown FILE` from the host, against the daemon's
+/// admin socket (the path is the file's inside the container).
+fn release_unknown(ch: &CrashHost, file: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_virtlockctl"))
+        .arg("--socket")
+        .arg(ch.c.path(crate::systemd::setup::ADMIN_SOCKET))
+        .args(["release-unknown", file])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run virtlockctl")
 }
