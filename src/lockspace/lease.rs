@@ -1,6 +1,12 @@
 //! The only code that opens lease files and calls fcntl. Keeping it in one file
 //! makes the rule of POSIX record locks checkable by reading: a file we hold a lock
 //! on is opened exactly once, through [`Lease`], and closed only when the lease ends.
+//!
+//! In crash-safe mode (`crate::crash`) new leases are OFD locks instead: they
+//! belong to the open file description, which a parked reference keeps alive
+//! past this process, so they are ended by an explicit unlock, never by a
+//! close alone; and the open file of a released one may be kept as a
+//! [`Spare`] for the next acquire of its name.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
