@@ -36,20 +36,9 @@ mod load;
 
 /// What the container module needs from the test suite's support code.
 mod support {
-    use std::path::Path;
-    use std::process::Command;
-
-    /// Copies an executable with `cp`, so that no write fd on it is ever
-    /// open in this process (a child forked meanwhile could not exec it).
-    pub fn copy_executable(from: &Path, to: &Path) {
-        let status = Command::new("cp")
-            .arg("--")
-            .arg(from)
-            .arg(to)
-            .status()
-            .expect("run cp");
-        assert!(status.success(), "cp {} {}", from.display(), to.display());
-    }
+    #[path = "../../tests/it/support/executable.rs"]
+    mod executable;
+    pub use executable::copy_executable;
 }
 
 use std::error::Error;

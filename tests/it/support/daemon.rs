@@ -168,23 +168,7 @@ pub fn bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
 }
 
-/// Copies an executable that a test will run (or have the daemon exec).
-///
-/// Through `cp`, not `std::fs::copy`: a file this process holds open for
-/// writing is inherited by every child that another test thread forks
-/// meanwhile, until that child execs, and running the copy then fails with
-/// ETXTBSY ("Text file busy"). `cp` holds the write fd in its own process.
-pub fn copy_executable(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("--")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("run cp");
-    assert!(status.success(), "cp {} {}", from.display(), to.display());
-}
-
 /// A copy of the daemon binary at `to`, for tests that replace or break it.
 pub fn copy_daemon(to: &Path) {
-    copy_executable(Path::new(env!("CARGO_BIN_EXE_virtlockd")), to);
+    super::executable::copy_executable(Path::new(env!("CARGO_BIN_EXE_virtlockd")), to);
 }

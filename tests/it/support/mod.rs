@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod ctl;
 pub mod daemon;
+pub mod executable;
 pub mod fixtures;
 pub mod guest;
 pub mod holder;
@@ -19,7 +20,8 @@ pub mod skip;
 pub mod wait;
 pub mod wire;
 
-pub use daemon::{bytes, copy_daemon, copy_executable, describe, Daemon};
+pub use daemon::{bytes, copy_daemon, describe, Daemon};
+pub use executable::copy_executable;
 pub use fixtures::{assert_err, holding, lockspace, next_frame, registered};
 pub use holder::{example, Holder};
 pub use skip::skip;
