@@ -19,13 +19,15 @@ use tracing::{debug, info, warn};
 
 use super::fence;
 use super::fence_marks::FencingMarks;
-use super::lockspace::{Acquire, CreateResource, DeleteResource, Release, ReleaseOwner};
+use super::lockspace::{
+    Acquire, CreateResource, DeleteResource, LockspaceActor, Release, ReleaseOwner,
+};
 use super::lockspace_table::LockspaceTable;
 use super::releases::PendingReleases;
 use super::rpc::{self, LinkInit, Quiesce, RpcActor, RpcLink};
 use super::supervisor::{OpenError, OpenLockspace, Server};
 use super::vouched::{Vouched, VouchedOwners};
-use crate::lockspace::OwnerPid;
+use crate::lockspace::{LockError, OwnerPid};
 use crate::names::lossy_utf8;
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{self, LockCall, Owner, Procedure};
@@ -179,25 +181,26 @@ impl Connection {
                 self.in_lockspace(call, &path, DeleteResource { name }, ctx)
             }
             LockCall::Acquire { path, name, flags } => {
-                let Some(addr) = self.lookup(&call, &path, ctx) else {
-                    return;
-                };
-                let op = addr.send(Acquire {
+                let acquire = Acquire {
                     name,
                     owner,
                     flags,
                     details: self.owner_details.clone(),
-                });
-                let logged = async move { flatten(op.await) }
-                    .into_actor(self)
-                    .map(move |result, act, ctx| {
-                        match &result {
-                            Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, "acquired"),
-                            Err(e) => info!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
-                        }
-                        act.reply(&call, result, ctx)
-                    });
-                ctx.wait(logged)
+                };
+                let Some(op) = self.send_to_lockspace(&call, &path, acquire, ctx) else {
+                    return;
+                };
+                // One combinator over actix's request, no async block: the
+                // future is boxed per request, and each async layer around it
+                // would store it again.
+                ctx.wait(op.into_actor(self).map(move |result, act, ctx| {
+                    let result = flatten(result);
+                    match &result {
+                        Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, "acquired"),
+                        Err(e) => info!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
+                    }
+                    act.reply(&call, result, ctx)
+                }))
             }
             LockCall::Release { path, name, .. } => {
                 self.in_lockspace(call, &path, Release { name, owner }, ctx)
@@ -205,15 +208,21 @@ impl Connection {
         }
     }
 
-    /// Looks up the lockspace actor for `path`, replying "does not exist" if none.
-    fn lookup(
+    /// Sends `msg` to the lockspace actor of `path`; replies "does not exist"
+    /// if there is none.
+    fn send_to_lockspace<M>(
         &mut self,
         call: &Header,
         path: &[u8],
+        msg: M,
         ctx: &mut Context<Self>,
-    ) -> Option<Addr<super::lockspace::LockspaceActor>> {
-        let addr = self.shared.lockspaces.get(path);
-        if addr.is_none() {
+    ) -> Option<Request<LockspaceActor, M>>
+    where
+        M: Message<Result = Result<(), LockError>> + Send + 'static,
+        LockspaceActor: Handler<M>,
+    {
+        let op = self.shared.lockspaces.send(path, msg);
+        if op.is_none() {
             self.reply(
                 call,
                 Err(RemoteError::new(
@@ -224,17 +233,19 @@ impl Connection {
                 ctx,
             );
         }
-        addr
+        op
     }
 
     fn in_lockspace<M>(&mut self, call: Header, path: &[u8], msg: M, ctx: &mut Context<Self>)
     where
-        M: Message<Result = Result<(), crate::lockspace::LockError>> + Send + 'static,
-        super::lockspace::LockspaceActor: Handler<M>,
+        M: Message<Result = Result<(), LockError>> + Send + 'static,
+        LockspaceActor: Handler<M>,
     {
-        if let Some(addr) = self.lookup(&call, path, ctx) {
-            let op = addr.send(msg);
-            self.reply_when(call, async move { flatten(op.await) }, ctx);
+        if let Some(op) = self.send_to_lockspace(&call, path, msg, ctx) {
+            ctx.wait(
+                op.into_actor(self)
+                    .map(move |result, act, ctx| act.reply(&call, flatten(result), ctx)),
+            );
         }
     }
 
@@ -304,9 +315,7 @@ fn unavailable(e: MailboxError) -> RemoteError {
     )
 }
 
-fn flatten(
-    r: Result<Result<(), crate::lockspace::LockError>, MailboxError>,
-) -> Result<(), RemoteError> {
+fn flatten(r: Result<Result<(), LockError>, MailboxError>) -> Result<(), RemoteError> {
     match r {
         Ok(r) => r.map_err(RemoteError::from),
         Err(e) => Err(unavailable(e)),

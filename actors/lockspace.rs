@@ -154,6 +154,12 @@ impl Actor for LockspaceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Unbounded mailbox: each connection has at most one request in
+        // flight, so the queue is bounded by the connections anyway. With
+        // actix's default bound of 16, every sender past it parks (a lock and
+        // a queued task record per request), a cost that grows with the
+        // number of connections.
+        ctx.set_mailbox_capacity(0);
         tracing::debug!(
             lockspace = %lossy_utf8(self.space.key()),
             storage = ?self.storage,

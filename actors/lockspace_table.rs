@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use actix::Addr;
+use actix::dev::{Request, ToEnvelope};
+use actix::{Addr, Handler, Message};
 
 use super::lockspace::LockspaceActor;
 
@@ -20,6 +21,24 @@ impl LockspaceTable {
             .unwrap_or_else(PoisonError::into_inner)
             .get(path)
             .cloned()
+    }
+
+    /// Sends `msg` to the lockspace of `path`, if there is one. Unlike
+    /// [`get`](Self::get) this clones no address: each clone of an actix
+    /// address allocates a sender record, which on the request path would be
+    /// two allocations per request.
+    pub fn send<M>(&self, path: &[u8], msg: M) -> Option<Request<LockspaceActor, M>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        LockspaceActor: Handler<M>,
+        <LockspaceActor as actix::Actor>::Context: ToEnvelope<LockspaceActor, M>,
+    {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .map(|addr| addr.send(msg))
     }
 
     pub fn contains(&self, path: &[u8]) -> bool {
