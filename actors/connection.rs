@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::answered::{Answered, LockAnswer, LockRequest};
 use super::fence;
 use super::fence_marks::FencingMarks;
 use super::lockspace::{
@@ -27,7 +29,7 @@ use super::releases::PendingReleases;
 use super::rpc::{self, LinkInit, Quiesce, RpcActor, RpcLink};
 use super::supervisor::{OpenError, OpenLockspace, Server};
 use super::vouched::{Vouched, VouchedOwners};
-use crate::lockspace::{LockError, OwnerPid};
+use crate::lockspace::OwnerPid;
 use crate::names::lossy_utf8;
 use crate::protocol::error::{code, domain};
 use crate::protocol::lock::{self, LockCall, Owner, Procedure};
@@ -187,13 +189,13 @@ impl Connection {
                     flags,
                     details: self.owner_details.clone(),
                 };
-                let Some(op) = self.send_to_lockspace(&call, &path, acquire, ctx) else {
+                let Some(answer) = self.send_to_lockspace(&call, &path, acquire, ctx) else {
                     return;
                 };
-                // One combinator over actix's request, no async block: the
-                // future is boxed per request, and each async layer around it
-                // would store it again.
-                ctx.wait(op.into_actor(self).map(move |result, act, ctx| {
+                // One combinator over the answer, no async block: the future
+                // is boxed per request, and each async layer around it would
+                // store it again.
+                ctx.wait(answer.into_actor(self).map(move |result, act, ctx| {
                     let result = flatten(result);
                     match &result {
                         Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, "acquired"),
@@ -216,13 +218,13 @@ impl Connection {
         path: &[u8],
         msg: M,
         ctx: &mut Context<Self>,
-    ) -> Option<Request<LockspaceActor, M>>
+    ) -> Option<oneshot::Receiver<LockAnswer>>
     where
-        M: Message<Result = Result<(), LockError>> + Send + 'static,
-        LockspaceActor: Handler<M>,
+        M: LockRequest,
+        LockspaceActor: Handler<Answered<M>>,
     {
-        let op = self.shared.lockspaces.send(path, msg);
-        if op.is_none() {
+        let answer = self.shared.lockspaces.request(path, msg);
+        if answer.is_none() {
             self.reply(
                 call,
                 Err(RemoteError::new(
@@ -233,17 +235,18 @@ impl Connection {
                 ctx,
             );
         }
-        op
+        answer
     }
 
     fn in_lockspace<M>(&mut self, call: Header, path: &[u8], msg: M, ctx: &mut Context<Self>)
     where
-        M: Message<Result = Result<(), LockError>> + Send + 'static,
-        LockspaceActor: Handler<M>,
+        M: LockRequest,
+        LockspaceActor: Handler<Answered<M>>,
     {
-        if let Some(op) = self.send_to_lockspace(&call, path, msg, ctx) {
+        if let Some(answer) = self.send_to_lockspace(&call, path, msg, ctx) {
             ctx.wait(
-                op.into_actor(self)
+                answer
+                    .into_actor(self)
                     .map(move |result, act, ctx| act.reply(&call, flatten(result), ctx)),
             );
         }
@@ -307,7 +310,7 @@ impl RpcActor for Connection {
     }
 }
 
-fn unavailable(e: MailboxError) -> RemoteError {
+fn unavailable(e: impl std::fmt::Display) -> RemoteError {
     RemoteError::new(
         code::INTERNAL_ERROR,
         domain::LOCKING,
@@ -315,10 +318,11 @@ fn unavailable(e: MailboxError) -> RemoteError {
     )
 }
 
-fn flatten(r: Result<Result<(), LockError>, MailboxError>) -> Result<(), RemoteError> {
+/// A lockspace's answer; none if the lockspace actor is gone.
+fn flatten(r: Result<LockAnswer, oneshot::error::RecvError>) -> Result<(), RemoteError> {
     match r {
         Ok(r) => r.map_err(RemoteError::from),
-        Err(e) => Err(unavailable(e)),
+        Err(_) => Err(unavailable("its actor has stopped")),
     }
 }
 

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use actix::dev::{Request, ToEnvelope};
-use actix::{Addr, Handler, Message};
+use actix::{Addr, Handler};
+use tokio::sync::oneshot;
 
+use super::answered::{Answered, LockAnswer, LockRequest};
 use super::lockspace::LockspaceActor;
 
 #[derive(Clone, Default)]
@@ -23,22 +24,20 @@ impl LockspaceTable {
             .cloned()
     }
 
-    /// Sends `msg` to the lockspace of `path`, if there is one. Unlike
-    /// [`get`](Self::get) this clones no address: each clone of an actix
-    /// address allocates a sender record, which on the request path would be
-    /// two allocations per request.
-    pub fn send<M>(&self, path: &[u8], msg: M) -> Option<Request<LockspaceActor, M>>
+    /// Sends `msg` to the lockspace of `path`, if there is one; its answer
+    /// comes on the receiver (see [`Answered`]). No address is cloned: each
+    /// clone of an actix address allocates a sender record, which on the
+    /// request path would be two allocations per request.
+    pub fn request<M>(&self, path: &[u8], msg: M) -> Option<oneshot::Receiver<LockAnswer>>
     where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        LockspaceActor: Handler<M>,
-        <LockspaceActor as actix::Actor>::Context: ToEnvelope<LockspaceActor, M>,
+        M: LockRequest,
+        LockspaceActor: Handler<Answered<M>>,
     {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
-            .map(|addr| addr.send(msg))
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let addr = map.get(path)?;
+        let (reply, answer) = oneshot::channel();
+        addr.do_send(Answered { msg, reply });
+        Some(answer)
     }
 
     pub fn contains(&self, path: &[u8]) -> bool {

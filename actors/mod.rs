@@ -10,6 +10,7 @@ pub mod accept;
 pub mod admin;
 pub mod admin_state;
 pub mod adopt;
+pub mod answered;
 pub mod clients;
 pub mod connection;
 pub mod deferred_shutdown;

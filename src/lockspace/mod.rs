@@ -86,8 +86,12 @@ impl Resource {
     ///
     /// In crash-safe mode the open file of a lease whose file stays (not
     /// AUTOCREATE) comes back as a [`Spare`] for the next acquire of the name.
-    fn free(self, path: &Path, journal: impl FnOnce()) -> Option<Spare> {
+    ///
+    /// `path` is built only when needed (a lost or AUTOCREATE lease): most
+    /// releases need no path, and the release path allocates nothing for it.
+    fn free(self, path: impl FnOnce() -> PathBuf, journal: impl FnOnce()) -> Option<Spare> {
         if self.status.is_lost() {
+            let path = path();
             // The lock is gone and another host may hold the file now: unlinking
             // it would let a third one lock a new file of the same name.
             warn!(path = %path.display(), "lost lease released; its file is left in place");
@@ -96,9 +100,10 @@ impl Resource {
             return None;
         }
         if self.autocreate() {
+            let path = path();
             let sole_holder = !self.shared() || self.lease.lock(LockMode::Exclusive).is_ok();
             if sole_holder {
-                if let Err(e) = lease::remove(path) {
+                if let Err(e) = lease::remove(&path) {
                     warn!(path = %path.display(), error = %e, "cannot delete lease file");
                 }
             }
@@ -476,7 +481,8 @@ impl LockSpace {
         if res.owners.is_empty() {
             if let Some(res) = self.resources.remove(name) {
                 let key = self.key();
-                let spare = res.free(&self.path_of(name), || Self::journal_freed(key, name));
+                let dir = self.dir.as_deref();
+                let spare = res.free(|| path_in(dir, name), || Self::journal_freed(key, name));
                 self.keep_spare(name, spare);
             }
         } else {
@@ -510,7 +516,8 @@ impl LockSpace {
         for name in emptied {
             if let Some(res) = self.resources.remove(name.as_slice()) {
                 let key = self.key();
-                let spare = res.free(&self.path_of(&name), || Self::journal_freed(key, &name));
+                let dir = self.dir.as_deref();
+                let spare = res.free(|| path_in(dir, &name), || Self::journal_freed(key, &name));
                 self.keep_spare(&name, spare);
             }
         }
@@ -672,7 +679,7 @@ impl LockSpace {
         self.resources
             .drain()
             .map(|(name, res)| {
-                drop(res.free(&path_in(dir, &name), || Self::journal_freed(&key, &name)));
+                drop(res.free(|| path_in(dir, &name), || Self::journal_freed(&key, &name)));
                 name.into_vec()
             })
             .collect()
