@@ -231,11 +231,11 @@ async fn upgrade(
             _ => continue,
         };
         // A client that closed meanwhile answers nothing: it is gone, and its
-        // release is awaited just below.
-        server.clients = states
-            .iter()
-            .filter_map(|r| r.as_ref().ok().cloned())
-            .collect();
+        // release is awaited just below. The clients that were between
+        // requests are there already.
+        server
+            .clients
+            .extend(states.iter().filter_map(|r| r.as_ref().ok().cloned()));
     }
     phases.mark("quiesce_admin");
     if let Err(e) = within("releases of closed clients", shared.releases.settled()).await {
@@ -368,15 +368,29 @@ fn exec_with(
     let mut quiet = None;
     // An fcntl per fd (thousands) and the encoding are independent: both run at
     // once. Every actor is frozen, so no fd closes or changes meanwhile.
-    let written = std::thread::scope(|scope| {
-        let kept = scope.spawn(|| set_cloexec(&fds, false));
+    let (written, write_took, keep_took) = std::thread::scope(|scope| {
+        let kept = scope.spawn(|| {
+            let t = Instant::now();
+            (set_cloexec(&fds, false), t.elapsed())
+        });
+        let t = Instant::now();
         let written = write_state(plan, snapshot);
-        let kept = kept
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("FD_CLOEXEC thread panicked")));
-        written.and(kept)
+        let write_took = t.elapsed();
+        let (kept, keep_took) = kept.join().unwrap_or_else(|_| {
+            (
+                Err(std::io::Error::other("FD_CLOEXEC thread panicked")),
+                Duration::ZERO,
+            )
+        });
+        (written.and(kept), write_took, keep_took)
     });
     phases.mark("write_and_keep_fds");
+    tracing::debug!(
+        write_ms = write_took.as_secs_f64() * 1e3,
+        keep_fds_ms = keep_took.as_secs_f64() * 1e3,
+        fds = fds.len(),
+        "live upgrade: state written beside the fds kept"
+    );
     let result: std::io::Result<()> = written.and_then(|()| {
         let q = quiet.insert(crate::signals::quiesce()?);
         // Taken before the thread stopped, but not handled: the event loop is

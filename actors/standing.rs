@@ -1,0 +1,179 @@
+//! Where each connection stands, as a live upgrade reads it without a message
+//! to the connection: one hold that stops every connection from taking its next
+//! request (or its hang-up) off the socket, and per connection whether it is
+//! between requests. A connection between requests hands over only its socket
+//! and the bytes of a request not yet complete, which are read here directly;
+//! only one in the middle of a request is asked (`rpc::Quiesce`), and answers
+//! once its reply is written. With thousands of idle clients this spares the
+//! upgrade a message, a wake-up and an answer per client.
+//!
+//! Everything here lives on the daemon's event thread (the supervisor and every
+//! connection run there): plain cells, no locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use futures_util::{Stream, StreamExt};
+
+use super::supervisor::Server;
+use super::wire::Incoming;
+use crate::protocol::{Frame, FrameError};
+
+/// The one hold over every connection's reading.
+#[derive(Default)]
+struct ReadHold {
+    held: Cell<bool>,
+    /// Connections that wanted to read while held, woken at release.
+    waiting: RefCell<Vec<Waker>>,
+}
+
+/// One connection as the upgrade sees it.
+struct LinkView {
+    /// A request was taken off the socket and is not known answered yet: the
+    /// connection's stream has not been polled again since.
+    busy: Cell<bool>,
+    incoming: RefCell<Incoming>,
+}
+
+/// Every registered connection, by server and id.
+type Links = RefCell<HashMap<(Server, u64), Rc<LinkView>>>;
+
+/// Every connection of both servers, and the hold over their reading.
+#[derive(Clone, Default)]
+pub struct Standing {
+    hold: Rc<ReadHold>,
+    links: Rc<Links>,
+}
+
+/// A connection between requests at the hold: what it hands over.
+pub struct Idle {
+    pub server: Server,
+    pub id: u64,
+    pub fd: RawFd,
+    /// Bytes received but not yet forming a whole request.
+    pub pending: Vec<u8>,
+}
+
+/// Who stands where once the hold is in place.
+#[derive(Default)]
+pub struct Census {
+    pub idle: Vec<Idle>,
+    /// In the middle of a request: to be asked.
+    pub busy: Vec<(Server, u64)>,
+}
+
+impl Standing {
+    /// Puts a new connection's packets behind the hold. `replay` says whether
+    /// it starts with bytes carried over a live upgrade, which it handles as
+    /// it starts, not through the stream: it counts as busy until then.
+    pub fn register(
+        &self,
+        server: Server,
+        id: u64,
+        incoming: Incoming,
+        replay: bool,
+    ) -> (HeldIncoming, Registration) {
+        let view = Rc::new(LinkView {
+            busy: Cell::new(replay),
+            incoming: RefCell::new(incoming),
+        });
+        self.links.borrow_mut().insert((server, id), view.clone());
+        (
+            HeldIncoming {
+                view,
+                hold: self.hold.clone(),
+            },
+            Registration {
+                links: Rc::downgrade(&self.links),
+                key: (server, id),
+            },
+        )
+    }
+
+    /// Stops every connection from reading, and says which are between
+    /// requests (with what they hand over) and which are in one. Nothing a
+    /// connection between requests holds changes until [`Standing::release`],
+    /// as long as no message reaches it (the supervisor defers closes).
+    pub fn hold(&self) -> Census {
+        self.hold.held.set(true);
+        let links = self.links.borrow();
+        let mut census = Census {
+            idle: Vec::with_capacity(links.len()),
+            busy: Vec::new(),
+        };
+        for (&(server, id), view) in links.iter() {
+            if view.busy.get() {
+                census.busy.push((server, id));
+                continue;
+            }
+            let incoming = view.incoming.borrow();
+            census.idle.push(Idle {
+                server,
+                id,
+                fd: incoming.raw_fd(),
+                pending: incoming.pending(),
+            });
+        }
+        census
+    }
+
+    /// Lets every connection read again (the upgrade did not happen).
+    pub fn release(&self) {
+        self.hold.held.set(false);
+        for w in self.hold.waiting.take() {
+            w.wake();
+        }
+    }
+}
+
+/// A connection's packets, behind the hold. Polled again only once the
+/// connection has answered what it was last given (see `wire`): that is when
+/// it is between requests.
+pub struct HeldIncoming {
+    view: Rc<LinkView>,
+    hold: Rc<ReadHold>,
+}
+
+impl Stream for HeldIncoming {
+    type Item = Result<Frame, FrameError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.view.busy.set(false);
+        if self.hold.held.get() {
+            self.hold.waiting.borrow_mut().push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let next = self.view.incoming.borrow_mut().poll_next_unpin(cx);
+        if next.is_ready() {
+            // A request, or the end of the connection: either is handled
+            // before the stream is polled again.
+            self.view.busy.set(true);
+        }
+        next
+    }
+}
+
+/// A connection's place in [`Standing`]; gone with the connection.
+pub struct Registration {
+    links: std::rc::Weak<Links>,
+    key: (Server, u64),
+}
+
+impl Registration {
+    /// The connection stopped: it hands over nothing any more.
+    pub fn remove(&self) {
+        if let Some(links) = self.links.upgrade() {
+            links.borrow_mut().remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
