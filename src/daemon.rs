@@ -200,6 +200,12 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
                     info!("restarting after a crash: restoring from the crash-safe store");
                     let rec = restore::crash::recover(stored, &defaults);
                     let mut snapshot = rec.snapshot;
+                    // The store hands its fds back close-on-exec; leases and
+                    // clients must not be (see `handoff::keep_across_exec`).
+                    // One that fails is not open: the restore reports it.
+                    for fd in snapshot.fds() {
+                        let _ = crate::actors::handoff::keep_across_exec(&[fd]);
+                    }
                     if crash_safe {
                         arm(
                             &mut snapshot,

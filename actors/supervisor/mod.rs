@@ -126,9 +126,6 @@ pub struct Supervisor {
     /// Paused by a live upgrade (accepting stopped, clients quiesced).
     upgrading: bool,
     restored: Option<Restored>,
-    /// The fds a live upgrade left without FD_CLOEXEC, until every client is
-    /// back.
-    cloexec_pending: Vec<i32>,
     /// Clients of a live upgrade not rebuilt yet (see `restore_clients`), with
     /// the gate slot each already holds.
     restoring: std::collections::VecDeque<(Server, ClientState, Slot)>,
@@ -187,7 +184,6 @@ impl Supervisor {
             upgrading: false,
             restored: cfg.restored,
             restoring: Default::default(),
-            cloexec_pending: Vec::new(),
             restore_began: None,
             standing: Standing::default(),
             deferred_closes: Vec::new(),
@@ -238,6 +234,15 @@ impl Supervisor {
         } else {
             0
         };
+        // A new client's socket is kept across a live upgrade's exec from
+        // the start (accept gave it FD_CLOEXEC): the upgrade then has no
+        // fcntl to make per client.
+        if fresh {
+            if let Err(e) = super::handoff::keep_across_exec(&[stream.as_raw_fd()]) {
+                error!(server = server.name(), client = id, error = %e, "connection refused: cannot keep it across an upgrade");
+                return;
+            }
+        }
         // A new client's socket is parked before anything is read from it:
         // from then on a crash keeps it connected. (A restored one is parked
         // already.)

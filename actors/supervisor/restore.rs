@@ -35,8 +35,6 @@ pub struct Restored {
     snapshot: Snapshot,
     storage: Vec<Storage>,
     lockspaces: std::thread::JoinHandle<(Vec<LockSpace>, Duration)>,
-    /// Every fd the snapshot names.
-    fds: Vec<i32>,
     began: Instant,
 }
 
@@ -45,7 +43,6 @@ impl Restored {
     /// that the rest of the start-up runs beside it.
     pub fn start(mut snapshot: Snapshot, storage: Vec<Storage>) -> Self {
         let began = Instant::now();
-        let fds = snapshot.fds();
         let states = std::mem::take(&mut snapshot.lockspaces);
         let lockspaces = std::thread::spawn(move || {
             let spaces = states
@@ -58,7 +55,6 @@ impl Restored {
             snapshot,
             storage,
             lockspaces,
-            fds,
             began,
         }
     }
@@ -75,13 +71,10 @@ impl Supervisor {
             snapshot,
             storage,
             lockspaces,
-            fds,
             began: t0,
         } = restored;
-        // The exec left these without FD_CLOEXEC; a thread re-arms them once
-        // every client is back, not beside the rebuilding (the next upgrade
-        // waits for it).
-        self.cloexec_pending = fds;
+        // The inherited fds stay without FD_CLOEXEC: the next upgrade keeps
+        // them as they are (see `handoff::keep_across_exec`).
         self.restore_began = Some(t0);
         let mut queue = Vec::new();
         for srv in snapshot.servers {
@@ -208,9 +201,6 @@ impl Supervisor {
             if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
                 self.start_accepting(ctx);
             }
-            crate::actors::handoff::restore_cloexec_later(std::mem::take(
-                &mut self.cloexec_pending,
-            ));
         }
     }
 
@@ -228,8 +218,6 @@ impl Supervisor {
             self.restore_client(server, c, slot, ctx);
         }
         self.restore_began = None;
-        // A new upgrade wants them without FD_CLOEXEC anyway.
-        self.cloexec_pending.clear();
     }
 
     fn restore_client(

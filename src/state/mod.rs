@@ -8,6 +8,7 @@
 //!   our state (rollback), and read when libvirt's daemon execs us (migration).
 
 pub(crate) mod bytes;
+pub mod encoded;
 pub mod libvirt;
 
 use serde::{Deserialize, Serialize};
