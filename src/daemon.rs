@@ -299,6 +299,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         "state read and actors started"
     );
     debug!(
+        main_at_us = crate::clock::MAIN_AT_US.load(std::sync::atomic::Ordering::Relaxed),
         run_at_us,
         config_and_logging_ms = t_logging.as_secs_f64() * 1e3,
         state_read_ms = t_state.as_secs_f64() * 1e3,
