@@ -11,7 +11,7 @@
 //! connection run there): plain cells, no locks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -36,11 +36,14 @@ struct LinkView {
     /// A request was taken off the socket and is not known answered yet: the
     /// connection's stream has not been polled again since.
     busy: Cell<bool>,
+    /// The socket's fd number (kept here: the hold reads thousands).
+    fd: RawFd,
     incoming: RefCell<Incoming>,
 }
 
-/// Every registered connection, by server and id.
-type Links = RefCell<HashMap<(Server, u64), Rc<LinkView>>>;
+/// Every registered connection, by server and id: in the client table's
+/// order, so that the hold reads both side by side.
+type Links = RefCell<BTreeMap<(Server, u64), Rc<LinkView>>>;
 
 /// Every connection of both servers, and the hold over their reading.
 #[derive(Clone, Default)]
@@ -49,21 +52,13 @@ pub struct Standing {
     links: Rc<Links>,
 }
 
-/// A connection between requests at the hold: what it hands over.
-pub struct Idle {
-    pub server: Server,
-    pub id: u64,
-    pub fd: RawFd,
-    /// Bytes received but not yet forming a whole request.
-    pub pending: Vec<u8>,
-}
-
-/// Who stands where once the hold is in place.
-#[derive(Default)]
-pub struct Census {
-    pub idle: Vec<Idle>,
+/// Where one connection stands at the hold.
+pub enum Stand {
+    /// Between requests: its fd, and the bytes received but not yet forming
+    /// a whole request.
+    Idle { fd: RawFd, pending: Vec<u8> },
     /// In the middle of a request: to be asked.
-    pub busy: Vec<(Server, u64)>,
+    Busy,
 }
 
 impl Standing {
@@ -79,6 +74,7 @@ impl Standing {
     ) -> (HeldIncoming, Registration) {
         let view = Rc::new(LinkView {
             busy: Cell::new(replay),
+            fd: incoming.raw_fd(),
             incoming: RefCell::new(incoming),
         });
         self.links.borrow_mut().insert((server, id), view.clone());
@@ -94,31 +90,26 @@ impl Standing {
         )
     }
 
-    /// Stops every connection from reading, and says which are between
-    /// requests (with what they hand over) and which are in one. Nothing a
-    /// connection between requests holds changes until [`Standing::release`],
-    /// as long as no message reaches it (the supervisor defers closes).
-    pub fn hold(&self) -> Census {
+    /// Stops every connection from reading. Nothing a connection between
+    /// requests holds changes until [`Standing::release`], as long as no
+    /// message reaches it (the supervisor defers closes).
+    pub fn hold(&self) {
         self.hold.held.set(true);
-        let links = self.links.borrow();
-        let mut census = Census {
-            idle: Vec::with_capacity(links.len()),
-            busy: Vec::new(),
-        };
-        for (&(server, id), view) in links.iter() {
-            if view.busy.get() {
-                census.busy.push((server, id));
-                continue;
-            }
-            let incoming = view.incoming.borrow();
-            census.idle.push(Idle {
-                server,
-                id,
-                fd: incoming.raw_fd(),
-                pending: incoming.pending(),
-            });
+    }
+
+    /// Calls `f` with where each connection stands, in (server, id) order.
+    pub fn each(&self, mut f: impl FnMut(Server, u64, Stand)) {
+        for (&(server, id), view) in self.links.borrow().iter() {
+            let stand = if view.busy.get() {
+                Stand::Busy
+            } else {
+                Stand::Idle {
+                    fd: view.fd,
+                    pending: view.incoming.borrow().pending(),
+                }
+            };
+            f(server, id, stand);
         }
-        census
     }
 
     /// Lets every connection read again (the upgrade did not happen).

@@ -30,7 +30,7 @@ use super::handoff::UpgradeShared;
 use super::lockspace::{LockspaceActor, LockspaceShared, ReleaseAll};
 use super::lockspace_table::LockspaceTable;
 use super::rpc::{LinkInit, Peer};
-use super::standing::{Census, Standing};
+use super::standing::{Stand, Standing};
 use crate::config::LossAction;
 use crate::idle::IdleTimeout;
 use crate::lockspace::lease::{self, Storage};
@@ -481,7 +481,9 @@ impl Handler<Pause> for Supervisor {
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
+        let t_hold = Instant::now();
         let mut held = self.hold_clients();
+        let hold_ms = t_hold.elapsed().as_secs_f64() * 1e3;
         let servers = [Server::Lock, Server::Admin]
             .into_iter()
             .map(|server| ServerState {
@@ -511,7 +513,17 @@ impl Handler<Pause> for Supervisor {
             lock_clients: held.lock_busy,
             admin_clients: held.admin_busy,
         };
-        debug!(ms = t_pause.elapsed().as_secs_f64() * 1e3, "paused");
+        debug!(
+            ms = t_pause.elapsed().as_secs_f64() * 1e3,
+            hold_ms,
+            idle = paused
+                .servers
+                .iter()
+                .map(|s| s.clients.len())
+                .sum::<usize>(),
+            busy = paused.lock_clients.len() + paused.admin_clients.len(),
+            "paused"
+        );
         MessageResult(Some(paused))
     }
 }
@@ -785,20 +797,28 @@ impl Supervisor {
     /// (session, credentials) and its socket (partly received bytes); one in
     /// the middle of a request is named, to be quiesced once it has answered.
     fn hold_clients(&mut self) -> HeldClients {
-        let Census { idle, busy } = self.standing.hold();
+        self.standing.hold();
+        let mut stands = Vec::with_capacity(self.connections.len() + self.admin_connections.len());
+        self.standing
+            .each(|server, id, stand| stands.push((server, id, stand)));
+        // Both in (server, id) order: read side by side, each row once, as
+        // it lies (thousands of lookups would each miss the cache).
+        let mut next = stands.into_iter().peekable();
         let mut held = HeldClients::default();
-        let ask = |server: Server, id: u64, held: &mut HeldClients| match server {
-            Server::Lock => held.lock_busy.extend(self.connections.get(&id).cloned()),
-            Server::Admin => held
-                .admin_busy
-                .extend(self.admin_connections.get(&id).cloned()),
-        };
-        for c in idle {
-            let Some(record) = self.clients.get(c.server, c.id) else {
-                ask(c.server, c.id, &mut held);
-                continue;
+        let mut busy = Vec::new();
+        self.clients.each(|server, id, record| {
+            // A connection without a row (none is expected) is asked.
+            while let Some((s, i, _)) = next.next_if(|(s, i, _)| (*s, *i) < (server, id)) {
+                busy.push((s, i));
+            }
+            let Some((_, _, stand)) = next.next_if(|(s, i, _)| (*s, *i) == (server, id)) else {
+                return;
             };
-            let session = (c.server == Server::Lock).then(|| SessionState {
+            let (fd, pending) = match stand {
+                Stand::Busy => return busy.push((server, id)),
+                Stand::Idle { fd, pending } => (fd, pending),
+            };
+            let session = (server == Server::Lock).then(|| SessionState {
                 restricted: record.restricted,
                 owner: record.owner.as_deref().map(|o| OwnerState {
                     uuid: o.uuid,
@@ -808,21 +828,27 @@ impl Supervisor {
                 }),
             });
             let state = ClientState {
-                id: c.id,
-                fd: c.fd,
+                id,
+                fd,
                 conn_time: record.conn_time,
                 session,
-                pending: c.pending,
+                pending,
                 peer_pid: Some(record.peer.pid),
                 peer_ids: Some((record.peer.uid, record.peer.gid)),
             };
-            match c.server {
+            match server {
                 Server::Lock => held.lock_idle.push(state),
                 Server::Admin => held.admin_idle.push(state),
             }
-        }
+        });
+        busy.extend(next.map(|(s, i, _)| (s, i)));
         for (server, id) in busy {
-            ask(server, id, &mut held);
+            match server {
+                Server::Lock => held.lock_busy.extend(self.connections.get(&id).cloned()),
+                Server::Admin => held
+                    .admin_busy
+                    .extend(self.admin_connections.get(&id).cloned()),
+            }
         }
         held
     }
