@@ -264,7 +264,13 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         }
     };
 
+    // The event loop's epoll instance takes the lowest free fd as it is
+    // made: noted, so that a live upgrade leaves its closing to the new image.
+    let free = crate::actors::handoff::lowest_free_fd();
     let system = System::new();
+    if let Some(fd) = free {
+        crate::actors::handoff::note_event_loop_fd(fd);
+    }
     system.block_on(async move {
         let supervisor = Supervisor::new(SupervisorConfig {
             listeners,

@@ -133,6 +133,9 @@ pub struct Supervisor {
     restore_began: Option<Instant>,
     /// Every connection, as a live upgrade reads it without a message.
     standing: Standing,
+    /// fds the previous image left for this one to close once every client
+    /// is back (see `handoff::close_stale_later`).
+    stale_fds: Vec<i32>,
     /// Admin client-disconnects asked for while an upgrade holds every
     /// client: done if it fails, as a held client would have done them.
     deferred_closes: Vec<(Server, u64)>,
@@ -186,6 +189,7 @@ impl Supervisor {
             restoring: Default::default(),
             restore_began: None,
             standing: Standing::default(),
+            stale_fds: Vec::new(),
             deferred_closes: Vec::new(),
         }
     }

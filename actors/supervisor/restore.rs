@@ -76,6 +76,7 @@ impl Supervisor {
         // The inherited fds stay without FD_CLOEXEC: the next upgrade keeps
         // them as they are (see `handoff::keep_across_exec`).
         self.restore_began = Some(t0);
+        self.stale_fds = snapshot.stale_fds;
         let mut queue = Vec::new();
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
@@ -201,6 +202,10 @@ impl Supervisor {
             if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
                 self.start_accepting(ctx);
             }
+            crate::actors::handoff::close_stale_later(
+                std::mem::take(&mut self.stale_fds),
+                self.connections.len(),
+            );
         }
     }
 
@@ -218,6 +223,8 @@ impl Supervisor {
             self.restore_client(server, c, slot, ctx);
         }
         self.restore_began = None;
+        // Now, not on a thread an exec could cut short.
+        crate::actors::handoff::close_stale_later(std::mem::take(&mut self.stale_fds), 0);
     }
 
     fn restore_client(

@@ -148,10 +148,11 @@ impl Snapshot {
             token,
             timeout,
             crash,
+            stale_fds,
         } = self;
         let bulk: usize = encoded.iter().map(|l| l.bytes.len()).sum();
         let mut out = Vec::with_capacity(bulk + 256 * (servers.len() + 1) + 4096);
-        array_len(&mut out, 11);
+        array_len(&mut out, 12);
         put(&mut out, format)?;
         put(&mut out, version)?;
         put(&mut out, magic)?;
@@ -169,6 +170,7 @@ impl Snapshot {
         put(&mut out, token)?;
         put(&mut out, timeout)?;
         put(&mut out, crash)?;
+        put(&mut out, stale_fds)?;
         Ok(out)
     }
 
@@ -218,6 +220,7 @@ mod tests {
     /// Many resources (array16 headers), a lost one, an OFD one.
     fn bulky() -> Snapshot {
         let mut s = sample();
+        s.stale_fds = vec![12];
         let ls = &mut s.lockspaces[1];
         let first = ls.resources[0].clone();
         for i in 0..40u32 {
