@@ -77,6 +77,7 @@ impl Supervisor {
         // them as they are (see `handoff::keep_across_exec`).
         self.restore_began = Some(t0);
         self.stale_fds = snapshot.stale_fds;
+        let entered = t0.elapsed();
         let mut queue = Vec::new();
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
@@ -113,11 +114,14 @@ impl Supervisor {
                 queue.push((server, c, slot));
             }
         }
+        let servers_done = t0.elapsed();
         self.queue_restored_clients(queue);
         let clients_done = t0.elapsed();
         match lockspaces.join() {
             Ok((spaces, leases_done)) => {
                 debug!(
+                    entered_ms = entered.as_secs_f64() * 1e3,
+                    servers_ms = servers_done.as_secs_f64() * 1e3,
                     clients_ms = clients_done.as_secs_f64() * 1e3,
                     leases_ms = leases_done.as_secs_f64() * 1e3,
                     "restore timing"
@@ -170,7 +174,13 @@ impl Supervisor {
             .into_iter()
             .partition(|(s, _, _)| *s == Server::Lock);
         let fds: Vec<i32> = lock.iter().map(|(_, c, _)| c.fd).collect();
+        let t = Instant::now();
         let waiting = readable(&fds);
+        debug!(
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            fds = fds.len(),
+            "polled"
+        );
         let (mut busy, idle): (Vec<_>, Vec<_>) = lock
             .into_iter()
             .zip(waiting)
