@@ -630,8 +630,10 @@ impl LockSpace {
                 }
             };
             lease.set_tag(r.tag);
-            let path = path_in(state.directory.as_deref(), &r.name);
-            if !r.path.is_empty() && path.as_os_str().as_bytes() != r.path.as_slice() {
+            // Our snapshots carry no path (the name makes it): no path is
+            // built per lease then, while every client waits.
+            let path = (!r.path.is_empty()).then(|| path_in(state.directory.as_deref(), &r.name));
+            if let Some(path) = path.filter(|p| p.as_os_str().as_bytes() != r.path.as_slice()) {
                 // libvirt and we both make it so; a state that says otherwise
                 // is not ours to trust: the file is where the name says.
                 warn!(

@@ -62,7 +62,11 @@ impl EncodedLockspace {
             resources: Lazy(resources),
             owners,
         };
-        let bytes = rmp_serde::to_vec(&view).map_err(|e| StateError::Format(e.to_string()))?;
+        // About what a lease takes (a short name, one owner), so that the
+        // buffer is not grown and copied a dozen times over.
+        let mut bytes = Vec::with_capacity(64 + 64 * fds.len());
+        rmp_serde::encode::write(&mut bytes, &view)
+            .map_err(|e| StateError::Format(e.to_string()))?;
         Ok(Self {
             directory,
             bytes,
