@@ -224,10 +224,13 @@ async fn upgrade(
         };
         // A client that closed meanwhile answers nothing: it is gone, and its
         // release is awaited just below. The clients that were between
-        // requests are there already.
-        server
-            .clients
-            .extend(states.iter().filter_map(|r| r.as_ref().ok().cloned()));
+        // requests are there already; these go first, as the new image
+        // rebuilds them in this order (their next request is likely waiting).
+        let asked: Vec<_> = states
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        server.clients.splice(0..0, asked);
     }
     phases.mark("quiesce_admin");
     if let Err(e) = within("releases of closed clients", shared.releases.settled()).await {

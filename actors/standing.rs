@@ -27,6 +27,9 @@ use crate::protocol::{Frame, FrameError};
 #[derive(Default)]
 struct ReadHold {
     held: Cell<bool>,
+    /// Requests taken by all connections so far: a clock that ticks per
+    /// request, for which connections were active last.
+    requests: Cell<u64>,
     /// Connections that wanted to read while held, woken at release.
     waiting: RefCell<Vec<Waker>>,
 }
@@ -36,6 +39,8 @@ struct LinkView {
     /// A request was taken off the socket and is not known answered yet: the
     /// connection's stream has not been polled again since.
     busy: Cell<bool>,
+    /// [`ReadHold::requests`] when it last took one.
+    last: Cell<u64>,
     /// The socket's fd number (kept here: the hold reads thousands).
     fd: RawFd,
     incoming: RefCell<Incoming>,
@@ -52,11 +57,20 @@ pub struct Standing {
     links: Rc<Links>,
 }
 
+/// A connection counts as active if it took a request among the last this
+/// many (all connections together): a client in a request loop, whose next
+/// request is likely waiting once the new image runs.
+const RECENT_REQUESTS: u64 = 4096;
+
 /// Where one connection stands at the hold.
 pub enum Stand {
-    /// Between requests: its fd, and the bytes received but not yet forming
-    /// a whole request.
-    Idle { fd: RawFd, pending: Vec<u8> },
+    /// Between requests: its fd, the bytes received but not yet forming a
+    /// whole request, and whether it was active lately.
+    Idle {
+        fd: RawFd,
+        pending: Vec<u8>,
+        active: bool,
+    },
     /// In the middle of a request: to be asked.
     Busy,
 }
@@ -74,6 +88,7 @@ impl Standing {
     ) -> (HeldIncoming, Registration) {
         let view = Rc::new(LinkView {
             busy: Cell::new(replay),
+            last: Cell::new(0),
             fd: incoming.raw_fd(),
             incoming: RefCell::new(incoming),
         });
@@ -99,6 +114,7 @@ impl Standing {
 
     /// Calls `f` with where each connection stands, in (server, id) order.
     pub fn each(&self, mut f: impl FnMut(Server, u64, Stand)) {
+        let recent = self.hold.requests.get().saturating_sub(RECENT_REQUESTS);
         for (&(server, id), view) in self.links.borrow().iter() {
             let stand = if view.busy.get() {
                 Stand::Busy
@@ -106,6 +122,7 @@ impl Standing {
                 Stand::Idle {
                     fd: view.fd,
                     pending: view.incoming.borrow().pending(),
+                    active: view.last.get() > recent,
                 }
             };
             f(server, id, stand);
@@ -143,6 +160,9 @@ impl Stream for HeldIncoming {
             // A request, or the end of the connection: either is handled
             // before the stream is polled again.
             self.view.busy.set(true);
+            let now = self.hold.requests.get() + 1;
+            self.hold.requests.set(now);
+            self.view.last.set(now);
         }
         next
     }

@@ -818,9 +818,13 @@ impl Supervisor {
             let Some((_, _, stand)) = next.next_if(|(s, i, _)| (*s, *i) == (server, id)) else {
                 return;
             };
-            let (fd, pending) = match stand {
+            let (fd, pending, active) = match stand {
                 Stand::Busy => return busy.push((server, id)),
-                Stand::Idle { fd, pending } => (fd, pending),
+                Stand::Idle {
+                    fd,
+                    pending,
+                    active,
+                } => (fd, pending, active),
             };
             let session = (server == Server::Lock).then(|| SessionState {
                 restricted: record.restricted,
@@ -841,10 +845,15 @@ impl Supervisor {
                 peer_ids: Some((record.peer.uid, record.peer.gid)),
             };
             match server {
+                Server::Lock if active => held.lock_active.push(state),
                 Server::Lock => held.lock_idle.push(state),
                 Server::Admin => held.admin_idle.push(state),
             }
         });
+        // The new image rebuilds clients in this order: the active ones
+        // first (the ones quiesced go before them, see `handoff`).
+        held.lock_active.append(&mut held.lock_idle);
+        held.lock_idle = std::mem::take(&mut held.lock_active);
         busy.extend(next.map(|(s, i, _)| (s, i)));
         for (server, id) in busy {
             match server {
@@ -861,6 +870,8 @@ impl Supervisor {
 /// The clients of both servers as an upgrade's hold found them.
 #[derive(Default)]
 struct HeldClients {
+    /// Idle lock clients that were active lately (see `standing`).
+    lock_active: Vec<ClientState>,
     lock_idle: Vec<ClientState>,
     admin_idle: Vec<ClientState>,
     lock_busy: Vec<Addr<Connection>>,
