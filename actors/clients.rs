@@ -55,6 +55,14 @@ impl ClientTable {
             .collect()
     }
 
+    /// Looks at every row in order, without a copy (a live upgrade reads
+    /// thousands at once).
+    pub fn each(&self, mut f: impl FnMut(Server, u64, &ClientRecord)) {
+        for (&(server, id), record) in self.0.borrow().iter() {
+            f(server, id, record);
+        }
+    }
+
     pub fn count(&self, server: Server) -> usize {
         self.0.borrow().keys().filter(|(s, _)| *s == server).count()
     }

@@ -31,7 +31,8 @@ use crate::names::lossy_utf8;
 use crate::names::uuid_string;
 use crate::protocol::inspect::LeaseView;
 use crate::session::owner_label;
-use crate::state::LockspaceState;
+use crate::state::encoded::EncodedLockspace;
+use crate::state::{LockspaceState, StateError};
 
 /// How often a lockspace on network storage looks whether a check is due: a
 /// reload that shortens `lease_check_interval` takes effect within this.
@@ -265,15 +266,34 @@ impl Handler<ReleaseAll> for LockspaceActor {
 /// Live upgrade: hand over the table (fds by number) and hold still until
 /// `resume` fires (exec failed) or the process image is replaced.
 #[derive(Message)]
-#[rtype(result = "LockspaceState")]
+#[rtype(result = "Frozen")]
 pub struct Freeze {
     pub resume: oneshot::Receiver<()>,
+    /// Encode the state here (our own snapshot alone is written) rather than
+    /// hand it over as it is (libvirt's JSON is written too).
+    pub encode: bool,
+}
+
+/// A frozen lockspace's state, as [`Freeze`] asked for it.
+pub enum Frozen {
+    State(LockspaceState),
+    Encoded(Result<EncodedLockspace, StateError>),
 }
 
 impl Handler<Freeze> for LockspaceActor {
     type Result = MessageResult<Freeze>;
     fn handle(&mut self, m: Freeze, ctx: &mut Self::Context) -> Self::Result {
-        let state = self.space.state();
+        let t = Instant::now();
+        let state = if m.encode {
+            Frozen::Encoded(self.space.encode_state())
+        } else {
+            Frozen::State(self.space.state())
+        };
+        tracing::debug!(
+            leases = self.space.len(),
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "frozen"
+        );
         ctx.wait(actix::fut::wrap_future(async move {
             let _ = m.resume.await;
         }));

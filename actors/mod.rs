@@ -25,6 +25,7 @@ pub mod lockspace;
 pub mod lockspace_table;
 pub mod releases;
 pub mod rpc;
+pub mod standing;
 pub mod supervisor;
 pub mod vouched;
 pub mod wire;

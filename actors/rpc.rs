@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::clients::ClientEntry;
 use super::gate::Slot;
+use super::standing::{Registration, Standing};
 use super::supervisor::{Disconnected, Server, Supervisor};
 use super::wire::Wire;
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
@@ -64,6 +65,8 @@ pub struct LinkInit {
     pub entry: ClientEntry,
     /// The socket's name in the crash-safe store (0: not parked).
     pub tag: u64,
+    /// Where a live upgrade finds this connection.
+    pub standing: Standing,
 }
 
 /// One client connection of an RPC server, whatever its program.
@@ -77,6 +80,7 @@ pub struct RpcLink {
     /// Whether a call was made (see [`super::clients::ClientRecord::called`]).
     called: bool,
     supervisor: Addr<Supervisor>,
+    standing: Registration,
     _slot: Slot,
 }
 
@@ -98,6 +102,9 @@ impl RpcLink {
     pub fn launch<A: RpcActor>(init: LinkInit, make: impl FnOnce(RpcLink) -> A) -> Addr<A> {
         A::create(move |ctx| {
             let (wire, incoming) = Wire::new(init.stream, &init.pending, init.tag);
+            let (incoming, standing) =
+                init.standing
+                    .register(init.server, init.id, incoming, !init.pending.is_empty());
             ctx.add_stream(incoming);
             make(RpcLink {
                 server: init.server,
@@ -108,6 +115,7 @@ impl RpcLink {
                 entry: init.entry,
                 called: false,
                 supervisor: init.supervisor,
+                standing,
                 _slot: init.slot,
             })
         })
@@ -254,6 +262,7 @@ pub fn journal_gone(server: Server, id: u64) {
 /// At stop: the supervisor forgets the connection. An admin client is gone
 /// at once; a lock client once its leases are released (see `connection`).
 pub fn stopped(link: &RpcLink) {
+    link.standing.remove();
     if link.server == Server::Admin {
         journal_gone(link.server, link.id);
     }
@@ -285,6 +294,8 @@ where
 /// Live upgrade: hand over this client's state and hold still until `resume`
 /// fires (exec failed) or the process image is replaced. Handled only between
 /// requests: a request in progress has been answered and its reply written.
+/// Sent only to a connection in the middle of a request: one between requests
+/// is read without a message (see `standing`).
 #[derive(Message)]
 #[rtype(result = "ClientState")]
 pub struct Quiesce {

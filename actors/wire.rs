@@ -173,6 +173,18 @@ impl Stream for Incoming {
     }
 }
 
+impl Incoming {
+    /// The socket's fd number.
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.borrow().half.as_ref().as_raw_fd()
+    }
+
+    /// Bytes received but not yet forming a whole packet.
+    pub fn pending(&self) -> Vec<u8> {
+        self.0.borrow().partial.to_vec()
+    }
+}
+
 impl Wire {
     /// Splits `stream`; `pending` are bytes already received (live upgrade);
     /// `tag` names the socket in the crash-safe store (0: not parked).

@@ -13,6 +13,16 @@ pub fn now_epoch_seconds() -> i64 {
     epoch_seconds(SystemTime::now())
 }
 
+/// When `main` began (microseconds since the epoch; 0: not noted), for the
+/// start-up timing a live upgrade logs: exec until `main`, then until the
+/// daemon runs.
+pub static MAIN_AT_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notes when `main` began.
+pub fn note_main() {
+    MAIN_AT_US.store(epoch_micros(), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Now, in microseconds since the epoch: timestamps that can be compared
 /// across the exec of a live upgrade (a monotonic clock's would be too, but
 /// the log reader sees these).

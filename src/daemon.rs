@@ -200,6 +200,12 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
                     info!("restarting after a crash: restoring from the crash-safe store");
                     let rec = restore::crash::recover(stored, &defaults);
                     let mut snapshot = rec.snapshot;
+                    // The store hands its fds back close-on-exec; leases and
+                    // clients must not be (see `handoff::keep_across_exec`).
+                    // One that fails is not open: the restore reports it.
+                    for fd in snapshot.fds() {
+                        let _ = crate::actors::handoff::keep_across_exec(&[fd]);
+                    }
                     if crash_safe {
                         arm(
                             &mut snapshot,
@@ -258,7 +264,13 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         }
     };
 
+    // The event loop's epoll instance takes the lowest free fd as it is
+    // made: noted, so that a live upgrade leaves its closing to the new image.
+    let free = crate::actors::handoff::lowest_free_fd();
     let system = System::new();
+    if let Some(fd) = free {
+        crate::actors::handoff::note_event_loop_fd(fd);
+    }
     system.block_on(async move {
         let supervisor = Supervisor::new(SupervisorConfig {
             listeners,
@@ -293,6 +305,7 @@ pub fn run(cli: Cli, argv0: &str) -> ExitCode {
         "state read and actors started"
     );
     debug!(
+        main_at_us = crate::clock::MAIN_AT_US.load(std::sync::atomic::Ordering::Relaxed),
         run_at_us,
         config_and_logging_ms = t_logging.as_secs_f64() * 1e3,
         state_read_ms = t_state.as_secs_f64() * 1e3,

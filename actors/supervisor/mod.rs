@@ -30,13 +30,14 @@ use super::handoff::UpgradeShared;
 use super::lockspace::{LockspaceActor, LockspaceShared, ReleaseAll};
 use super::lockspace_table::LockspaceTable;
 use super::rpc::{LinkInit, Peer};
+use super::standing::{Stand, Standing};
 use crate::config::LossAction;
 use crate::idle::IdleTimeout;
 use crate::lockspace::lease::{self, Storage};
 use crate::lockspace::{create_directory, LockError, LockSpace};
 use crate::names::lossy_utf8;
 use crate::session::Session;
-use crate::state::{ClientState, ListenerState, ServerState};
+use crate::state::{ClientState, ListenerState, OwnerState, ServerState, SessionState};
 
 /// How often the idle timeout is checked.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -125,14 +126,19 @@ pub struct Supervisor {
     /// Paused by a live upgrade (accepting stopped, clients quiesced).
     upgrading: bool,
     restored: Option<Restored>,
-    /// The fds a live upgrade left without FD_CLOEXEC, until every client is
-    /// back.
-    cloexec_pending: Vec<i32>,
     /// Clients of a live upgrade not rebuilt yet (see `restore_clients`), with
     /// the gate slot each already holds.
     restoring: std::collections::VecDeque<(Server, ClientState, Slot)>,
     /// When their restore began; `None` once every one is back.
     restore_began: Option<Instant>,
+    /// Every connection, as a live upgrade reads it without a message.
+    standing: Standing,
+    /// fds the previous image left for this one to close once every client
+    /// is back (see `handoff::close_stale_later`).
+    stale_fds: Vec<i32>,
+    /// Admin client-disconnects asked for while an upgrade holds every
+    /// client: done if it fails, as a held client would have done them.
+    deferred_closes: Vec<(Server, u64)>,
 }
 
 impl Supervisor {
@@ -181,8 +187,10 @@ impl Supervisor {
             upgrading: false,
             restored: cfg.restored,
             restoring: Default::default(),
-            cloexec_pending: Vec::new(),
             restore_began: None,
+            standing: Standing::default(),
+            stale_fds: Vec::new(),
+            deferred_closes: Vec::new(),
         }
     }
 
@@ -230,6 +238,15 @@ impl Supervisor {
         } else {
             0
         };
+        // A new client's socket is kept across a live upgrade's exec from
+        // the start (accept gave it FD_CLOEXEC): the upgrade then has no
+        // fcntl to make per client.
+        if fresh {
+            if let Err(e) = super::handoff::keep_across_exec(&[stream.as_raw_fd()]) {
+                error!(server = server.name(), client = id, error = %e, "connection refused: cannot keep it across an upgrade");
+                return;
+            }
+        }
         // A new client's socket is parked before anything is read from it:
         // from then on a crash keeps it connected. (A restored one is parked
         // already.)
@@ -280,6 +297,7 @@ impl Supervisor {
             pending,
             entry,
             tag,
+            standing: self.standing.clone(),
         };
         match server {
             Server::Lock => {
@@ -446,10 +464,11 @@ impl Handler<Disconnected> for Supervisor {
 pub struct Pause;
 
 pub struct Paused {
-    /// Both servers, without their clients.
+    /// Both servers, with the clients that were between requests.
     pub servers: Vec<ServerState>,
     /// The idle timeout in effect, seconds (0 = none).
     pub timeout: u32,
+    /// The clients in the middle of a request, to be quiesced.
     pub lock_clients: Vec<Addr<Connection>>,
     pub admin_clients: Vec<Addr<AdminConnection>>,
 }
@@ -466,6 +485,9 @@ impl Handler<Pause> for Supervisor {
         for h in self.accepting.drain(..) {
             ctx.cancel_future(h);
         }
+        let t_hold = Instant::now();
+        let mut held = self.hold_clients();
+        let hold_ms = t_hold.elapsed().as_secs_f64() * 1e3;
         let servers = [Server::Lock, Server::Admin]
             .into_iter()
             .map(|server| ServerState {
@@ -481,7 +503,10 @@ impl Handler<Pause> for Supervisor {
                         unlink: l.unlink,
                     })
                     .collect(),
-                clients: Vec::new(),
+                clients: std::mem::take(match server {
+                    Server::Lock => &mut held.lock_idle,
+                    Server::Admin => &mut held.admin_idle,
+                }),
                 max_unauth_clients: Some(self.admin_state.server(server).unauth_max.get() as u64),
                 prio_workers: Some(self.admin_state.server(server).prio_workers.get()),
             })
@@ -489,10 +514,20 @@ impl Handler<Pause> for Supervisor {
         let paused = Paused {
             timeout: self.idle.secs(),
             servers,
-            lock_clients: self.connections.values().cloned().collect(),
-            admin_clients: self.admin_connections.values().cloned().collect(),
+            lock_clients: held.lock_busy,
+            admin_clients: held.admin_busy,
         };
-        debug!(ms = t_pause.elapsed().as_secs_f64() * 1e3, "paused");
+        debug!(
+            ms = t_pause.elapsed().as_secs_f64() * 1e3,
+            hold_ms,
+            idle = paused
+                .servers
+                .iter()
+                .map(|s| s.clients.len())
+                .sum::<usize>(),
+            busy = paused.lock_clients.len() + paused.admin_clients.len(),
+            "paused"
+        );
         MessageResult(Some(paused))
     }
 }
@@ -506,6 +541,10 @@ impl Handler<Resume> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
         self.upgrading = false;
+        self.standing.release();
+        for (server, id) in std::mem::take(&mut self.deferred_closes) {
+            self.close_client(server, id);
+        }
         if self.shutdown.requested() {
             ctx.notify(Shutdown);
         } else if self.accepting.is_empty() && !self.shutting_down {
@@ -724,19 +763,119 @@ pub struct CloseClient {
 impl Handler<CloseClient> for Supervisor {
     type Result = bool;
     fn handle(&mut self, m: CloseClient, _: &mut Self::Context) -> bool {
-        match m.server {
+        if self.upgrading {
+            // A client between requests reads no message while the upgrade
+            // holds it, and must not close under it: its socket is in the
+            // state being written.
+            let known = match m.server {
+                Server::Lock => self.connections.contains_key(&m.id),
+                Server::Admin => self.admin_connections.contains_key(&m.id),
+            };
+            if known {
+                self.deferred_closes.push((m.server, m.id));
+            }
+            return known;
+        }
+        self.close_client(m.server, m.id)
+    }
+}
+
+impl Supervisor {
+    fn close_client(&self, server: Server, id: u64) -> bool {
+        match server {
             Server::Lock => self
                 .connections
-                .get(&m.id)
+                .get(&id)
                 .map(|c| c.do_send(Close))
                 .is_some(),
             Server::Admin => self
                 .admin_connections
-                .get(&m.id)
+                .get(&id)
                 .map(|c| c.do_send(CloseAdmin))
                 .is_some(),
         }
     }
+
+    /// Holds every client's reading (live upgrade). A client between
+    /// requests is handed over as it stands, from its row in the client table
+    /// (session, credentials) and its socket (partly received bytes); one in
+    /// the middle of a request is named, to be quiesced once it has answered.
+    fn hold_clients(&mut self) -> HeldClients {
+        self.standing.hold();
+        let mut stands = Vec::with_capacity(self.connections.len() + self.admin_connections.len());
+        self.standing
+            .each(|server, id, stand| stands.push((server, id, stand)));
+        // Both in (server, id) order: read side by side, each row once, as
+        // it lies (thousands of lookups would each miss the cache).
+        let mut next = stands.into_iter().peekable();
+        let mut held = HeldClients::default();
+        let mut busy = Vec::new();
+        self.clients.each(|server, id, record| {
+            // A connection without a row (none is expected) is asked.
+            while let Some((s, i, _)) = next.next_if(|(s, i, _)| (*s, *i) < (server, id)) {
+                busy.push((s, i));
+            }
+            let Some((_, _, stand)) = next.next_if(|(s, i, _)| (*s, *i) == (server, id)) else {
+                return;
+            };
+            let (fd, pending, active) = match stand {
+                Stand::Busy => return busy.push((server, id)),
+                Stand::Idle {
+                    fd,
+                    pending,
+                    active,
+                } => (fd, pending, active),
+            };
+            let session = (server == Server::Lock).then(|| SessionState {
+                restricted: record.restricted,
+                owner: record.owner.as_deref().map(|o| OwnerState {
+                    uuid: o.uuid,
+                    name: o.name.clone(),
+                    id: o.id,
+                    pid: o.pid,
+                }),
+            });
+            let state = ClientState {
+                id,
+                fd,
+                conn_time: record.conn_time,
+                session,
+                pending,
+                peer_pid: Some(record.peer.pid),
+                peer_ids: Some((record.peer.uid, record.peer.gid)),
+            };
+            match server {
+                Server::Lock if active => held.lock_active.push(state),
+                Server::Lock => held.lock_idle.push(state),
+                Server::Admin => held.admin_idle.push(state),
+            }
+        });
+        // The new image rebuilds clients in this order: the active ones
+        // first (the ones quiesced go before them, see `handoff`).
+        held.lock_active.append(&mut held.lock_idle);
+        held.lock_idle = std::mem::take(&mut held.lock_active);
+        busy.extend(next.map(|(s, i, _)| (s, i)));
+        for (server, id) in busy {
+            match server {
+                Server::Lock => held.lock_busy.extend(self.connections.get(&id).cloned()),
+                Server::Admin => held
+                    .admin_busy
+                    .extend(self.admin_connections.get(&id).cloned()),
+            }
+        }
+        held
+    }
+}
+
+/// The clients of both servers as an upgrade's hold found them.
+#[derive(Default)]
+struct HeldClients {
+    /// Idle lock clients that were active lately (see `standing`).
+    lock_active: Vec<ClientState>,
+    lock_idle: Vec<ClientState>,
+    admin_idle: Vec<ClientState>,
+    lock_busy: Vec<Addr<Connection>>,
+    admin_busy: Vec<Addr<AdminConnection>>,
 }
 
 /// Admin daemon-timeout: shut down after this many idle seconds (0 = never).

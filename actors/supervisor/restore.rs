@@ -28,6 +28,12 @@ use crate::state::{ClientState, Snapshot, ADMIN_SERVER, LOCK_SERVER};
 /// thousands of idle ones.
 const RESTORE_BATCH: usize = 128;
 
+/// Up to this many lock clients, the restore finds the ones with a request
+/// waiting with a poll() before it rebuilds any (~1 us a socket here, beside
+/// the lease table's rebuild). Beyond, the poll runs on a thread and the
+/// rebuild starts in the old image's order, the clients it saw active first.
+const SYNC_POLL_LIMIT: usize = 1024;
+
 /// The state a live upgrade left, its lockspaces already being rebuilt on a
 /// thread of their own from the moment it was read (see `Restored::start`).
 pub struct Restored {
@@ -35,8 +41,6 @@ pub struct Restored {
     snapshot: Snapshot,
     storage: Vec<Storage>,
     lockspaces: std::thread::JoinHandle<(Vec<LockSpace>, Duration)>,
-    /// Every fd the snapshot names.
-    fds: Vec<i32>,
     began: Instant,
 }
 
@@ -45,7 +49,6 @@ impl Restored {
     /// that the rest of the start-up runs beside it.
     pub fn start(mut snapshot: Snapshot, storage: Vec<Storage>) -> Self {
         let began = Instant::now();
-        let fds = snapshot.fds();
         let states = std::mem::take(&mut snapshot.lockspaces);
         let lockspaces = std::thread::spawn(move || {
             let spaces = states
@@ -58,7 +61,6 @@ impl Restored {
             snapshot,
             storage,
             lockspaces,
-            fds,
             began,
         }
     }
@@ -75,14 +77,13 @@ impl Supervisor {
             snapshot,
             storage,
             lockspaces,
-            fds,
             began: t0,
         } = restored;
-        // The exec left these without FD_CLOEXEC; a thread re-arms them once
-        // every client is back, not beside the rebuilding (the next upgrade
-        // waits for it).
-        self.cloexec_pending = fds;
+        // The inherited fds stay without FD_CLOEXEC: the next upgrade keeps
+        // them as they are (see `handoff::keep_across_exec`).
         self.restore_began = Some(t0);
+        self.stale_fds = snapshot.stale_fds;
+        let entered = t0.elapsed();
         let mut queue = Vec::new();
         for srv in snapshot.servers {
             let server = match srv.name.as_str() {
@@ -119,11 +120,14 @@ impl Supervisor {
                 queue.push((server, c, slot));
             }
         }
-        self.queue_restored_clients(queue);
+        let servers_done = t0.elapsed();
+        self.queue_restored_clients(queue, ctx);
         let clients_done = t0.elapsed();
         match lockspaces.join() {
             Ok((spaces, leases_done)) => {
                 debug!(
+                    entered_ms = entered.as_secs_f64() * 1e3,
+                    servers_ms = servers_done.as_secs_f64() * 1e3,
                     clients_ms = clients_done.as_secs_f64() * 1e3,
                     leases_ms = leases_done.as_secs_f64() * 1e3,
                     "restore timing"
@@ -171,12 +175,50 @@ impl Supervisor {
     /// read before the exec) first, the other lock clients next, admin clients
     /// last, so that whatever an admin client asks about the lock clients is
     /// only answered once every one of them is back.
-    fn queue_restored_clients(&mut self, clients: Vec<(Server, ClientState, Slot)>) {
+    fn queue_restored_clients(
+        &mut self,
+        clients: Vec<(Server, ClientState, Slot)>,
+        ctx: &mut Context<Self>,
+    ) {
         let (lock, admin): (Vec<_>, Vec<_>) = clients
             .into_iter()
             .partition(|(s, _, _)| *s == Server::Lock);
         let fds: Vec<i32> = lock.iter().map(|(_, c, _)| c.fd).collect();
+        if fds.len() > SYNC_POLL_LIMIT {
+            // The snapshot's order (the clients quiesced in a request and
+            // those active lately first), those with a request partly read
+            // before all; the poll's answer moves the others with a request
+            // waiting ahead of what is still queued (`Readable`).
+            let (partial, rest): (Vec<_>, Vec<_>) = lock
+                .into_iter()
+                .partition(|(_, c, _)| !c.pending.is_empty());
+            self.restoring
+                .extend(partial.into_iter().chain(rest).chain(admin));
+            let supervisor = ctx.address();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let waiting = readable(&fds);
+                let ready: Vec<i32> = fds
+                    .into_iter()
+                    .zip(waiting)
+                    .filter_map(|(fd, ready)| ready.then_some(fd))
+                    .collect();
+                debug!(
+                    ms = t.elapsed().as_secs_f64() * 1e3,
+                    ready = ready.len(),
+                    "polled beside the restore"
+                );
+                supervisor.do_send(Readable(ready));
+            });
+            return;
+        }
+        let t = Instant::now();
         let waiting = readable(&fds);
+        debug!(
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            fds = fds.len(),
+            "polled"
+        );
         let (mut busy, idle): (Vec<_>, Vec<_>) = lock
             .into_iter()
             .zip(waiting)
@@ -184,6 +226,21 @@ impl Supervisor {
         busy.extend(idle);
         self.restoring
             .extend(busy.into_iter().map(|(client, _)| client).chain(admin));
+    }
+
+    /// Moves the queued lock clients whose socket had something to read ahead
+    /// of the other queued ones.
+    fn promote_readable(&mut self, ready: Vec<i32>) {
+        if ready.is_empty() || self.restoring.is_empty() {
+            return;
+        }
+        let ready: std::collections::HashSet<i32> = ready.into_iter().collect();
+        let (first, rest): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) = self
+            .restoring
+            .drain(..)
+            .partition(|(s, c, _)| *s == Server::Lock && ready.contains(&c.fd));
+        self.restoring = first;
+        self.restoring.extend(rest);
     }
 
     /// Rebuilds the next batch of restored clients, and schedules the next
@@ -208,9 +265,10 @@ impl Supervisor {
             if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
                 self.start_accepting(ctx);
             }
-            crate::actors::handoff::restore_cloexec_later(std::mem::take(
-                &mut self.cloexec_pending,
-            ));
+            crate::actors::handoff::close_stale_later(
+                std::mem::take(&mut self.stale_fds),
+                self.connections.len(),
+            );
         }
     }
 
@@ -228,8 +286,8 @@ impl Supervisor {
             self.restore_client(server, c, slot, ctx);
         }
         self.restore_began = None;
-        // A new upgrade wants them without FD_CLOEXEC anyway.
-        self.cloexec_pending.clear();
+        // Now, not on a thread an exec could cut short.
+        crate::actors::handoff::close_stale_later(std::mem::take(&mut self.stale_fds), 0);
     }
 
     fn restore_client(
@@ -296,4 +354,17 @@ fn readable(fds: &[i32]) -> Vec<bool> {
         return vec![false; fds.len()];
     }
     polled.iter().map(|p| p.revents != 0).collect()
+}
+
+/// The restored lock clients whose socket had something to read, found by a
+/// poll on a thread while the restore went on (see `SYNC_POLL_LIMIT`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Readable(Vec<i32>);
+
+impl Handler<Readable> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, m: Readable, _: &mut Self::Context) {
+        self.promote_readable(m.0);
+    }
 }

@@ -115,17 +115,20 @@ pub enum LockMode {
 }
 
 impl Lease {
-    /// Opens an existing file read-write, close-on-exec (never created here).
+    /// Opens an existing file read-write (never created here). Not
+    /// close-on-exec: the daemon starts no other program, and a live upgrade's
+    /// exec must keep every lease open (no per-lease fcntl then).
     pub fn open_existing(path: &Path) -> Result<Self, OpenError> {
-        let fd = open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+        let fd = open(path, OFlag::O_RDWR, Mode::empty())?;
         Self::claim(fd)
     }
 
-    /// Opens or creates (mode 0600) a file read-write, close-on-exec.
+    /// Opens or creates (mode 0600) a file read-write; kept across exec, as
+    /// [`Lease::open_existing`].
     pub fn open_or_create(path: &Path) -> Result<Self, OpenError> {
         let fd = open(
             path,
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+            OFlag::O_RDWR | OFlag::O_CREAT,
             Mode::from_bits_truncate(0o600),
         )?;
         Self::claim(fd)

@@ -123,6 +123,31 @@ impl Resource {
         discard(self.lease);
     }
 
+    /// The resource as a live upgrade encodes it in place (see
+    /// [`LockSpace::encode_state`]): [`Resource::state`] without the copies.
+    fn view<'a>(&'a self, name: &'a [u8]) -> crate::state::encoded::ResourceView<'a> {
+        crate::state::encoded::ResourceView {
+            name,
+            path: b"",
+            fd: self.fd(),
+            lock_held: !self.status.is_lost(),
+            flags: self.flags,
+            owners: &self.owners,
+            acquired_at: crate::clock::epoch_seconds(self.acquired_at),
+            lost_reason: match &self.status {
+                LeaseStatus::Held => None,
+                LeaseStatus::Lost(l) => Some(l.cause.to_string()),
+            },
+            lost_since: match &self.status {
+                LeaseStatus::Held => 0,
+                LeaseStatus::Lost(l) => crate::clock::epoch_seconds(l.since),
+            },
+            file_id: self.lease.file_id(),
+            ofd: self.lease.is_ofd(),
+            tag: self.lease.tag(),
+        }
+    }
+
     /// The resource as a live upgrade or the crash journal carries it.
     fn state(&self, name: &[u8], path: &Path) -> crate::state::ResourceState {
         crate::state::ResourceState {
@@ -537,18 +562,34 @@ impl LockSpace {
                 .iter()
                 .map(|(name, r)| r.state(name, Path::new("")))
                 .collect(),
-            owners: self
-                .owners
-                .values()
-                .filter_map(|e| e.details.as_deref())
-                .map(|o| crate::state::OwnerState {
-                    uuid: o.uuid,
-                    name: o.name.clone(),
-                    id: o.id,
-                    pid: o.pid,
-                })
-                .collect(),
+            owners: self.owner_states(),
         }
+    }
+
+    /// [`LockSpace::state`] encoded straight from the lease table (live
+    /// upgrade): the same bytes, without a copy of every lease first.
+    pub fn encode_state(
+        &self,
+    ) -> Result<crate::state::encoded::EncodedLockspace, crate::state::StateError> {
+        crate::state::encoded::EncodedLockspace::encode(
+            self.dir.clone(),
+            || self.resources.iter().map(|(name, r)| r.view(name)),
+            &self.owner_states(),
+            self.resources.values().map(Resource::fd).collect(),
+        )
+    }
+
+    fn owner_states(&self) -> Vec<crate::state::OwnerState> {
+        self.owners
+            .values()
+            .filter_map(|e| e.details.as_deref())
+            .map(|o| crate::state::OwnerState {
+                uuid: o.uuid,
+                name: o.name.clone(),
+                id: o.id,
+                pid: o.pid,
+            })
+            .collect()
     }
 
     /// Rebuilds the owner counts from the table, keeping known details.
@@ -596,8 +637,10 @@ impl LockSpace {
                 }
             };
             lease.set_tag(r.tag);
-            let path = path_in(state.directory.as_deref(), &r.name);
-            if !r.path.is_empty() && path.as_os_str().as_bytes() != r.path.as_slice() {
+            // Our snapshots carry no path (the name makes it): no path is
+            // built per lease then, while every client waits.
+            let path = (!r.path.is_empty()).then(|| path_in(state.directory.as_deref(), &r.name));
+            if let Some(path) = path.filter(|p| p.as_os_str().as_bytes() != r.path.as_slice()) {
                 // libvirt and we both make it so; a state that says otherwise
                 // is not ours to trust: the file is where the name says.
                 warn!(

@@ -463,6 +463,7 @@ pub fn empty_snapshot(d: &Defaults) -> Snapshot {
         token: 0,
         timeout: None,
         crash: None,
+        stale_fds: Vec::new(),
     }
 }
 

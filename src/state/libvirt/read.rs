@@ -57,6 +57,7 @@ pub(super) fn from_json(text: &str) -> Result<Snapshot, StateError> {
         token: 0,
         timeout: None,
         crash: None,
+        stale_fds: Vec::new(),
     })
 }
 

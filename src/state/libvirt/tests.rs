@@ -162,6 +162,7 @@ fn snapshot(magic: u32, servers: Vec<ServerState>, lockspaces: Vec<LockspaceStat
         token: 0,
         timeout: None,
         crash: None,
+        stale_fds: Vec::new(),
     }
 }
 
@@ -1073,6 +1074,7 @@ fn exact_text_of_a_small_snapshot() {
         token: 0,
         timeout: None,
         crash: None,
+        stale_fds: Vec::new(),
     };
     let expected =
         include_str!("../../../tests/fixtures/libvirt-state/small-snapshot-written.json");

@@ -1,0 +1,272 @@
+//! A live upgrade's lockspaces encoded where they live: each lockspace writes
+//! the MessagePack of its [`LockspaceState`] straight from its lease table,
+//! and the snapshot splices those bytes in. Thousands of leases are then not
+//! first copied into `ResourceState`s (names and owner lists allocated anew)
+//! only to be encoded and dropped, while every client waits. The bytes are
+//! exactly what `rmp_serde` makes of the same state (tests below), so the
+//! reader is the one of [`Snapshot::from_msgpack`].
+
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+
+use super::{bytes, OwnerState, Snapshot, StateError};
+
+/// One resource as its lockspace lends it: the fields of [`ResourceState`], in
+/// its order and with its encodings, borrowed where they can be.
+///
+/// [`ResourceState`]: super::ResourceState
+#[derive(Serialize)]
+pub struct ResourceView<'a> {
+    #[serde(with = "bytes")]
+    pub name: &'a [u8],
+    #[serde(with = "bytes")]
+    pub path: &'a [u8],
+    pub fd: i32,
+    pub lock_held: bool,
+    pub flags: u32,
+    pub owners: &'a [i32],
+    pub acquired_at: i64,
+    pub lost_reason: Option<String>,
+    pub lost_since: i64,
+    pub file_id: Option<(u64, u64)>,
+    pub ofd: bool,
+    pub tag: u64,
+}
+
+/// A lockspace's [`LockspaceState`], encoded.
+///
+/// [`LockspaceState`]: super::LockspaceState
+#[derive(Debug)]
+pub struct EncodedLockspace {
+    /// `None` for the default lockspace (which the snapshot lists first).
+    pub directory: Option<Vec<u8>>,
+    pub bytes: Vec<u8>,
+    /// The lease fds it names, which must survive the exec.
+    pub fds: Vec<i32>,
+}
+
+impl EncodedLockspace {
+    /// Encodes a lockspace from its parts; `resources` is called once.
+    pub fn encode<'a, F, I>(
+        directory: Option<Vec<u8>>,
+        resources: F,
+        owners: &[OwnerState],
+        fds: Vec<i32>,
+    ) -> Result<Self, StateError>
+    where
+        F: Fn() -> I,
+        I: ExactSizeIterator<Item = ResourceView<'a>>,
+    {
+        let view = LockspaceView {
+            directory: &directory,
+            resources: Lazy(resources),
+            owners,
+        };
+        // About what a lease takes (a short name, one owner), so that the
+        // buffer is not grown and copied a dozen times over.
+        let mut bytes = Vec::with_capacity(64 + 64 * fds.len());
+        rmp_serde::encode::write(&mut bytes, &view)
+            .map_err(|e| StateError::Format(e.to_string()))?;
+        Ok(Self {
+            directory,
+            bytes,
+            fds,
+        })
+    }
+}
+
+/// Serialized as `LockspaceState` is (field by field, same encodings).
+struct LockspaceView<'a, F> {
+    directory: &'a Option<Vec<u8>>,
+    resources: Lazy<F>,
+    owners: &'a [OwnerState],
+}
+
+impl<'a, F, I> Serialize for LockspaceView<'_, F>
+where
+    F: Fn() -> I,
+    I: ExactSizeIterator<Item = ResourceView<'a>>,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("LockspaceState", 3)?;
+        st.serialize_field("directory", &OptionalBin(self.directory))?;
+        st.serialize_field("resources", &self.resources)?;
+        st.serialize_field("owners", self.owners)?;
+        st.end()
+    }
+}
+
+struct OptionalBin<'a>(&'a Option<Vec<u8>>);
+
+impl Serialize for OptionalBin<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        bytes::option::serialize(self.0, s)
+    }
+}
+
+/// A sequence made only when it is encoded.
+struct Lazy<F>(F);
+
+impl<'a, F, I> Serialize for Lazy<F>
+where
+    F: Fn() -> I,
+    I: ExactSizeIterator<Item = ResourceView<'a>>,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// A MessagePack array header, as `rmp` writes it (smallest form).
+fn array_len(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+fn put<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), StateError> {
+    rmp_serde::encode::write(out, value).map_err(|e| StateError::Format(e.to_string()))
+}
+
+impl Snapshot {
+    /// [`Snapshot::to_msgpack`] with `encoded` after `self.lockspaces` (which a
+    /// live upgrade leaves empty): the same bytes as if they had been there.
+    pub fn to_msgpack_with(&self, encoded: &[EncodedLockspace]) -> Result<Vec<u8>, StateError> {
+        // Every field, in order: a field added to `Snapshot` breaks this until
+        // it is written here too.
+        let Snapshot {
+            format,
+            version,
+            magic,
+            servers,
+            lockspaces,
+            upgrades,
+            started_at,
+            fencing,
+            token,
+            timeout,
+            crash,
+            stale_fds,
+        } = self;
+        let bulk: usize = encoded.iter().map(|l| l.bytes.len()).sum();
+        let mut out = Vec::with_capacity(bulk + 256 * (servers.len() + 1) + 4096);
+        array_len(&mut out, 12);
+        put(&mut out, format)?;
+        put(&mut out, version)?;
+        put(&mut out, magic)?;
+        put(&mut out, servers)?;
+        array_len(&mut out, lockspaces.len() + encoded.len());
+        for l in lockspaces {
+            put(&mut out, l)?;
+        }
+        for l in encoded {
+            out.extend_from_slice(&l.bytes);
+        }
+        put(&mut out, upgrades)?;
+        put(&mut out, started_at)?;
+        put(&mut out, fencing)?;
+        put(&mut out, token)?;
+        put(&mut out, timeout)?;
+        put(&mut out, crash)?;
+        put(&mut out, stale_fds)?;
+        Ok(out)
+    }
+
+    /// Every fd the snapshot and `encoded` refer to.
+    pub fn fds_with(&self, encoded: &[EncodedLockspace]) -> Vec<i32> {
+        let mut fds = self.fds();
+        for l in encoded {
+            fds.extend_from_slice(&l.fds);
+        }
+        fds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::sample;
+    use super::super::{LockspaceState, ResourceState};
+    use super::*;
+
+    fn view(r: &ResourceState) -> ResourceView<'_> {
+        ResourceView {
+            name: &r.name,
+            path: &r.path,
+            fd: r.fd,
+            lock_held: r.lock_held,
+            flags: r.flags,
+            owners: &r.owners,
+            acquired_at: r.acquired_at,
+            lost_reason: r.lost_reason.clone(),
+            lost_since: r.lost_since,
+            file_id: r.file_id,
+            ofd: r.ofd,
+            tag: r.tag,
+        }
+    }
+
+    fn encoded(l: &LockspaceState) -> EncodedLockspace {
+        EncodedLockspace::encode(
+            l.directory.clone(),
+            || l.resources.iter().map(view),
+            &l.owners,
+            l.resources.iter().map(|r| r.fd).collect(),
+        )
+        .unwrap()
+    }
+
+    /// Many resources (array16 headers), a lost one, an OFD one.
+    fn bulky() -> Snapshot {
+        let mut s = sample();
+        s.stale_fds = vec![12];
+        let ls = &mut s.lockspaces[1];
+        let first = ls.resources[0].clone();
+        for i in 0..40u32 {
+            let mut r = first.clone();
+            r.name = format!("r{i}").into_bytes();
+            r.path = Vec::new();
+            r.fd = 100 + i as i32;
+            r.owners = vec![1, 2, i as i32];
+            r.file_id = Some((7, u64::from(i)));
+            r.ofd = i % 2 == 0;
+            r.tag = u64::from(i);
+            if i == 3 {
+                r.lock_held = false;
+                r.lost_reason = Some("the file was replaced".into());
+                r.lost_since = 1_700_000_100;
+            }
+            ls.resources.push(r);
+        }
+        s
+    }
+
+    #[test]
+    fn an_encoded_lockspace_is_what_rmp_serde_makes_of_its_state() {
+        for l in &bulky().lockspaces {
+            assert_eq!(encoded(l).bytes, rmp_serde::to_vec(l).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_with_encoded_lockspaces_is_the_same_snapshot() {
+        for mut s in [sample(), bulky()] {
+            let whole = s.to_msgpack().unwrap();
+            let fds = s.fds();
+            let lockspaces = std::mem::take(&mut s.lockspaces);
+            let encoded: Vec<_> = lockspaces.iter().map(encoded).collect();
+            assert_eq!(s.to_msgpack_with(&encoded).unwrap(), whole);
+            let (mut with, mut fds) = (s.fds_with(&encoded), fds);
+            with.sort_unstable();
+            fds.sort_unstable();
+            assert_eq!(with, fds);
+            s.lockspaces = lockspaces;
+            assert_eq!(Snapshot::from_msgpack(&whole).unwrap(), s);
+        }
+    }
+}
