@@ -284,6 +284,7 @@ impl Handler<Freeze> for LockspaceActor {
     type Result = MessageResult<Freeze>;
     fn handle(&mut self, m: Freeze, ctx: &mut Self::Context) -> Self::Result {
         let t = Instant::now();
+        self.space.close_spares();
         let state = if m.encode {
             Frozen::Encoded(self.space.encode_state())
         } else {

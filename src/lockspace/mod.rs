@@ -554,6 +554,14 @@ impl LockSpace {
     /// Without paths: each is the directory and the name, and a live upgrade
     /// waits for every byte encoded and decoded (libvirt's JSON writer puts
     /// them back).
+    /// Closes the spare open files of released leases (a cache, see
+    /// [`Spare`]). A live upgrade does this before it writes the state: lease
+    /// fds are not close-on-exec, so a spare would pass to the new image
+    /// without anything there that knows of it.
+    pub fn close_spares(&mut self) {
+        self.spares.clear();
+    }
+
     pub fn state(&self) -> crate::state::LockspaceState {
         crate::state::LockspaceState {
             directory: self.dir.clone(),

@@ -30,6 +30,22 @@ async fn reload_is_a_live_upgrade(test: &str, units: Units) {
     // A second owner, connected throughout, that must keep finding them busy.
     let mut other = h.client(4_000_009).await;
     let pid = h.main_pid();
+    // A lease whose file stays when it is released: in crash-safe mode the
+    // daemon keeps its open file as a spare for the next ACQUIRE of the name
+    // (one fd); none may pass through an exec untracked.
+    let spare = lease_name("reload-spare");
+    clients[0]
+        .create_resource(ls, spare.as_bytes())
+        .await
+        .expect("CREATE_RESOURCE");
+    let spare_inode = h.inode(&format!("{LOCKSPACE}/{spare}"));
+    let spares = usize::from(h.ctl(&["status"])["crash_safety"]["mode"] == "active");
+    take_and_release(&mut other, ls, &spare).await;
+    assert_eq!(
+        h.fds_on(pid, spare_inode),
+        spares,
+        "fds on a released lease's file"
+    );
     let lease_inodes = h.lease_inodes(&names);
     assert_eq!(h.locked_inodes(pid), lease_inodes);
     let connected = lock_clients(&h);
@@ -92,6 +108,13 @@ async fn reload_is_a_live_upgrade(test: &str, units: Units) {
                 "{round}: own lease: {again}"
             );
         }
+        // The spare of before the exec is gone; the next release makes a new one.
+        take_and_release(&mut other, ls, &spare).await;
+        assert_eq!(
+            h.fds_on(pid, spare_inode),
+            spares,
+            "{round}: fds on a released lease's file"
+        );
         // And the second owner still finds each lease busy.
         for name in &names {
             crate::support::assert_err(
@@ -112,6 +135,11 @@ async fn reload_is_a_live_upgrade(test: &str, units: Units) {
         c.release(ls, name.as_bytes()).await.expect("RELEASE");
     }
     assert_eq!(h.locked_inodes(pid), Vec::<u64>::new());
+}
+
+async fn take_and_release(c: &mut Client, ls: &[u8], name: &str) {
+    c.acquire(ls, name.as_bytes(), 0).await.expect("ACQUIRE");
+    c.release(ls, name.as_bytes()).await.expect("RELEASE");
 }
 
 /// The daemon's live-upgrade count.

@@ -173,6 +173,22 @@ impl Host {
         inodes
     }
 
+    /// How many open fds of `pid` are on the lockspace file with this inode.
+    pub fn fds_on(&self, pid: u32, inode: u64) -> usize {
+        let dev = self.lockspace_dev();
+        let dir = self.c.path(&format!("/proc/{pid}/fd"));
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        entries
+            .flatten()
+            // metadata() follows the fd's link to the open file itself.
+            .filter_map(|e| std::fs::metadata(e.path()).ok())
+            .filter(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.dev() == dev && m.ino() == inode
+            })
+            .count()
+    }
+
     /// Every lock held through an open fd of `pid` (its fdinfo `lock:` lines).
     pub fn fd_locks(&self, pid: u32) -> Vec<KernelLock> {
         let dir = self.c.path(&format!("/proc/{pid}/fdinfo"));
