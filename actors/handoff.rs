@@ -299,8 +299,12 @@ async fn upgrade(
         },
         // Only our very binary is known to close it.
         stale_fds: if execs_itself {
-            EVENT_LOOP_FD.get().copied().into_iter().collect()
+            let mut stale = take_stale();
+            stale.extend(EVENT_LOOP_FD.get().copied());
+            stale
         } else {
+            // Another binary would keep them open for good.
+            close_stale();
             Vec::new()
         },
     };
@@ -346,28 +350,51 @@ pub fn note_event_loop_fd(fd: i32) {
     }
 }
 
+/// Stale fds (see [`close_stale_later`]) not closed yet.
+static STALE: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
 /// Closes fds a previous image left for us to close (its event loop's
 /// epoll instance): on a thread when there are many clients, whose sockets
 /// were registered in it; the event loop meanwhile serves them.
 pub fn close_stale_later(fds: Vec<i32>, clients: usize) {
-    let close = move || {
-        for fd in fds {
-            // Only an epoll instance is ours to close: a number reused since
-            // would be something else.
-            let is_epoll = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventpoll]");
-            if is_epoll {
-                // SAFETY: an fd inherited from the previous image for this
-                // only, which nothing in this image owns.
-                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-            }
-        }
-    };
+    STALE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(fds);
     if clients < 256 {
-        close();
+        close_stale();
     } else {
-        std::thread::spawn(close);
+        std::thread::spawn(close_stale);
     }
+}
+
+fn close_stale() {
+    loop {
+        // Held while one is closed: an upgrade that starts meanwhile waits,
+        // then passes on the rest (`take_stale`), so none leaks into its image.
+        let mut stale = STALE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(fd) = stale.pop() else { return };
+        // Only an epoll instance is ours to close: a number reused since
+        // would be something else.
+        let is_epoll = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventpoll]");
+        if is_epoll {
+            // SAFETY: an fd inherited from the previous image for this
+            // only, which nothing in this image owns.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+    }
+}
+
+/// The stale fds not closed yet, for the next image to close.
+fn take_stale() -> Vec<i32> {
+    std::mem::take(
+        &mut *STALE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 /// Makes fds survive exec: every lease file and client socket gets this once,
