@@ -133,6 +133,9 @@ pub struct Supervisor {
     restoring: std::collections::VecDeque<(Server, ClientState, Slot)>,
     /// When their restore began; `None` once every one is back.
     restore_began: Option<Instant>,
+    /// This actor's address as every client connection keeps it: one for
+    /// all of them (each `Addr` made costs two allocations, 96 B per client).
+    address: Option<Rc<Addr<Supervisor>>>,
 }
 
 impl Supervisor {
@@ -183,6 +186,7 @@ impl Supervisor {
             restoring: Default::default(),
             cloexec_pending: Vec::new(),
             restore_began: None,
+            address: None,
         }
     }
 
@@ -275,7 +279,10 @@ impl Supervisor {
             peer,
             stream,
             slot,
-            supervisor: ctx.address(),
+            supervisor: self
+                .address
+                .get_or_insert_with(|| Rc::new(ctx.address()))
+                .clone(),
             conn_time,
             pending,
             entry,
