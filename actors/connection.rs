@@ -8,9 +8,8 @@
 //! connection), the owner's leases are released in every lockspace and, if it held
 //! any, the owner is fenced: a VM must not run on without its leases.
 
+use std::fmt;
 use std::future::Future;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -32,9 +31,9 @@ use super::vouched::{Vouched, VouchedOwners};
 use crate::lockspace::OwnerPid;
 use crate::names::lossy_utf8;
 use crate::protocol::error::{code, domain};
-use crate::protocol::lock::{self, LockCall, Owner, Procedure};
+use crate::protocol::lock::{self, LockCall, Procedure};
 use crate::protocol::{Frame, FrameError, Header, RemoteError};
-use crate::session::{owner_label, Session};
+use crate::session::{OwnerLabel, Session};
 use crate::state::{OwnerState, SessionState};
 
 /// How long a closed owner connection waits for each lockspace to release the
@@ -58,13 +57,12 @@ pub struct ConnectionShared {
     pub fencing: FencingMarks,
 }
 
+/// One lock client. Kept small: it lives inline in the actor's task, which
+/// tokio allocates in steps of 128 B (its cache-line alignment); the owner's
+/// details and its log label live in the session's shared `Owner`.
 pub struct Connection {
     link: RpcLink,
     session: Session,
-    /// [`Connection::owner_label`] of the current registration.
-    label: Rc<str>,
-    /// The registered owner, as each acquire hands it to the lock table.
-    owner_details: Option<Arc<Owner>>,
     shared: ConnectionShared,
     /// Set once the release and fencing of a close have been started (by [`Close`]).
     closed: bool,
@@ -78,14 +76,11 @@ impl Connection {
         RpcLink::launch(init.link, move |link| {
             let mut conn = Connection {
                 link,
-                owner_details: init.session.owner().cloned().map(Arc::new),
                 session: init.session,
-                label: "unregistered".into(),
                 shared: init.shared,
                 closed: false,
                 vouched: None,
             };
-            conn.label = conn.owner_label();
             // A session restored after a live upgrade vouches as before.
             conn.vouch();
             conn
@@ -110,13 +105,13 @@ impl Connection {
         );
     }
 
-    /// Describes the registered owner for log lines; computed once per REGISTER,
-    /// not per request.
-    fn owner_label(&self) -> Rc<str> {
-        match self.session.owner() {
-            Some(o) => owner_label(o.pid as OwnerPid, Some(o)).into(),
-            None => "unregistered".into(),
-        }
+    /// Describes the registered owner for log lines, formatted only when a
+    /// line is written.
+    fn label(&self) -> Label<'_> {
+        Label(self.session.owner().map(|o| OwnerLabel {
+            pid: o.pid as OwnerPid,
+            owner: Some(o),
+        }))
     }
 
     /// The registered owner if the kernel vouches for it: the connection's
@@ -142,15 +137,13 @@ impl Connection {
             LockCall::Register { owner, .. } => {
                 let r = self.session.register(owner);
                 if r.is_ok() {
-                    self.label = self.owner_label();
                     self.vouch();
-                    self.owner_details = self.session.owner().cloned().map(Arc::new);
-                    let details = self.owner_details.clone();
+                    let details = self.session.shared_owner().cloned();
                     self.link.entry().update(|e| e.owner = details);
                     crate::failpoint::crash_point("register:before-journal");
                     self.link.journal(Some(self.session_state()));
                     crate::failpoint::crash_point("register:journaled");
-                    debug!(client = self.link.id(), owner = %self.label, "registered");
+                    debug!(client = self.link.id(), owner = %self.label(), "registered");
                 }
                 self.reply(&call, r, ctx)
             }
@@ -187,7 +180,7 @@ impl Connection {
                     name,
                     owner,
                     flags,
-                    details: self.owner_details.clone(),
+                    details: self.session.shared_owner().cloned(),
                 };
                 let Some(answer) = self.send_to_lockspace(&call, &path, acquire, ctx) else {
                     return;
@@ -198,8 +191,8 @@ impl Connection {
                 ctx.wait(answer.into_actor(self).map(move |result, act, ctx| {
                     let result = flatten(result);
                     match &result {
-                        Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, "acquired"),
-                        Err(e) => info!(lockspace = %lossy_utf8(&path), owner = %act.label, flags, error = %e.message, "acquire refused"),
+                        Ok(()) => debug!(lockspace = %lossy_utf8(&path), owner = %act.label(), flags, "acquired"),
+                        Err(e) => info!(lockspace = %lossy_utf8(&path), owner = %act.label(), flags, error = %e.message, "acquire refused"),
                     }
                     act.reply(&call, result, ctx)
                 }))
@@ -310,6 +303,18 @@ impl RpcActor for Connection {
     }
 }
 
+/// The registered owner's [`OwnerLabel`], or `unregistered`.
+struct Label<'a>(Option<OwnerLabel<'a>>);
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(label) => label.fmt(f),
+            None => f.write_str("unregistered"),
+        }
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> RemoteError {
     RemoteError::new(
         code::INTERNAL_ERROR,
@@ -358,7 +363,7 @@ impl Connection {
         // Still vouched for until its fencing has started: a lease loss seen
         // meanwhile finds the fencing instead of an unverified owner.
         let vouched = self.vouched.take();
-        let label = self.label.to_string();
+        let label = self.label().to_string();
         let shared = self.shared.clone();
         // Counted from now, not from when the task first runs: a live upgrade
         // must see that this release is still to come.

@@ -6,6 +6,7 @@
 //! one. Each actor adds only its program's calls.
 
 use std::future::Future;
+use std::rc::Rc;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -56,7 +57,8 @@ pub struct LinkInit {
     pub peer: Peer,
     pub stream: UnixStream,
     pub slot: Slot,
-    pub supervisor: Addr<Supervisor>,
+    /// Shared by every connection of the event thread.
+    pub supervisor: Rc<Addr<Supervisor>>,
     /// Connect time, seconds since the epoch.
     pub conn_time: i64,
     /// Bytes of a partly received request (live upgrade).
@@ -79,7 +81,7 @@ pub struct RpcLink {
     entry: ClientEntry,
     /// Whether a call was made (see [`super::clients::ClientRecord::called`]).
     called: bool,
-    supervisor: Addr<Supervisor>,
+    supervisor: Rc<Addr<Supervisor>>,
     standing: Registration,
     _slot: Slot,
 }

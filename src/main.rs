@@ -7,6 +7,7 @@ use virtlockd::cli::{after_help, Cli};
 
 fn main() -> ExitCode {
     virtlockd::clock::note_main();
+    virtlockd::heap::tune();
     // Before any thread exists, so that every thread inherits it: the daemon's
     // signals are only ever taken by its signal thread (see `signals`), never
     // by a default action or a handler on a thread an exec would discard.

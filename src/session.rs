@@ -2,6 +2,9 @@
 //! client registered, the restricted flag, and the check order every handler runs
 //! before it touches a lockspace. Pure: the connection actor applies it.
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::lockspace::OwnerPid;
 use crate::names::{lossy_utf8, uuid_string};
 use crate::protocol::error::{code, domain};
@@ -11,7 +14,9 @@ use crate::protocol::RemoteError;
 /// What a lock client has told us about itself.
 #[derive(Debug, Clone, Default)]
 pub struct Session {
-    owner: Option<Owner>,
+    /// Shared with the client table and with each lockspace the owner holds
+    /// a lease in (one copy per registration, not one per holder).
+    owner: Option<Arc<Owner>>,
     restricted: bool,
 }
 
@@ -26,7 +31,10 @@ fn not_registered() -> RemoteError {
 impl Session {
     /// Restores a session (live upgrade).
     pub fn restored(owner: Option<Owner>, restricted: bool) -> Self {
-        Self { owner, restricted }
+        Self {
+            owner: owner.map(Arc::new),
+            restricted,
+        }
     }
 
     /// Checks (a) flags, (b) restricted, (c) registered, in libvirt's order.
@@ -56,7 +64,7 @@ impl Session {
         if owner.id == 0 {
             return Err(not_registered());
         }
-        self.owner = Some(owner);
+        self.owner = Some(Arc::new(owner));
         Ok(())
     }
 
@@ -70,6 +78,11 @@ impl Session {
     }
 
     pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_deref()
+    }
+
+    /// The registered owner, to share (see [`Session::owner`]).
+    pub fn shared_owner(&self) -> Option<&Arc<Owner>> {
         self.owner.as_ref()
     }
 
@@ -83,13 +96,29 @@ impl Session {
 /// registered (`unknown` where that is not known, e.g. a lease restored from
 /// libvirt's state). One format for disconnects, fencing and lease losses.
 pub fn owner_label(pid: OwnerPid, owner: Option<&Owner>) -> String {
-    match owner {
-        Some(o) => format!(
-            "{} uuid={} pid={pid}",
-            lossy_utf8(&o.name),
-            uuid_string(&o.uuid)
-        ),
-        None => format!("unknown uuid=unknown pid={pid}"),
+    OwnerLabel { pid, owner }.to_string()
+}
+
+/// [`owner_label`], written only where it is shown: a log line that is
+/// filtered out formats nothing, and nobody keeps the text.
+#[derive(Clone, Copy)]
+pub struct OwnerLabel<'a> {
+    pub pid: OwnerPid,
+    pub owner: Option<&'a Owner>,
+}
+
+impl fmt::Display for OwnerLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pid = self.pid;
+        match self.owner {
+            Some(o) => write!(
+                f,
+                "{} uuid={} pid={pid}",
+                lossy_utf8(&o.name),
+                uuid_string(&o.uuid)
+            ),
+            None => write!(f, "unknown uuid=unknown pid={pid}"),
+        }
     }
 }
 

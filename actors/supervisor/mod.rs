@@ -139,6 +139,9 @@ pub struct Supervisor {
     /// Admin client-disconnects asked for while an upgrade holds every
     /// client: done if it fails, as a held client would have done them.
     deferred_closes: Vec<(Server, u64)>,
+    /// This actor's address as every client connection keeps it: one for
+    /// all of them (each `Addr` made costs two allocations, 96 B per client).
+    address: Option<Rc<Addr<Supervisor>>>,
 }
 
 impl Supervisor {
@@ -191,6 +194,7 @@ impl Supervisor {
             standing: Standing::default(),
             stale_fds: Vec::new(),
             deferred_closes: Vec::new(),
+            address: None,
         }
     }
 
@@ -292,7 +296,10 @@ impl Supervisor {
             peer,
             stream,
             slot,
-            supervisor: ctx.address(),
+            supervisor: self
+                .address
+                .get_or_insert_with(|| Rc::new(ctx.address()))
+                .clone(),
             conn_time,
             pending,
             entry,

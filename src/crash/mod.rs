@@ -16,6 +16,7 @@ pub mod park;
 pub mod store;
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -251,13 +252,17 @@ pub fn forget(tag: u64) {
 /// A connection's word in the busy table (see [`memory::BusyTable`]).
 pub struct BusySlot {
     slot: usize,
-    tag: u64,
+    /// Never 0 (a parked socket's tag), so an `Option<BusySlot>` in each
+    /// connection costs no word of its own.
+    tag: NonZeroU64,
 }
 
 impl BusySlot {
     /// A slot for the connection tagged `tag`; `None` outside crash-safe
-    /// mode (or with every slot taken, which is logged).
+    /// mode, for tag 0 (a socket not parked), or with every slot taken
+    /// (which is logged).
     pub fn take(tag: u64) -> Option<Self> {
+        let tag = NonZeroU64::new(tag)?;
         if !active() {
             return None;
         }
@@ -266,7 +271,7 @@ impl BusySlot {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         if slot.is_none() {
-            warn!(tag, "busy table full: a request of this connection in progress at a crash would not be seen");
+            warn!(tag = tag.get(), "busy table full: a request of this connection in progress at a crash would not be seen");
         }
         Some(Self { slot: slot?, tag })
     }
@@ -274,7 +279,7 @@ impl BusySlot {
     /// A request is being read or answered.
     pub fn busy(&self) {
         if let Some(t) = BUSY.get() {
-            t.set(self.slot, self.tag);
+            t.set(self.slot, self.tag.get());
         }
     }
 

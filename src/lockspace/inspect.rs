@@ -18,7 +18,7 @@ pub fn leases(space: &LockSpace) -> Vec<LeaseView> {
             path: space.path_of(name).as_os_str().as_bytes().to_vec(),
             shared: r.shared(),
             autocreate: r.autocreate(),
-            acquired_at: crate::clock::epoch_seconds(r.acquired_at),
+            acquired_at: r.acquired_at,
             status: match &r.status {
                 super::LeaseStatus::Held => LeaseStatus::Held,
                 super::LeaseStatus::Lost(l) => LeaseStatus::Lost {

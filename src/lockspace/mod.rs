@@ -10,6 +10,7 @@
 pub mod error;
 pub mod inspect;
 pub mod lease;
+pub mod owners;
 pub mod revalidate;
 
 use std::collections::HashMap;
@@ -17,13 +18,13 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tracing::warn;
 
 use crate::names::lossy_utf8;
 pub use error::LockError;
 use lease::{is_conflict, Lease, LockMode, OpenError, PathKind, Spare};
+pub use owners::Owners;
 pub use revalidate::{LeaseStatus, Loss, LossCause};
 
 use crate::protocol::lock::{Owner, ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
@@ -37,11 +38,6 @@ pub type OwnerPid = i32;
 /// the lockspace, so we stop and report the resource busy.
 const MAX_AUTOCREATE_RETRIES: usize = 64;
 
-/// The owners of a resource: one entry per acquisition, inline for the usual
-/// one or two (a host holds thousands of leases; each would otherwise carry
-/// a heap allocation of its own).
-pub type Owners = smallvec::SmallVec<[OwnerPid; 2]>;
-
 /// One held resource: its lease fd (exactly one per resource) and its owners.
 /// Its file's path is not kept: it is the lockspace's directory and the name
 /// (see [`LockSpace::path_of`]), computed when needed, which is rarely.
@@ -52,15 +48,19 @@ pub struct Resource {
     pub flags: u32,
     /// One entry per acquisition; a shared resource may list an owner twice.
     pub owners: Owners,
-    pub acquired_at: SystemTime,
+    /// Seconds since the epoch (all that is ever shown of it): 8 bytes, not
+    /// a `SystemTime`'s 16, in every lease record.
+    pub acquired_at: i64,
     /// Held, or lost (see [`revalidate`]).
     pub status: LeaseStatus,
     /// Whether the lease file is on network storage and so is revalidated;
     /// found out (fstatfs) at its first check.
     checked: Option<bool>,
     /// Consecutive checks that failed with an error of the filesystem (see
-    /// [`revalidate`]); reset by a check that succeeds.
-    failures: u32,
+    /// [`revalidate`]); reset by a check that succeeds. Never more than
+    /// [`revalidate::FAILED_CHECKS_FOR_LOSS`]; a u16 keeps the record at 80
+    /// bytes.
+    failures: u16,
 }
 
 impl Resource {
@@ -133,7 +133,7 @@ impl Resource {
             lock_held: !self.status.is_lost(),
             flags: self.flags,
             owners: &self.owners,
-            acquired_at: crate::clock::epoch_seconds(self.acquired_at),
+            acquired_at: self.acquired_at,
             lost_reason: match &self.status {
                 LeaseStatus::Held => None,
                 LeaseStatus::Lost(l) => Some(l.cause.to_string()),
@@ -157,7 +157,7 @@ impl Resource {
             lock_held: !self.status.is_lost(),
             flags: self.flags,
             owners: self.owners.to_vec(),
-            acquired_at: crate::clock::epoch_seconds(self.acquired_at),
+            acquired_at: self.acquired_at,
             lost_reason: match &self.status {
                 LeaseStatus::Held => None,
                 LeaseStatus::Lost(l) => Some(l.cause.to_string()),
@@ -466,8 +466,8 @@ impl LockSpace {
             Resource {
                 lease,
                 flags,
-                owners: smallvec::smallvec![owner],
-                acquired_at: SystemTime::now(),
+                owners: Owners::one(owner),
+                acquired_at: crate::clock::now_epoch_seconds(),
                 status: LeaseStatus::Held,
                 checked: None,
                 failures: 0,
@@ -658,8 +658,7 @@ impl LockSpace {
                     "lease path in the restart state differs from its lockspace and name; using the latter"
                 );
             }
-            let acquired_at =
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.acquired_at.max(0) as u64);
+            let acquired_at = r.acquired_at.max(0);
             resources.insert(
                 r.name.into_boxed_slice(),
                 Resource {
@@ -702,7 +701,7 @@ impl LockSpace {
         for (name, res) in other.resources {
             match self.resources.get_mut(&name) {
                 Some(kept) => {
-                    kept.owners.extend(res.owners);
+                    kept.owners.extend(res.owners.iter().copied());
                     // Same file, held by `kept`: dropping this lease parks its
                     // fd instead of closing it (see `Lease`'s Drop).
                     drop(res.lease);

@@ -137,7 +137,9 @@ impl LockSpace {
                     res.failures = 0;
                     continue;
                 }
-                Err(LossCause::Failed(errno)) if res.failures + 1 < FAILED_CHECKS_FOR_LOSS => {
+                Err(LossCause::Failed(errno))
+                    if u32::from(res.failures) + 1 < FAILED_CHECKS_FOR_LOSS =>
+                {
                     res.failures += 1;
                     warn!(
                         resource = %crate::names::lossy_utf8(name),
