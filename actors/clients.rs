@@ -75,6 +75,16 @@ pub struct ClientEntry {
 }
 
 impl ClientEntry {
+    /// The server the connection is a client of.
+    pub fn server(&self) -> Server {
+        self.key.0
+    }
+
+    /// The connection's id on its server.
+    pub fn id(&self) -> u64 {
+        self.key.1
+    }
+
     /// Changes this connection's row.
     pub fn update(&self, f: impl FnOnce(&mut ClientRecord)) {
         if let Some(r) = self.table.0.borrow_mut().get_mut(&self.key) {

@@ -71,10 +71,10 @@ pub struct LinkInit {
     pub standing: Standing,
 }
 
-/// One client connection of an RPC server, whatever its program.
+/// One client connection of an RPC server, whatever its program. It lives in
+/// every connection actor, idle ones included, so nothing is kept twice: the
+/// server and id are the client-table row's (`entry`).
 pub struct RpcLink {
-    server: Server,
-    id: u64,
     peer: Peer,
     conn_time: i64,
     wire: Wire,
@@ -84,6 +84,13 @@ pub struct RpcLink {
     supervisor: Rc<Addr<Supervisor>>,
     standing: Registration,
     _slot: Slot,
+}
+
+impl Drop for RpcLink {
+    fn drop(&mut self) {
+        // Also when the actor never ran its `stopped` (the system went down).
+        self.standing.remove(self.server(), self.id());
+    }
 }
 
 /// An actor serving one RPC program on one client connection.
@@ -109,8 +116,6 @@ impl RpcLink {
                     .register(init.server, init.id, incoming, !init.pending.is_empty());
             ctx.add_stream(incoming);
             make(RpcLink {
-                server: init.server,
-                id: init.id,
                 peer: init.peer,
                 conn_time: init.conn_time,
                 wire,
@@ -124,7 +129,11 @@ impl RpcLink {
     }
 
     pub fn id(&self) -> u64 {
-        self.id
+        self.entry.id()
+    }
+
+    fn server(&self) -> Server {
+        self.entry.server()
     }
 
     pub fn peer(&self) -> Peer {
@@ -165,8 +174,8 @@ impl RpcLink {
             state.fd = -1;
             state.pending = Vec::new();
             crate::crash::record_or_log(&crate::crash::Entry::Client {
-                server: self.server.journal_id(),
-                id: self.id,
+                server: self.server().journal_id(),
+                id: self.id(),
                 client: Some(state),
             });
         }
@@ -175,7 +184,7 @@ impl RpcLink {
     /// This client as a live upgrade carries it over.
     pub fn state(&self, session: Option<SessionState>) -> ClientState {
         ClientState {
-            id: self.id,
+            id: self.id(),
             fd: self.wire.raw_fd(),
             conn_time: self.conn_time,
             session,
@@ -210,8 +219,8 @@ impl RpcLink {
             Route::Ignore => {}
             Route::Close(why) => {
                 warn!(
-                    server = self.server.name(),
-                    client = self.id,
+                    server = self.server().name(),
+                    client = self.id(),
                     pid = self.peer.pid,
                     "{why}; closing connection"
                 );
@@ -236,7 +245,7 @@ pub fn incoming<A: RpcActor>(act: &mut A, item: Result<Frame, FrameError>, ctx: 
         Ok(frame) => receive(act, frame, ctx),
         Err(e) => {
             let link = act.link();
-            warn!(server = link.server.name(), client = link.id, pid = link.peer.pid, error = %e, "closing connection");
+            warn!(server = link.server().name(), client = link.id(), pid = link.peer.pid, error = %e, "closing connection");
             ctx.stop();
         }
     }
@@ -264,19 +273,19 @@ pub fn journal_gone(server: Server, id: u64) {
 /// At stop: the supervisor forgets the connection. An admin client is gone
 /// at once; a lock client once its leases are released (see `connection`).
 pub fn stopped(link: &RpcLink) {
-    link.standing.remove();
-    if link.server == Server::Admin {
-        journal_gone(link.server, link.id);
+    link.standing.remove(link.server(), link.id());
+    if link.server() == Server::Admin {
+        journal_gone(link.server(), link.id());
     }
     debug!(
-        server = link.server.name(),
-        client = link.id,
+        server = link.server().name(),
+        client = link.id(),
         pid = link.peer.pid,
         "client disconnected"
     );
     link.supervisor.do_send(Disconnected {
-        server: link.server,
-        id: link.id,
+        server: link.server(),
+        id: link.id(),
     });
 }
 

@@ -100,7 +100,6 @@ impl Standing {
             },
             Registration {
                 links: Rc::downgrade(&self.links),
-                key: (server, id),
             },
         )
     }
@@ -171,20 +170,15 @@ impl Stream for HeldIncoming {
 /// A connection's place in [`Standing`]; gone with the connection.
 pub struct Registration {
     links: std::rc::Weak<Links>,
-    key: (Server, u64),
 }
 
 impl Registration {
-    /// The connection stopped: it hands over nothing any more.
-    pub fn remove(&self) {
+    /// The connection `(server, id)` stopped: it hands over nothing any more.
+    /// (The key is the connection's own, not kept here a second time: every
+    /// byte of a connection actor counts, see `rpc::RpcLink`.)
+    pub fn remove(&self, server: Server, id: u64) {
         if let Some(links) = self.links.upgrade() {
-            links.borrow_mut().remove(&self.key);
+            links.borrow_mut().remove(&(server, id));
         }
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.remove();
     }
 }
