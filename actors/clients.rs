@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::rpc::Peer;
+use super::standing::LinkView;
 use super::supervisor::Server;
 use crate::protocol::lock::Owner;
 
@@ -25,6 +26,9 @@ pub struct ClientRecord {
     pub called: bool,
     pub owner: Option<Arc<Owner>>,
     pub restricted: bool,
+    /// Where the connection stands for a live upgrade (see `standing`); set
+    /// once its actor runs, cleared when it stops.
+    pub link: Option<Rc<LinkView>>,
 }
 
 /// Rows keyed by (server, id); ids grow, so iteration is connection order.

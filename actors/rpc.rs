@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::clients::ClientEntry;
 use super::gate::Slot;
-use super::standing::{Registration, Standing};
+use super::standing::Standing;
 use super::supervisor::{Disconnected, Server, Supervisor};
 use super::wire::Wire;
 use crate::protocol::{self as proto, Frame, FrameError, Header, RemoteError, Route};
@@ -82,15 +82,7 @@ pub struct RpcLink {
     /// Whether a call was made (see [`super::clients::ClientRecord::called`]).
     called: bool,
     supervisor: Rc<Addr<Supervisor>>,
-    standing: Registration,
     _slot: Slot,
-}
-
-impl Drop for RpcLink {
-    fn drop(&mut self) {
-        // Also when the actor never ran its `stopped` (the system went down).
-        self.standing.remove(self.server(), self.id());
-    }
 }
 
 /// An actor serving one RPC program on one client connection.
@@ -111,9 +103,8 @@ impl RpcLink {
     pub fn launch<A: RpcActor>(init: LinkInit, make: impl FnOnce(RpcLink) -> A) -> Addr<A> {
         A::create(move |ctx| {
             let (wire, incoming) = Wire::new(init.stream, &init.pending, init.tag);
-            let (incoming, standing) =
-                init.standing
-                    .register(init.server, init.id, incoming, !init.pending.is_empty());
+            let (incoming, view) = init.standing.register(incoming, !init.pending.is_empty());
+            init.entry.update(|r| r.link = Some(view));
             ctx.add_stream(incoming);
             make(RpcLink {
                 peer: init.peer,
@@ -122,7 +113,6 @@ impl RpcLink {
                 entry: init.entry,
                 called: false,
                 supervisor: init.supervisor,
-                standing,
                 _slot: init.slot,
             })
         })
@@ -273,7 +263,8 @@ pub fn journal_gone(server: Server, id: u64) {
 /// At stop: the supervisor forgets the connection. An admin client is gone
 /// at once; a lock client once its leases are released (see `connection`).
 pub fn stopped(link: &RpcLink) {
-    link.standing.remove(link.server(), link.id());
+    // Handed over no more: a live upgrade skips a stopping connection.
+    link.entry.update(|r| r.link = None);
     if link.server() == Server::Admin {
         journal_gone(link.server(), link.id());
     }

@@ -11,15 +11,13 @@
 //! connection run there): plain cells, no locks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 
-use super::supervisor::Server;
 use super::wire::Incoming;
 use crate::protocol::{Frame, FrameError};
 
@@ -34,27 +32,32 @@ struct ReadHold {
     waiting: RefCell<Vec<Waker>>,
 }
 
-/// One connection as the upgrade sees it.
-struct LinkView {
+/// One connection as the upgrade sees it; kept in the connection's row of
+/// the client table (`clients::ClientRecord::link`), so that the hold reads
+/// one table, and a client costs no second one.
+pub struct LinkView {
     /// A request was taken off the socket and is not known answered yet: the
     /// connection's stream has not been polled again since.
     busy: Cell<bool>,
     /// [`ReadHold::requests`] when it last took one.
     last: Cell<u64>,
-    /// The socket's fd number (kept here: the hold reads thousands).
-    fd: RawFd,
-    incoming: RefCell<Incoming>,
+    /// Read through a shared reference (see [`Incoming::poll_frame`]): no
+    /// cell of its own, so that a view is 40 bytes, one per client.
+    incoming: Incoming,
 }
 
-/// Every registered connection, by server and id: in the client table's
-/// order, so that the hold reads both side by side.
-type Links = RefCell<BTreeMap<(Server, u64), Rc<LinkView>>>;
-
-/// Every connection of both servers, and the hold over their reading.
+/// The hold over every connection's reading.
 #[derive(Clone, Default)]
 pub struct Standing {
     hold: Rc<ReadHold>,
-    links: Rc<Links>,
+}
+
+impl std::fmt::Debug for LinkView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkView")
+            .field("busy", &self.busy.get())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection counts as active if it took a request among the last this
@@ -78,29 +81,20 @@ pub enum Stand {
 impl Standing {
     /// Puts a new connection's packets behind the hold. `replay` says whether
     /// it starts with bytes carried over a live upgrade, which it handles as
-    /// it starts, not through the stream: it counts as busy until then.
-    pub fn register(
-        &self,
-        server: Server,
-        id: u64,
-        incoming: Incoming,
-        replay: bool,
-    ) -> (HeldIncoming, Registration) {
+    /// it starts, not through the stream: it counts as busy until then. The
+    /// view goes into the connection's client-table row.
+    pub fn register(&self, incoming: Incoming, replay: bool) -> (HeldIncoming, Rc<LinkView>) {
         let view = Rc::new(LinkView {
             busy: Cell::new(replay),
             last: Cell::new(0),
-            fd: incoming.raw_fd(),
-            incoming: RefCell::new(incoming),
+            incoming,
         });
-        self.links.borrow_mut().insert((server, id), view.clone());
         (
             HeldIncoming {
-                view,
+                view: view.clone(),
                 hold: self.hold.clone(),
             },
-            Registration {
-                links: Rc::downgrade(&self.links),
-            },
+            view,
         )
     }
 
@@ -111,20 +105,17 @@ impl Standing {
         self.hold.held.set(true);
     }
 
-    /// Calls `f` with where each connection stands, in (server, id) order.
-    pub fn each(&self, mut f: impl FnMut(Server, u64, Stand)) {
+    /// Where `view`'s connection stands at the hold.
+    pub fn stand(&self, view: &LinkView) -> Stand {
         let recent = self.hold.requests.get().saturating_sub(RECENT_REQUESTS);
-        for (&(server, id), view) in self.links.borrow().iter() {
-            let stand = if view.busy.get() {
-                Stand::Busy
-            } else {
-                Stand::Idle {
-                    fd: view.fd,
-                    pending: view.incoming.borrow().pending(),
-                    active: view.last.get() > recent,
-                }
-            };
-            f(server, id, stand);
+        if view.busy.get() {
+            Stand::Busy
+        } else {
+            Stand::Idle {
+                fd: view.incoming.raw_fd(),
+                pending: view.incoming.pending(),
+                active: view.last.get() > recent,
+            }
         }
     }
 
@@ -154,7 +145,7 @@ impl Stream for HeldIncoming {
             self.hold.waiting.borrow_mut().push(cx.waker().clone());
             return Poll::Pending;
         }
-        let next = self.view.incoming.borrow_mut().poll_next_unpin(cx);
+        let next = self.view.incoming.poll_frame(cx);
         if next.is_ready() {
             // A request, or the end of the connection: either is handled
             // before the stream is polled again.
@@ -164,21 +155,5 @@ impl Stream for HeldIncoming {
             self.view.last.set(now);
         }
         next
-    }
-}
-
-/// A connection's place in [`Standing`]; gone with the connection.
-pub struct Registration {
-    links: std::rc::Weak<Links>,
-}
-
-impl Registration {
-    /// The connection `(server, id)` stopped: it hands over nothing any more.
-    /// (The key is the connection's own, not kept here a second time: every
-    /// byte of a connection actor counts, see `rpc::RpcLink`.)
-    pub fn remove(&self, server: Server, id: u64) {
-        if let Some(links) = self.links.upgrade() {
-            links.borrow_mut().remove(&(server, id));
-        }
     }
 }

@@ -225,12 +225,18 @@ impl Stream for Incoming {
     type Item = Result<Frame, FrameError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let socket = &*self.0;
-        socket.reader.borrow_mut().poll_frame(&socket.stream, cx)
+        self.poll_frame(cx)
     }
 }
 
 impl Incoming {
+    /// The next packet, as [`Stream::poll_next`] gives it, through a shared
+    /// reference: the socket's read state has a cell of its own.
+    pub fn poll_frame(&self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame, FrameError>>> {
+        let socket = &*self.0;
+        socket.reader.borrow_mut().poll_frame(&socket.stream, cx)
+    }
+
     /// The socket's fd number.
     pub fn raw_fd(&self) -> RawFd {
         self.0.stream.as_raw_fd()

@@ -288,6 +288,7 @@ impl Supervisor {
                 called: false,
                 owner: session.owner().cloned().map(Arc::new),
                 restricted: session.is_restricted(),
+                link: None,
             },
         );
         let link = LinkInit {
@@ -809,23 +810,15 @@ impl Supervisor {
     /// the middle of a request is named, to be quiesced once it has answered.
     fn hold_clients(&mut self) -> HeldClients {
         self.standing.hold();
-        let mut stands = Vec::with_capacity(self.connections.len() + self.admin_connections.len());
-        self.standing
-            .each(|server, id, stand| stands.push((server, id, stand)));
-        // Both in (server, id) order: read side by side, each row once, as
-        // it lies (thousands of lookups would each miss the cache).
-        let mut next = stands.into_iter().peekable();
         let mut held = HeldClients::default();
         let mut busy = Vec::new();
+        // One pass over the client table, in (server, id) order, each row
+        // read once as it lies (thousands of lookups would each miss the
+        // cache). A row without a link is a connection that has stopped (or
+        // not started yet): it has nothing to hand over.
         self.clients.each(|server, id, record| {
-            // A connection without a row (none is expected) is asked.
-            while let Some((s, i, _)) = next.next_if(|(s, i, _)| (*s, *i) < (server, id)) {
-                busy.push((s, i));
-            }
-            let Some((_, _, stand)) = next.next_if(|(s, i, _)| (*s, *i) == (server, id)) else {
-                return;
-            };
-            let (fd, pending, active) = match stand {
+            let Some(view) = &record.link else { return };
+            let (fd, pending, active) = match self.standing.stand(view) {
                 Stand::Busy => return busy.push((server, id)),
                 Stand::Idle {
                     fd,
@@ -861,7 +854,6 @@ impl Supervisor {
         // first (the ones quiesced go before them, see `handoff`).
         held.lock_active.append(&mut held.lock_idle);
         held.lock_idle = std::mem::take(&mut held.lock_active);
-        busy.extend(next.map(|(s, i, _)| (s, i)));
         for (server, id) in busy {
             match server {
                 Server::Lock => held.lock_busy.extend(self.connections.get(&id).cloned()),
