@@ -123,9 +123,22 @@ impl Resource {
         discard(self.lease);
     }
 
+    /// Why and since when (epoch seconds) the lease is lost, as the state
+    /// carries it: `(None, 0)` while held.
+    fn loss(&self) -> (Option<String>, i64) {
+        match &self.status {
+            LeaseStatus::Held => (None, 0),
+            LeaseStatus::Lost(l) => (
+                Some(l.cause.to_string()),
+                crate::clock::epoch_seconds(l.since),
+            ),
+        }
+    }
+
     /// The resource as a live upgrade encodes it in place (see
     /// [`LockSpace::encode_state`]): [`Resource::state`] without the copies.
     fn view<'a>(&'a self, name: &'a [u8]) -> crate::state::encoded::ResourceView<'a> {
+        let (lost_reason, lost_since) = self.loss();
         crate::state::encoded::ResourceView {
             name,
             path: b"",
@@ -134,14 +147,8 @@ impl Resource {
             flags: self.flags,
             owners: &self.owners,
             acquired_at: self.acquired_at,
-            lost_reason: match &self.status {
-                LeaseStatus::Held => None,
-                LeaseStatus::Lost(l) => Some(l.cause.to_string()),
-            },
-            lost_since: match &self.status {
-                LeaseStatus::Held => 0,
-                LeaseStatus::Lost(l) => crate::clock::epoch_seconds(l.since),
-            },
+            lost_reason,
+            lost_since,
             file_id: self.lease.file_id(),
             ofd: self.lease.is_ofd(),
             tag: self.lease.tag(),
@@ -150,6 +157,7 @@ impl Resource {
 
     /// The resource as a live upgrade or the crash journal carries it.
     fn state(&self, name: &[u8], path: &Path) -> crate::state::ResourceState {
+        let (lost_reason, lost_since) = self.loss();
         crate::state::ResourceState {
             name: name.to_vec(),
             path: path.as_os_str().as_bytes().to_vec(),
@@ -158,14 +166,8 @@ impl Resource {
             flags: self.flags,
             owners: self.owners.to_vec(),
             acquired_at: self.acquired_at,
-            lost_reason: match &self.status {
-                LeaseStatus::Held => None,
-                LeaseStatus::Lost(l) => Some(l.cause.to_string()),
-            },
-            lost_since: match &self.status {
-                LeaseStatus::Held => 0,
-                LeaseStatus::Lost(l) => crate::clock::epoch_seconds(l.since),
-            },
+            lost_reason,
+            lost_since,
             file_id: self.lease.file_id(),
             ofd: self.lease.is_ofd(),
             tag: self.lease.tag(),
