@@ -385,8 +385,9 @@ impl Connection {
             // libvirt does when a release fails.
             let replies =
                 futures_util::future::join_all(shared.lockspaces.all().into_iter().map(|ls| {
-                    let release = ls.send(ReleaseOwner { owner });
-                    tokio::time::timeout(RELEASE_PATIENCE, release)
+                    let (reply, released) = oneshot::channel();
+                    ls.do_send(ReleaseOwner { owner, reply });
+                    tokio::time::timeout(RELEASE_PATIENCE, released)
                 }))
                 .await;
             for reply in replies {

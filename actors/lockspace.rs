@@ -238,15 +238,22 @@ impl Handler<DeleteResource> for LockspaceActor {
 /// Release everything `owner` holds here (its connection closed).
 /// Answers with the names released.
 #[derive(Message)]
-#[rtype(result = "Vec<Vec<u8>>")]
+#[rtype(result = "()")]
 pub struct ReleaseOwner {
     pub owner: OwnerPid,
+    /// Where the names go. Sent with `do_send`, not actix's `send`: actix
+    /// skips a message whose `send` future was dropped, and a closing
+    /// connection stops waiting for a lockspace on a hung mount (it fences
+    /// the owner instead); the release must still run when the mount recovers.
+    pub reply: oneshot::Sender<Vec<Vec<u8>>>,
 }
 
 impl Handler<ReleaseOwner> for LockspaceActor {
-    type Result = MessageResult<ReleaseOwner>;
-    fn handle(&mut self, m: ReleaseOwner, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.with_space(|s| s.release_owner(m.owner)))
+    type Result = ();
+    fn handle(&mut self, m: ReleaseOwner, _: &mut Self::Context) {
+        let released = self.with_space(|s| s.release_owner(m.owner));
+        // Nobody may wait any more (see above): the release stands anyway.
+        let _ = m.reply.send(released);
     }
 }
 

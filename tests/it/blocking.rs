@@ -270,3 +270,45 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
 
     stuck.fails_when_the_mount_dies(mnt).await;
 }
+
+/// A release the closing connection stopped waiting for (its lockspace was
+/// stuck on a hung mount) still runs once the lockspace can answer: the
+/// owner was fenced meanwhile, and its lease must not stay locked for good.
+#[tokio::test]
+async fn a_release_given_up_on_runs_when_the_hung_lockspace_recovers() {
+    let d = Daemon::start();
+    let test = "a_release_given_up_on_runs_when_the_hung_lockspace_recovers";
+    let Some(mnt) = HungMount::or_skip(test, &d.base().join("hung")) else {
+        return;
+    };
+    // A VM holding a direct lease (default lockspace) on healthy storage.
+    let disk = d.base().join("vm-direct.img");
+    let mut vm = Holder::start(&d, Path::new(""), &disk.to_string_lossy(), &[]).await;
+    assert_eq!(d.kernel_locks_on(&disk).len(), 1);
+    // Then the default lockspace's thread gets stuck in open() on the mount.
+    let stuck = StuckCall::start(&d, &mnt).await;
+    wait_stuck(&d, 1).await;
+
+    // The VM's connection closes: its release waits behind the stuck call,
+    // the connection gives up on it and fences the owner.
+    vm.close_connection().await;
+    assert_eq!(
+        vm.wait_signal(Duration::from_secs(15)).await,
+        Some(libc::SIGTERM),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        d.kernel_locks_on(&disk).len(),
+        1,
+        "released before the lockspace could"
+    );
+
+    // The mount dies, the stuck call fails, and the queued release runs.
+    stuck.fails_when_the_mount_dies(mnt).await;
+    let released = within(Duration::from_secs(10), || {
+        d.kernel_locks_on(&disk).is_empty()
+    })
+    .await;
+    assert!(released, "the lease stayed locked:\n{}", d.log());
+}
