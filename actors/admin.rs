@@ -13,7 +13,7 @@ use super::admin_state::{server_named, AdminState, SERVERS};
 use super::clients::ClientRecord;
 use super::inspect;
 use super::rpc::{self, Answer, LinkInit, Peer, Quiesce, RpcActor, RpcLink};
-use super::supervisor::{CloseClient, Server, SetTimeout, Shutdown};
+use super::supervisor::{CloseClient, CloseOutcome, Server, SetTimeout, Shutdown};
 use crate::admin_rules::{self as rules, ClientFound};
 use crate::logging;
 use crate::protocol::admin::{
@@ -257,8 +257,13 @@ impl AdminConnection {
             call,
             async move {
                 match op.await {
-                    Ok(true) => Ok(Bytes::new()),
-                    Ok(false) => Err(errors::no_client(client.id)),
+                    Ok(CloseOutcome::Closed) => Ok(Bytes::new()),
+                    Ok(CloseOutcome::NoSuchClient) => Err(errors::no_client(client.id)),
+                    Ok(CloseOutcome::Upgrading) => Err(RemoteError::new(
+                        code::OPERATION_INVALID,
+                        domain::ADMIN,
+                        "a live upgrade is in progress; try again",
+                    )),
                     Err(e) => Err(RemoteError::new(
                         code::INTERNAL_ERROR,
                         domain::ADMIN,

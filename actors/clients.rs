@@ -29,6 +29,9 @@ pub struct ClientRecord {
     /// Where the connection stands for a live upgrade (see `standing`); set
     /// once its actor runs, cleared when it stops.
     pub link: Option<Rc<LinkView>>,
+    /// An admin client-disconnect was sent to it: a live upgrade must ask it
+    /// (its question queues behind the close) rather than hand it over.
+    pub closing: bool,
 }
 
 /// Rows keyed by (server, id); ids grow, so iteration is connection order.
@@ -36,6 +39,13 @@ pub struct ClientRecord {
 pub struct ClientTable(Rc<RefCell<BTreeMap<(Server, u64), ClientRecord>>>);
 
 impl ClientTable {
+    /// Marks the row of `(server, id)` as closing (see [`ClientRecord::closing`]).
+    pub fn mark_closing(&self, server: Server, id: u64) {
+        if let Some(r) = self.0.borrow_mut().get_mut(&(server, id)) {
+            r.closing = true;
+        }
+    }
+
     /// Adds a row; it lives as long as the returned entry.
     pub fn insert(&self, server: Server, id: u64, record: ClientRecord) -> ClientEntry {
         self.0.borrow_mut().insert((server, id), record);

@@ -136,9 +136,6 @@ pub struct Supervisor {
     /// fds the previous image left for this one to close once every client
     /// is back (see `handoff::close_stale_later`).
     stale_fds: Vec<i32>,
-    /// Admin client-disconnects asked for while an upgrade holds every
-    /// client: done if it fails, as a held client would have done them.
-    deferred_closes: Vec<(Server, u64)>,
     /// This actor's address as every client connection keeps it: one for
     /// all of them (each `Addr` made costs two allocations, 96 B per client).
     address: Option<Rc<Addr<Supervisor>>>,
@@ -193,7 +190,6 @@ impl Supervisor {
             restore_began: None,
             standing: Standing::default(),
             stale_fds: Vec::new(),
-            deferred_closes: Vec::new(),
             address: None,
         }
     }
@@ -289,6 +285,7 @@ impl Supervisor {
                 owner: session.owner().cloned().map(Arc::new),
                 restricted: session.is_restricted(),
                 link: None,
+                closing: false,
             },
         );
         let link = LinkInit {
@@ -550,9 +547,6 @@ impl Handler<Resume> for Supervisor {
     fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
         self.upgrading = false;
         self.standing.release();
-        for (server, id) in std::mem::take(&mut self.deferred_closes) {
-            self.close_client(server, id);
-        }
         if self.shutdown.requested() {
             ctx.notify(Shutdown);
         } else if self.accepting.is_empty() && !self.shutting_down {
@@ -759,37 +753,43 @@ impl Handler<Shutdown> for Supervisor {
 }
 
 /// Admin client-disconnect: close client `id` of `server`, exactly as if it had
-/// hung up (for a lock client: release and fencing of its owner). Answers
-/// whether the client existed.
+/// hung up (for a lock client: release and fencing of its owner).
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "CloseOutcome")]
 pub struct CloseClient {
     pub server: Server,
     pub id: u64,
 }
 
+/// What became of a [`CloseClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOutcome {
+    Closed,
+    NoSuchClient,
+    /// A live upgrade holds every client: one between requests has been
+    /// handed over as it stands and must not close under it, nor may the new
+    /// image miss a close that was acknowledged. The caller tries again.
+    Upgrading,
+}
+
 impl Handler<CloseClient> for Supervisor {
-    type Result = bool;
-    fn handle(&mut self, m: CloseClient, _: &mut Self::Context) -> bool {
-        if self.upgrading {
-            // A client between requests reads no message while the upgrade
-            // holds it, and must not close under it: its socket is in the
-            // state being written.
-            let known = match m.server {
-                Server::Lock => self.connections.contains_key(&m.id),
-                Server::Admin => self.admin_connections.contains_key(&m.id),
-            };
-            if known {
-                self.deferred_closes.push((m.server, m.id));
-            }
-            return known;
-        }
-        self.close_client(m.server, m.id)
+    type Result = MessageResult<CloseClient>;
+    fn handle(&mut self, m: CloseClient, _: &mut Self::Context) -> Self::Result {
+        MessageResult(if self.upgrading {
+            CloseOutcome::Upgrading
+        } else if self.close_client(m.server, m.id) {
+            CloseOutcome::Closed
+        } else {
+            CloseOutcome::NoSuchClient
+        })
     }
 }
 
 impl Supervisor {
     fn close_client(&self, server: Server, id: u64) -> bool {
+        // Before the Close is even read: an upgrade that pauses before the
+        // connection runs must not hand over a client about to close.
+        self.clients.mark_closing(server, id);
         match server {
             Server::Lock => self
                 .connections
@@ -814,10 +814,15 @@ impl Supervisor {
         let mut busy = Vec::new();
         // One pass over the client table, in (server, id) order, each row
         // read once as it lies (thousands of lookups would each miss the
-        // cache). A row without a link is a connection that has stopped (or
-        // not started yet): it has nothing to hand over.
+        // cache). A row without a link is a connection that has stopped: it
+        // has nothing to hand over. One told to close is asked, like a busy
+        // one: the question waits behind the close, and fails once it is
+        // done (a connection closed meanwhile).
         self.clients.each(|server, id, record| {
             let Some(view) = &record.link else { return };
+            if record.closing {
+                return busy.push((server, id));
+            }
             let (fd, pending, active) = match self.standing.stand(view) {
                 Stand::Busy => return busy.push((server, id)),
                 Stand::Idle {

@@ -511,3 +511,71 @@ async fn an_upgrade_while_idle_clients_are_still_rebuilt_keeps_every_one() {
     clients[0].release(&ls, b"c1").await.unwrap();
     other.acquire(&ls, b"c1", ACQUIRE_AUTOCREATE).await.unwrap();
 }
+
+/// An admin client-disconnect racing a live upgrade: either it closes the
+/// client before the upgrade holds it (the client reads EOF and is gone after
+/// the upgrade), or it is refused as "upgrade in progress" (the client stays,
+/// served by the new image). Never acknowledged and then lost, and never a
+/// client handed over that then closes under the upgrade.
+#[tokio::test]
+async fn an_admin_close_racing_an_upgrade_closes_or_is_refused_never_half() {
+    use crate::support::admin::{admin_client, call, client_args, lock_client_ids};
+    use virtlockd::protocol::admin::procedure as p;
+    let d = Daemon::start();
+    let mut admin = admin_client(&d).await;
+    let (mut closed, mut refused) = (0, 0);
+    for round in 0..12u32 {
+        let mut c = d.client().await;
+        c.register(&owner("vm", 1, 4_100_000 + round))
+            .await
+            .unwrap();
+        let id = *lock_client_ids(&mut admin)
+            .await
+            .last()
+            .expect("a lock client");
+        // The close and the signal go out together, in turns one or the
+        // other first and a little apart, so that the daemon meets them in
+        // varying order (the window where the close is read before the hold
+        // but reaches the supervisor after it is narrow: this checks that
+        // every outcome is whole, whichever occurs).
+        let lag = Duration::from_micros(500 * u64::from(round % 4));
+        let close = call(&mut admin, p::CLIENT_CLOSE, client_args("virtlockd", id, 0));
+        let close = if round % 2 == 0 {
+            let signal = async {
+                tokio::time::sleep(lag).await;
+                d.signal(Signal::SIGUSR1)
+            };
+            tokio::join!(close, signal).0
+        } else {
+            let close = async {
+                tokio::time::sleep(lag).await;
+                close.await
+            };
+            tokio::join!(async { d.signal(Signal::SIGUSR1) }, close).1
+        };
+        wait_upgraded(&d, u64::from(round) + 1).await;
+        let listed = lock_client_ids(&mut admin).await.contains(&id);
+        match close {
+            Ok(_) => {
+                closed += 1;
+                assert!(!listed, "round {round}: closed client {id} still listed");
+                assert!(
+                    c.ping().await.is_err(),
+                    "round {round}: closed client still served"
+                );
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(
+                    e.to_string().contains("upgrade is in progress"),
+                    "round {round}: {e}"
+                );
+                assert!(listed, "round {round}: refused close lost client {id}");
+                c.ping()
+                    .await
+                    .expect("a client whose close was refused is served");
+            }
+        }
+    }
+    eprintln!("admin close vs upgrade: {closed} closed first, {refused} refused");
+}
