@@ -553,7 +553,25 @@ fn exec_with(
     if let Some(here) = here {
         let _ = std::env::set_current_dir(here);
     }
-    let _ = set_cloexec(&fds, true);
+    // Close-on-exec again where it was: the listeners, the store's fds and
+    // the running event loop's epoll. Parked fds stay without it (as every
+    // upgrade leaves them), and a previous image's stale epoll fds taken for
+    // this snapshot are closed now, as they would have been.
+    let own_loop = EVENT_LOOP_FD.get().copied();
+    let stale: Vec<i32> = snapshot
+        .stale_fds
+        .iter()
+        .copied()
+        .filter(|&fd| Some(fd) != own_loop)
+        .collect();
+    let parked = crate::lockspace::lease::parked_fds();
+    let rearm: Vec<i32> = fds
+        .iter()
+        .copied()
+        .filter(|fd| !stale.contains(fd) && !parked.contains(fd))
+        .collect();
+    let _ = set_cloexec(&rearm, true);
+    close_stale_later(stale, 0);
     let _ = std::fs::remove_file(&plan.snapshot_file);
     let _ = std::fs::remove_file(&plan.json_file);
     err
@@ -634,7 +652,9 @@ pub fn tag_json(json: &str, token: u64) -> String {
 
 fn set_cloexec(fds: &[i32], on: bool) -> std::io::Result<()> {
     for &fd in fds {
-        // SAFETY: these fds are owned by live actors (frozen) for the whole call.
+        // SAFETY: listeners, the crash-safe store's fds, fds parked beside a
+        // lease and stale epoll fds: none is closed while every actor is
+        // frozen (or, at accept and recovery, before anything else has it).
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let flags = if on {
             FdFlag::FD_CLOEXEC

@@ -296,15 +296,18 @@ impl Lease {
             return None;
         }
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.get(&self.id).is_some_and(|entry| entry.leases > 1) {
+            // Another lease holds the file too (a state adopted with one file
+            // under two names), perhaps with a POSIX lock: closing a spare of
+            // it later would drop that lock. Dropped instead, which parks the
+            // fd beside that lease.
+            drop(held);
+            return None;
+        }
         let fd = self.fd.take()?;
         // Unlocked under the table's lock, as a drop would.
         let _ = ofd_unlock(fd.as_fd());
-        match held.get_mut(&self.id) {
-            Some(entry) if entry.leases > 1 => entry.leases -= 1,
-            _ => {
-                held.remove(&self.id);
-            }
-        }
+        held.remove(&self.id);
         Some(Spare {
             fd: Some(fd),
             id: self.id,

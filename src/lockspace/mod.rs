@@ -552,10 +552,6 @@ impl LockSpace {
         released
     }
 
-    /// The table as a live upgrade carries it (fds by number; they stay open).
-    /// Without paths: each is the directory and the name, and a live upgrade
-    /// waits for every byte encoded and decoded (libvirt's JSON writer puts
-    /// them back).
     /// Closes the spare open files of released leases (a cache, see
     /// [`Spare`]). A live upgrade does this before it writes the state: lease
     /// fds are not close-on-exec, so a spare would pass to the new image
@@ -564,6 +560,10 @@ impl LockSpace {
         self.spares.clear();
     }
 
+    /// The table as a live upgrade carries it (fds by number; they stay open).
+    /// Without paths: each is the directory and the name, and a live upgrade
+    /// waits for every byte encoded and decoded (libvirt's JSON writer puts
+    /// them back).
     pub fn state(&self) -> crate::state::LockspaceState {
         crate::state::LockspaceState {
             directory: self.dir.clone(),
@@ -618,7 +618,7 @@ impl LockSpace {
 
     /// Rebuilds a lockspace from a live-upgrade state, adopting its fds. A
     /// resource whose fd is not open is dropped (and logged): its lock is gone.
-    /// The fds still lack FD_CLOEXEC; the caller restores it off the critical path.
+    /// The fds stay without FD_CLOEXEC, as every lease fd is.
     pub fn restore(state: crate::state::LockspaceState) -> Self {
         let fds: Vec<_> = state
             .resources

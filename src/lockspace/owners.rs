@@ -8,13 +8,23 @@ use std::ops::Deref;
 
 use super::OwnerPid;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Owners {
     /// `len` (0-2) entries of `pids`.
     Few { len: u8, pids: [OwnerPid; 2] },
     /// More than two (shared leases), on the heap.
     Many(Box<Vec<OwnerPid>>),
 }
+
+/// Equal when the lists are: not the representation (a removed entry
+/// leaves a stale slot behind, and a list may be on the heap or inline).
+impl PartialEq for Owners {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Owners {}
 
 impl Owners {
     /// A resource's first owner.
@@ -150,6 +160,18 @@ mod tests {
         let mut two = Owners::from_vec(vec![3, 4]);
         two.retain(|&p| p == 4);
         assert_eq!(&*two, [4]);
+    }
+
+    #[test]
+    fn lists_compare_by_their_entries_not_their_representation() {
+        let mut removed = Owners::from_vec(vec![6, 5]);
+        removed.pop();
+        assert_eq!(removed, Owners::one(6));
+        let mut shrunk = Owners::from_vec(vec![6, 7, 8]);
+        shrunk.retain(|&p| p == 6);
+        assert!(matches!(shrunk, Owners::Many(_)));
+        assert_eq!(shrunk, Owners::one(6));
+        assert_ne!(shrunk, Owners::one(7));
     }
 
     #[test]
