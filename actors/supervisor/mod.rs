@@ -282,7 +282,7 @@ impl Supervisor {
                 conn_time,
                 peer,
                 called: false,
-                owner: session.owner().cloned().map(Arc::new),
+                owner: session.shared_owner().cloned(),
                 restricted: session.is_restricted(),
                 link: None,
                 closing: false,

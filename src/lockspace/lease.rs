@@ -161,9 +161,10 @@ impl Lease {
         let ids: Vec<Result<FileId, Errno>> =
             fds.iter()
                 .map(|&(fd, known, _)| match known {
-                    // Our own snapshot: the fd was open at the exec (clearing its
-                    // FD_CLOEXEC succeeded, or there was no exec), and it is the
-                    // same open file, so its identity is known without a syscall.
+                    // Our own snapshot: the lease's fd was open when its frozen
+                    // lockspace wrote it, and nothing closes a lease fd while the
+                    // actors are frozen; lease fds are not close-on-exec, so it is
+                    // the same open file now, its identity known without a syscall.
                     Some(id) => Ok(id),
                     // SAFETY: a borrowed fd used only for fstat, which fails on a closed fd.
                     None => fstat(unsafe { BorrowedFd::borrow_raw(fd) })
