@@ -579,3 +579,65 @@ async fn an_admin_close_racing_an_upgrade_closes_or_is_refused_never_half() {
     }
     eprintln!("admin close vs upgrade: {closed} closed first, {refused} refused");
 }
+
+/// The epoll instances of the daemon (its event loops').
+fn epoll_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:[eventpoll]")
+        })
+        .count()
+}
+
+/// With more than 256 clients the new image closes the old image's epoll
+/// instance on a thread while it serves; upgrades in quick succession, and a
+/// failed exec among them, must leave no epoll instance (nor any other fd)
+/// behind.
+#[tokio::test]
+async fn quick_upgrades_with_many_clients_leave_no_epoll_behind() {
+    // A copy of the binary, which one upgrade finds unexecutable.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("virtlockd");
+    crate::support::copy_daemon(&exe);
+    let d = Daemon::start_program(&exe, dir, &[]);
+    let ls = d.base().join("ls");
+    let mut c = holding(&d, &ls, b"r").await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(d.client().await);
+    }
+    let mut admin = Client::connect(d.admin_socket()).await.unwrap();
+    admin.ping().await.unwrap();
+    let (fds, epolls) = (fd_count(d.pid()), epoll_count(d.pid()));
+    let mut upgrades = 0;
+    for round in 0..6 {
+        if round == 3 {
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
+            d.signal(Signal::SIGUSR1);
+            wait_logged(&d, "live upgrade failed", 1, "no failure logged").await;
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+            continue;
+        }
+        // The next one at once: the previous image's epoll may still be open.
+        d.signal(Signal::SIGUSR1);
+        upgrades += 1;
+        wait_upgraded_on(&mut admin, upgrades, || d.log()).await;
+    }
+    c.ping().await.unwrap();
+    for i in idle.iter_mut().step_by(50) {
+        i.ping().await.unwrap();
+    }
+    // The last image's close runs on a thread: give it a moment.
+    let settled = crate::support::wait::within(Duration::from_secs(10), || {
+        epoll_count(d.pid()) == epolls && fd_count(d.pid()) == fds
+    })
+    .await;
+    assert!(
+        settled,
+        "epoll instances {} (before {epolls}), fds {} (before {fds})",
+        epoll_count(d.pid()),
+        fd_count(d.pid())
+    );
+}
