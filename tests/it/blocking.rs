@@ -117,6 +117,20 @@ impl StuckCall {
     }
 }
 
+/// Closes the VM's connection and waits until it is fenced (SIGTERM);
+/// returns how long that took.
+async fn close_and_wait_fenced(d: &Daemon, vm: &mut Holder) -> Duration {
+    let closed = Instant::now();
+    vm.close_connection().await;
+    assert_eq!(
+        vm.wait_signal(Duration::from_secs(15)).await,
+        Some(libc::SIGTERM),
+        "{}",
+        d.log()
+    );
+    closed.elapsed()
+}
+
 /// The error a call that failed on the dead mount must get: a system error
 /// (38) of the lockspace domain (51).
 #[track_caller]
@@ -250,15 +264,7 @@ async fn owner_is_fenced_even_when_a_hung_lockspace_cannot_answer_its_release() 
 
     // The VM's connection closes: its healthy lease is freed at once, and the
     // lockspace that cannot answer does not keep the owner from being fenced.
-    let closed = Instant::now();
-    vm.close_connection().await;
-    assert_eq!(
-        vm.wait_signal(Duration::from_secs(15)).await,
-        Some(libc::SIGTERM),
-        "{}",
-        d.log()
-    );
-    let fenced = closed.elapsed();
+    let fenced = close_and_wait_fenced(&d, &mut vm).await;
     assert!(fenced < Duration::from_secs(8), "fenced after {fenced:?}");
     assert!(d.kernel_locks_on(&ls.join("vmdisk")).is_empty());
     assert!(!ls.join("vmdisk").exists());
@@ -291,13 +297,7 @@ async fn a_release_given_up_on_runs_when_the_hung_lockspace_recovers() {
 
     // The VM's connection closes: its release waits behind the stuck call,
     // the connection gives up on it and fences the owner.
-    vm.close_connection().await;
-    assert_eq!(
-        vm.wait_signal(Duration::from_secs(15)).await,
-        Some(libc::SIGTERM),
-        "{}",
-        d.log()
-    );
+    close_and_wait_fenced(&d, &mut vm).await;
     assert_eq!(
         d.kernel_locks_on(&disk).len(),
         1,

@@ -195,15 +195,21 @@ async fn restricted_owner_is_still_fenced_after_the_upgrade() {
     holder.assert_fenced_on_close(&d, &ls.join("vmdisk")).await;
 }
 
-#[tokio::test]
-async fn failed_exec_resumes_with_everything() {
-    // Run a copy of the binary so that we can make it unexecutable.
+/// A daemon run from a copy of the binary (which a test can make
+/// unexecutable), and a client holding lease `r` in lockspace `ls`.
+async fn on_a_copy_holding_a_lease() -> (std::path::PathBuf, Daemon, std::path::PathBuf, Client) {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("virtlockd");
     crate::support::copy_daemon(&exe);
     let d = Daemon::start_program(&exe, dir, &[]);
     let ls = d.base().join("ls");
-    let mut c = holding(&d, &ls, b"r").await;
+    let c = holding(&d, &ls, b"r").await;
+    (exe, d, ls, c)
+}
+
+#[tokio::test]
+async fn failed_exec_resumes_with_everything() {
+    let (exe, d, ls, mut c) = on_a_copy_holding_a_lease().await;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
     d.signal(Signal::SIGUSR1);
     // Only the log tells a failed upgrade from one not yet done.
@@ -597,13 +603,7 @@ fn epoll_count(pid: u32) -> usize {
 /// behind.
 #[tokio::test]
 async fn quick_upgrades_with_many_clients_leave_no_epoll_behind() {
-    // A copy of the binary, which one upgrade finds unexecutable.
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("virtlockd");
-    crate::support::copy_daemon(&exe);
-    let d = Daemon::start_program(&exe, dir, &[]);
-    let ls = d.base().join("ls");
-    let mut c = holding(&d, &ls, b"r").await;
+    let (exe, d, _, mut c) = on_a_copy_holding_a_lease().await;
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(d.client().await);
