@@ -157,3 +157,67 @@ impl Stream for HeldIncoming {
         next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
+
+    use super::*;
+    use crate::actors::wire::Wire;
+
+    /// A whole packet: length word and header, no payload.
+    fn packet() -> Vec<u8> {
+        let mut p = 28u32.to_be_bytes().to_vec();
+        for word in [0x0EA7_BEEFu32, 1, 1, 0, 7, 0] {
+            p.extend(word.to_be_bytes());
+        }
+        p
+    }
+
+    fn idle_pending(stand: Stand) -> Option<usize> {
+        match stand {
+            Stand::Idle { pending, .. } => Some(pending.len()),
+            Stand::Busy => None,
+        }
+    }
+
+    /// Real sockets: a held connection reads nothing until released; it
+    /// stands busy from the packet it took until it is polled again, and
+    /// idle with whatever it has partly received.
+    #[test]
+    fn a_held_connection_reads_nothing_and_stands_as_its_last_poll_left_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            let (_wire, incoming) = Wire::new(ours, &[], 0);
+            let standing = Standing::default();
+            let (mut held, view) = standing.register(incoming, false);
+            assert_eq!(idle_pending(standing.stand(&view)), Some(0));
+
+            let p = packet();
+            peer.write_all(&p[..10]).await.unwrap();
+            tokio::task::yield_now().await;
+            assert!(held.next().now_or_never().is_none(), "half a packet");
+            assert_eq!(idle_pending(standing.stand(&view)), Some(10));
+
+            standing.hold();
+            peer.write_all(&p[10..]).await.unwrap();
+            tokio::task::yield_now().await;
+            assert!(held.next().now_or_never().is_none(), "read while held");
+            assert_eq!(idle_pending(standing.stand(&view)), Some(10));
+
+            standing.release();
+            let frame = held.next().await.expect("a packet").expect("a whole one");
+            assert_eq!(frame.header.serial, 7);
+            assert_eq!(idle_pending(standing.stand(&view)), None, "busy");
+            // Polled again: its answer is written, it is between requests.
+            assert!(held.next().now_or_never().is_none());
+            assert_eq!(idle_pending(standing.stand(&view)), Some(0));
+        });
+    }
+}
