@@ -54,7 +54,7 @@ impl Background {
         let mut ledger = Ledger::new();
         let mut clients = Vec::new();
         for (owner, held, released) in plan {
-            let mut c = open(ch, owner).await;
+            let mut c = ch.open(owner).await;
             for r in released.iter().chain(&held) {
                 r.acquire(&mut c).await.expect("ACQUIRE");
             }
@@ -67,7 +67,7 @@ impl Background {
             }
             clients.push((owner, c, held));
         }
-        let checker = open(ch, CHECKER).await;
+        let checker = ch.open(CHECKER).await;
         Self {
             clients,
             checker,
@@ -145,19 +145,4 @@ impl Background {
         }
         super::ledger::assert_nothing_left(ch, "after every release");
     }
-}
-
-/// A connection of fake owner `owner` with both directory lockspaces
-/// created.
-pub async fn open(ch: &CrashHost, owner: u32) -> Client {
-    let mut c = ch
-        .connect(owner)
-        .await
-        .unwrap_or_else(|e| panic!("owner {owner}: connect: {e}"));
-    for ls in [LS_A, LS_B] {
-        super::rig::bounded("CREATE_LOCKSPACE", c.create_lockspace(ls.as_bytes()))
-            .await
-            .expect("CREATE_LOCKSPACE");
-    }
-    c
 }

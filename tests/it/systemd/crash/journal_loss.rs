@@ -50,12 +50,7 @@ async fn crash_safe_unreadable_journal_keeps_every_lease_for_an_unknown_owner() 
     ];
     let mut clients = Vec::new();
     for owner in [4_000_001, 4_000_002, 4_000_003] {
-        let mut c = ch.connect(owner).await.expect("connect");
-        for ls in [LS_A, LS_B] {
-            c.create_lockspace(ls.as_bytes())
-                .await
-                .expect("CREATE_LOCKSPACE");
-        }
+        let mut c = ch.open(owner).await;
         for (_, r) in leases.iter().filter(|(o, _)| *o == owner) {
             r.acquire(&mut c).await.expect("ACQUIRE");
         }
@@ -115,13 +110,7 @@ async fn crash_safe_unreadable_journal_keeps_every_lease_for_an_unknown_owner() 
     }
     assert_eq!(listed.len(), files.len(), "{listed:?}");
     // Busy to a second owner, by name in its lockspace and by its path.
-    let mut checker = ch.connect(CHECKER).await.expect("checker");
-    for ls in [LS_A, LS_B] {
-        checker
-            .create_lockspace(ls.as_bytes())
-            .await
-            .expect("CREATE_LOCKSPACE");
-    }
+    let mut checker = ch.open(CHECKER).await;
     for (_, r) in &leases {
         for probe in [
             r.clone(),

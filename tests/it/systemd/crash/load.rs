@@ -15,7 +15,7 @@ use virtlockd::client::{Client, ClientError};
 use virtlockd::protocol::lock::{ACQUIRE_AUTOCREATE, ACQUIRE_SHARED};
 
 use super::ledger::{assert_nothing_left, verify, Ledger, Res};
-use super::rig::{bounded, Answer, CrashHost, DIRECT, DIRECT_AUTO, LS_A, LS_B};
+use super::rig::{Answer, CrashHost, DIRECT, DIRECT_AUTO, LS_A, LS_B};
 use crate::systemd::setup::PATIENCE;
 
 const CLIENTS: u32 = 24;
@@ -163,18 +163,7 @@ impl Worker {
         started: Instant,
         error: String,
     ) {
-        self.client = ch
-            .connect(self.owner)
-            .await
-            .unwrap_or_else(|e| panic!("owner {}: reconnect: {e}", self.owner));
-        for ls in [LS_A, LS_B] {
-            bounded(
-                "CREATE_LOCKSPACE",
-                self.client.create_lockspace(ls.as_bytes()),
-            )
-            .await
-            .expect("CREATE_LOCKSPACE");
-        }
+        self.client = ch.open(self.owner).await;
         let was_held = match Answer::of(self.call(&res, false).await) {
             Answer::Done => true,
             Answer::Refused(_) | Answer::Busy => false,
@@ -262,13 +251,7 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
         let owner = OWNER_BASE + i;
-        let mut client = ch.connect(owner).await.expect("connect");
-        for ls in [LS_A, LS_B] {
-            client
-                .create_lockspace(ls.as_bytes())
-                .await
-                .expect("CREATE_LOCKSPACE");
-        }
+        let client = ch.open(owner).await;
         let counter = Arc::new(AtomicU64::new(0));
         ops.push(counter.clone());
         let mut pool = own_pool(i);
@@ -390,13 +373,7 @@ async fn crash_safe_sigkill_under_load_keeps_every_acknowledged_lease() {
         }
     }
     let held = ledger.values().filter(|o| !o.is_empty()).count();
-    let mut checker = ch.connect(CHECKER).await.expect("checker");
-    for ls in [LS_A, LS_B] {
-        checker
-            .create_lockspace(ls.as_bytes())
-            .await
-            .expect("CREATE_LOCKSPACE");
-    }
+    let mut checker = ch.open(CHECKER).await;
     verify(&ch, pid, &mut checker, &ledger, &[], "after the load").await;
 
     // Every client releases what it holds, over its connection.

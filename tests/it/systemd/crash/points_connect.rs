@@ -6,7 +6,7 @@
 
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use super::background::{open, Background};
+use super::background::Background;
 use super::ledger::{Ledger, Res};
 use super::rig::{Answer, CrashHost, LS_A};
 
@@ -44,7 +44,7 @@ async fn crash_points_while_a_client_connects_and_registers() {
             || ch.lock_client_owners() == expected,
         );
         // And the owner can connect again and be served.
-        let mut again = open(&ch, owner).await;
+        let mut again = ch.open(owner).await;
         let r = Res::in_dir(LS_A, format!("new-{i}"), ACQUIRE_AUTOCREATE);
         r.acquire(&mut again)
             .await

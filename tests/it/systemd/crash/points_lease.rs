@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use virtlockd::protocol::lock::ACQUIRE_AUTOCREATE;
 
-use super::background::{open, Background};
+use super::background::Background;
 use super::ledger::{Ledger, Res};
 use super::rig::{Answer, CrashHost, DIRECT_AUTO, LS_A, LS_B};
 
@@ -43,7 +43,7 @@ async fn crash_points_in_acquire_and_release() {
             1 => Res::in_dir(LS_B, format!("fp-{i}"), ACQUIRE_AUTOCREATE),
             _ => Res::direct(format!("{DIRECT_AUTO}/fp-{i}"), ACQUIRE_AUTOCREATE),
         };
-        let mut d = open(&ch, OWNER_D).await;
+        let mut d = ch.open(OWNER_D).await;
         if releasing {
             res.acquire(&mut d).await.expect("ACQUIRE");
         }
@@ -102,7 +102,7 @@ async fn crash_points_in_acquire_and_release() {
         // and finds the lease as the daemon acknowledged it.
         let cut = matches!(answer, Answer::Closed(_));
         if cut {
-            d = open(&ch, OWNER_D).await;
+            d = ch.open(OWNER_D).await;
         }
         let mut expected = bg.owners();
         expected.insert(u64::from(OWNER_D));

@@ -203,6 +203,20 @@ impl CrashHost {
         Ok(c)
     }
 
+    /// [`CrashHost::connect`], with both directory lockspaces created.
+    pub async fn open(&self, owner: u32) -> Client {
+        let mut c = self
+            .connect(owner)
+            .await
+            .unwrap_or_else(|e| panic!("owner {owner}: connect: {e}"));
+        for ls in [LS_A, LS_B] {
+            bounded("CREATE_LOCKSPACE", c.create_lockspace(ls.as_bytes()))
+                .await
+                .expect("CREATE_LOCKSPACE");
+        }
+        c
+    }
+
     /// Files left in the directories where leases are created (AUTOCREATE
     /// removes its files on release).
     pub fn autocreated_files(&self) -> Vec<String> {
