@@ -20,6 +20,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod daemonize;
 pub mod failpoint;
+pub mod first_come;
 pub mod heap;
 pub mod idle;
 pub mod listener;

@@ -16,6 +16,7 @@ use crate::actors::fence;
 use crate::actors::gate::Slot;
 use crate::actors::rpc::Peer;
 use crate::client_limits::ClientLimits;
+use crate::first_come::FirstCome;
 use crate::lockspace::lease::Storage;
 use crate::lockspace::LockSpace;
 use crate::names::lossy_utf8;
@@ -34,29 +35,37 @@ const RESTORE_BATCH: usize = 128;
 /// rebuild starts in the old image's order, the clients it saw active first.
 const SYNC_POLL_LIMIT: usize = 1024;
 
+/// The lockspaces' rebuild, offered to a thread of its own.
+type LockspaceRebuild =
+    FirstCome<Box<dyn FnOnce() -> (Vec<LockSpace>, Duration) + Send>, (Vec<LockSpace>, Duration)>;
+
 /// The state a live upgrade left, its lockspaces already being rebuilt on a
 /// thread of their own from the moment it was read (see `Restored::start`).
 pub struct Restored {
     /// Without its lockspaces (on the thread).
     snapshot: Snapshot,
     storage: Vec<Storage>,
-    lockspaces: std::thread::JoinHandle<(Vec<LockSpace>, Duration)>,
+    lockspaces: LockspaceRebuild,
     began: Instant,
 }
 
 impl Restored {
     /// Starts adopting the lease fds (thousands of table entries) at once, so
-    /// that the rest of the start-up runs beside it.
+    /// that the rest of the start-up runs beside it; if no CPU was free for
+    /// that by the time the supervisor needs them, it adopts them itself.
     pub fn start(mut snapshot: Snapshot, storage: Vec<Storage>) -> Self {
         let began = Instant::now();
         let states = std::mem::take(&mut snapshot.lockspaces);
-        let lockspaces = std::thread::spawn(move || {
-            let spaces = states
-                .into_iter()
-                .map(LockSpace::restore)
-                .collect::<Vec<_>>();
-            (spaces, began.elapsed())
-        });
+        let lockspaces: LockspaceRebuild = FirstCome::spawn(
+            "restore-leases",
+            Box::new(move || {
+                let spaces = states
+                    .into_iter()
+                    .map(LockSpace::restore)
+                    .collect::<Vec<_>>();
+                (spaces, began.elapsed())
+            }),
+        );
         Self {
             snapshot,
             storage,
@@ -123,8 +132,8 @@ impl Supervisor {
         let servers_done = t0.elapsed();
         self.queue_restored_clients(queue, ctx);
         let clients_done = t0.elapsed();
-        match lockspaces.join() {
-            Ok((spaces, leases_done)) => {
+        match lockspaces.result() {
+            Some((spaces, leases_done)) => {
                 debug!(
                     entered_ms = entered.as_secs_f64() * 1e3,
                     servers_ms = servers_done.as_secs_f64() * 1e3,
@@ -149,7 +158,7 @@ impl Supervisor {
                     info!(lockspace = %lossy_utf8(&key), leases, "lockspace restored");
                 }
             }
-            Err(_) => error!("restoring the lockspaces failed; their leases are lost"),
+            None => error!("restoring the lockspaces failed; their leases are lost"),
         }
         if let Some(secs) = snapshot.timeout {
             self.idle.set_secs(secs);

@@ -641,3 +641,97 @@ async fn quick_upgrades_with_many_clients_leave_no_epoll_behind() {
         fd_count(d.pid())
     );
 }
+
+/// Past 1024 lock clients the new image looks for the ones with a request
+/// waiting on a thread, beside the rebuild, instead of before it. Requests
+/// sent into the exec window from clients all over the restore order are
+/// each answered, every client keeps its session and lease, and the kernel
+/// locks are the same.
+#[tokio::test]
+async fn past_a_thousand_clients_requests_sent_during_the_exec_are_answered() {
+    const CLIENTS: u32 = 1100;
+    // This process holds every client's socket (a soft limit may be 1024).
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(hard > 2 * u64::from(CLIENTS), "fd limit {hard}: too low");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("virtlockd.conf");
+    // Debug level: the restore says which way it found waiting requests.
+    std::fs::write(
+        &cfg,
+        format!("max_clients = {}\nlog_level = 1\n", CLIENTS + 50),
+    )
+    .unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start_in(dir, &["-f", &cfg_s]);
+    let ls_path = d.base().join("ls");
+    let ls = bytes(&ls_path);
+    let mut clients = vec![holding(&d, &ls_path, b"c0").await];
+    for i in 1..CLIENTS {
+        let mut c = d.client().await;
+        c.register(&owner("idle", i + 1, 5_000_000 + i))
+            .await
+            .unwrap();
+        c.acquire(&ls, format!("c{i}").as_bytes(), ACQUIRE_AUTOCREATE)
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    let locks = kernel_locks(&d);
+    assert!(locks.len() > CLIENTS as usize, "{}", locks.len());
+
+    d.signal(Signal::SIGUSR1);
+    wait_logged(&d, "state written, exec", 1, "upgrade did not start").await;
+    // One client in every hundred asks for a second lease at once.
+    let asking = clients
+        .iter_mut()
+        .enumerate()
+        .skip(1)
+        .step_by(100)
+        .map(|(i, c)| {
+            let ls = ls.clone();
+            async move {
+                let name = format!("during-{i}");
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    c.acquire(&ls, name.as_bytes(), ACQUIRE_AUTOCREATE),
+                )
+                .await
+                .map_err(|_| format!("client {i}: no reply"))?
+                .map_err(|e| format!("client {i}: {e}"))
+            }
+        });
+    let answers = futures_util::future::join_all(asking).await;
+    let asked = answers.len();
+    for a in answers {
+        a.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    }
+    wait_upgraded(&d, 1).await;
+    assert!(
+        d.log().contains("polled beside the restore"),
+        "the restore did not take its path for many clients:\n{}",
+        d.log()
+    );
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.ping()
+            .await
+            .unwrap_or_else(|e| panic!("client {i} lost: {e}\n{}", d.log()));
+    }
+    let after = kernel_locks(&d);
+    assert_eq!(after.len(), locks.len() + asked, "{}", d.log());
+    assert!(locks.iter().all(|l| after.contains(l)), "a lock changed");
+    // Each lease is still its owner's.
+    let mut other = d.client().await;
+    other.register(&owner("other", 9, 6_999_999)).await.unwrap();
+    for name in ["c1", "c1099", "during-101"] {
+        assert_err(
+            other
+                .acquire(&ls, name.as_bytes(), ACQUIRE_AUTOCREATE)
+                .await,
+            87,
+            51,
+            &format!("resource busy: Lockspace resource '{name}' is locked"),
+        );
+    }
+}
