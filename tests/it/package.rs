@@ -272,8 +272,14 @@ fn assert_switched(
     when: &str,
 ) {
     assert_eq!(main_pid(c), pid, "{when}: MainPID");
-    let exe = c.exec_ok(&format!("readlink /proc/{pid}/exe"));
-    assert_eq!(exe.trim(), "/usr/sbin/virtlockd", "{when}: exe");
+    // The reload that switched it only sent SIGUSR1: until the exec is done,
+    // the process still runs the diverted or replaced file.
+    let exe = || c.exec_ok(&format!("readlink /proc/{pid}/exe"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while exe().trim() != "/usr/sbin/virtlockd" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(exe().trim(), "/usr/sbin/virtlockd", "{when}: exe");
     let running = version_of(c, &format!("/proc/{pid}/exe"));
     let installed = version_of(c, "/usr/sbin/virtlockd");
     if expect_ours {
@@ -368,19 +374,24 @@ fn package_switches_libvirts_running_daemon_live_on_install_back_on_removal_and_
     let upgrades_before = live_upgrades(&c);
     let took = apt(&c, "install ./virtlockd-rs_newer.deb");
     eprintln!("{test}: upgrade (reload into the new build) took {took:?}");
+    // `systemctl reload` only sends SIGUSR1, so apt may return while the exec
+    // is still under way: it is done within moments. Then the daemon runs the
+    // new file (the inode dpkg installed) after one more live upgrade.
+    let installed = c.exec_ok("stat -c %i /usr/sbin/virtlockd");
+    let running = || c.exec_ok(&format!("stat -L -c %i /proc/{pid}/exe"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (running() != installed || live_upgrades(&c) != upgrades_before + 1)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(running(), installed, "the daemon runs the upgraded binary");
+    assert_eq!(live_upgrades(&c), upgrades_before + 1);
     assert_switched(&c, &mut clients, pid, &locks, true, "after upgrading");
     assert_eq!(
         c.exec_ok("dpkg-query -W -f '${Version}' virtlockd-rs"),
         packages.newer_version
     );
-    // The daemon re-executed the new file: same inode as the installed binary
-    // (the old one was replaced by dpkg, a new inode), one more live upgrade.
-    assert_eq!(
-        c.exec_ok(&format!("stat -L -c %i /proc/{pid}/exe")),
-        c.exec_ok("stat -c %i /usr/sbin/virtlockd"),
-        "the daemon runs the upgraded binary"
-    );
-    assert_eq!(live_upgrades(&c), upgrades_before + 1);
 }
 
 fn live_upgrades(c: &Container) -> u64 {
