@@ -583,7 +583,7 @@ impl LockSpace {
     ) -> Result<crate::state::encoded::EncodedLockspace, crate::state::StateError> {
         crate::state::encoded::EncodedLockspace::encode(
             self.dir.clone(),
-            || self.resources.iter().map(|(name, r)| r.view(name)),
+            self.resources.iter().map(|(name, r)| r.view(name)),
             &self.owner_states(),
             self.resources.values().map(Resource::fd).collect(),
         )
