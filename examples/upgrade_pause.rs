@@ -9,6 +9,12 @@
 //!
 //! Needs root for more than ~9000 clients (it raises RLIMIT_NOFILE for itself and
 //! the daemon).
+//!
+//! Then, for each upgrade, where the daemon's time went, from its own debug
+//! log (only the upgrade's modules log at debug level): the old image until
+//! the exec (pause and quiesce, freeze of the lockspaces, snapshot written),
+//! the exec until `main`, reading the state, and rebuilding until clients are
+//! served again; and when the last idle client was back.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -70,13 +76,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &conf,
         format!("max_clients = {}\n", args.clients + args.probes + 64),
     )?;
+    let log_path = tmp.path().join("daemon.log");
     let mut cmd = Command::new(&args.spawn);
     cmd.arg("--runtime-dir")
         .arg(&run)
         .arg("-f")
         .arg(&conf)
+        // The upgrade's own timing lines only: a debug line per request
+        // would be measured too.
+        .env("LIBVIRT_LOG_OUTPUTS", "1:stderr")
+        .env(
+            "LIBVIRT_LOG_FILTERS",
+            "1:handoff 1:virtlockd::daemon 1:restore 1:actors::lockspace: 3:virtlockd 4:actix 4:tokio",
+        )
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?);
     let mut daemon = cmd.spawn()?;
     let pid = daemon.id();
     let socket = run.join("virtlockd-sock");
@@ -219,6 +234,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             first_after.as_secs_f64() * 1e3
         );
     }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for (n, line) in where_the_time_went(&log).iter().enumerate() {
+        println!("upgrade {} in the daemon: {line}", n + 1);
+    }
     let same_pid = std::path::Path::new(&format!("/proc/{pid}")).exists();
     let locks_after = virtlockd::proclocks::of_pid(pid)?.len();
     println!(
@@ -228,4 +247,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     daemon.kill()?;
     daemon.wait()?;
     Ok(())
+}
+
+/// The value of `key=` on `line`, as a number.
+fn field(line: &str, key: &str) -> Option<f64> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    let value = line[at..].split([' ', 'm']).next()?;
+    value.parse().ok()
+}
+
+/// One line per live upgrade from the daemon's debug log: its phases in the
+/// old image (`live upgrade timing`, milliseconds each, until the line with
+/// `exec_at_us`), then from the exec: `main` (`main_at_us`), the state read
+/// (`state_read_ms`), clients served again (`restored ... at_us`) and the
+/// last one rebuilt (`every client restored ... at_us`).
+fn where_the_time_went(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut phases = String::new();
+    let mut lines = log.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.contains("live upgrade timing") {
+            phases = line.split("phases=").nth(1).unwrap_or_default().into();
+            continue;
+        }
+        let (Some(exec), Some(before)) = (field(line, "exec_at_us"), field(line, "ms")) else {
+            continue;
+        };
+        let (mut main, mut read, mut served, mut all) = (None, None, None, None);
+        while let Some(next) = lines.peek() {
+            if next.contains("exec_at_us") || next.contains("live upgrade timing") {
+                break;
+            }
+            if let Some(m) = field(next, "main_at_us") {
+                main = Some(m);
+                read = field(next, "state_read_ms");
+            } else if next.contains(" restored restore_ms=") {
+                served = field(next, "at_us");
+            } else if next.contains("every client restored") {
+                all = field(next, "at_us");
+            }
+            lines.next();
+        }
+        let after = |t: Option<f64>| t.map_or("?".into(), |t| format!("{:.2}", (t - exec) / 1e3));
+        let rebuild = match (main, read, served) {
+            (Some(m), Some(r), Some(s)) => format!("{:.2}", (s - m) / 1e3 - r),
+            _ => "?".into(),
+        };
+        out.push(format!(
+            "{before:.2} ms until the exec ({phases}); exec to main {} ms, state read {} ms, \
+             rebuild {rebuild} ms: serving {} ms after the exec, every idle client back at {} ms",
+            after(main),
+            read.map_or("?".into(), |r| format!("{r:.2}")),
+            after(served),
+            after(all),
+        ));
+    }
+    out
 }

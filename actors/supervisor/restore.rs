@@ -269,6 +269,7 @@ impl Supervisor {
         } else if let Some(began) = self.restore_began.take() {
             debug!(
                 ms = began.elapsed().as_secs_f64() * 1e3,
+                at_us = crate::clock::epoch_micros(),
                 "every client restored"
             );
             if !self.upgrading && !self.shutting_down && self.accepting.is_empty() {
