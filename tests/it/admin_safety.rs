@@ -353,8 +353,9 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
     if !can_unshare_mounts(test) {
         return;
     }
-    // The daemon sees a FIFO as /etc/group: a group lookup blocks until the
-    // test writes the file, like a lookup waiting on a dead LDAP server.
+    // The daemon sees a FIFO as /etc/group: a group lookup blocks in its open
+    // until the test opens the write end, like a lookup waiting on a dead LDAP
+    // server.
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("group.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
@@ -388,7 +389,7 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
         .await
         .expect("lock client stalled by client-info")
         .unwrap();
-    // Writing the group file lets the lookup finish. The FIFO is fed until the
+    // Opening the FIFO for writing lets the lookup go on. It is fed until the
     // reply arrives: a lookup may open (and close) the file more than once.
     let fifo = d.dir.path().join("group.fifo");
     let done = Arc::new(AtomicBool::new(false));
@@ -398,9 +399,11 @@ async fn client_info_waiting_on_nss_stalls_no_lock_client() {
     };
     let reply = tokio::time::timeout(Duration::from_secs(5), info).await;
     done.store(true, Ordering::Relaxed);
-    let fed = feeder.join().expect("feeder thread");
+    let opened = feeder.join().expect("feeder thread");
     let reply = reply.expect("client-info did not finish").unwrap().unwrap();
-    assert!(fed > 0, "the daemon never read /etc/group");
+    // What it waited on was /etc/group: a write end opens only while a reader
+    // has the FIFO open.
+    assert!(opened > 0, "the daemon never opened /etc/group");
     let params = admin::decode_params(&reply, 64).unwrap();
     let group = params.iter().find(|p| p.field == "unix_group_name");
     assert_eq!(
@@ -427,11 +430,15 @@ async fn daemon_shutdown_fences_every_lease_owner() {
     assert!(d.log().contains("fencing lease owner"), "{}", d.log());
 }
 
-/// Writes `line` to every reader that opens the FIFO until `done`; returns how
-/// many readers got it. Bounded: gives up after 10 s.
+/// Opens the FIFO for writing whenever a reader has it open, and writes
+/// `line` to it, until `done`; returns how many times a reader had it open.
+/// Bounded: gives up after 10 s.
+///
+/// The reader may close it unread: glibc's files NSS module cannot use a FIFO
+/// (it seeks) and then asks the next source (nss-systemd knows root's group).
 fn feed_fifo(fifo: &Path, line: &[u8], done: &AtomicBool) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut fed = 0;
+    let mut readers = 0;
     while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
         // Non-blocking: fails with ENXIO while no reader has it open.
         let opened = std::fs::OpenOptions::new()
@@ -439,11 +446,10 @@ fn feed_fifo(fifo: &Path, line: &[u8], done: &AtomicBool) -> usize {
             .custom_flags(libc::O_NONBLOCK)
             .open(fifo);
         match opened {
-            // A reader that closed before the write (EPIPE) just tries again.
             Ok(mut w) => {
-                if std::io::Write::write_all(&mut w, line).is_ok() {
-                    fed += 1;
-                }
+                readers += 1;
+                // EPIPE if the reader closed it unread.
+                let _ = std::io::Write::write_all(&mut w, line);
                 drop(w);
                 // A repeated line is harmless; a busy loop is not.
                 std::thread::sleep(Duration::from_millis(20));
@@ -451,7 +457,7 @@ fn feed_fifo(fifo: &Path, line: &[u8], done: &AtomicBool) -> usize {
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
-    fed
+    readers
 }
 
 /// Admin CLIENT_CLOSE naming the calling connection itself: libvirt closes it
