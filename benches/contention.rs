@@ -1,8 +1,9 @@
 //! Contention: many clients, each with one request in flight, fight over a
 //! few leases through the real daemon's socket, for every kind of lease
 //! (exclusive, shared, mixed; with and without AUTOCREATE). Reports
-//! throughput, the share of ACQUIREs answered busy, p50/p99 latency and the
-//! daemon's CPU time per RPC; when Debian's `/usr/sbin/virtlockd` is installed
+//! throughput, the share of ACQUIREs answered busy, p50/p99 latency, the
+//! daemon's CPU time per RPC with the kernel's share of it, and how often per
+//! RPC the daemon was preempted (a client woken by a reply taking its CPU); when Debian's `/usr/sbin/virtlockd` is installed
 //! (and we are root), the same cases run against it and the ratios are printed.
 //!
 //!   cargo bench --bench contention
@@ -52,8 +53,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<22} {:<8} {:>9} {:>6} {:>7} {:>7} {:>10}",
-        "case", "daemon", "rpc/s", "busy", "p50 us", "p99 us", "cpu/rpc us"
+        "{:<22} {:<8} {:>9} {:>6} {:>7} {:>7} {:>10} {:>7} {:>10}",
+        "case", "daemon", "rpc/s", "busy", "p50 us", "p99 us", "cpu/rpc us", "kernel", "preempted"
     );
     let ours = daemons::ours(Path::new(OURS))?;
     let libvirt = match daemons::libvirt() {
@@ -101,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn print_row(case: &str, who: &str, o: &Outcome) {
     println!(
-        "{:<22} {:<8} {:>9.0} {:>5.1}% {:>7} {:>7} {:>10}",
+        "{:<22} {:<8} {:>9.0} {:>5.1}% {:>7} {:>7} {:>10} {:>7} {:>10}",
         case,
         who,
         o.rate(),
@@ -109,6 +110,10 @@ fn print_row(case: &str, who: &str, o: &Outcome) {
         o.percentile_us(0.50),
         o.percentile_us(0.99),
         o.cpu_per_rpc_us()
-            .map_or("-".to_owned(), |c| format!("{c:.2}"))
+            .map_or("-".to_owned(), |c| format!("{c:.2}")),
+        o.kernel_share()
+            .map_or("-".to_owned(), |k| format!("{:.0}%", k * 100.0)),
+        o.preempted_per_rpc()
+            .map_or("-".to_owned(), |p| format!("{p:.3}")),
     );
 }

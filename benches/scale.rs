@@ -6,7 +6,9 @@
 //! AUTOCREATE, 256 clients on one hot lease, 1024 with AUTOCREATE again, each
 //! on a new lockspace. Our daemon and, when Debian's `/usr/sbin/virtlockd` is
 //! installed (and we are root), libvirt's run each step in turn, so both see
-//! the same machine; the ratios are printed at the end.
+//! the same machine; the ratios are printed at the end. Each figure also
+//! says how much of that CPU was the kernel's and how often per RPC the
+//! daemon was preempted.
 //!
 //!   cargo bench --bench scale
 //!   SCALE_SECONDS=4 SCALE_HISTORY_SECONDS=10 cargo bench --bench scale
@@ -128,10 +130,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(o) => {
                 if show {
                     println!(
-                        "{label:<26} {who:<8} {:>9.0} rpc/s {:>7} us p99 {:>8} us CPU/RPC",
+                        "{label:<26} {who:<8} {:>9.0} rpc/s {:>7} us p99 {:>8} us CPU/RPC ({} kernel, {} preempted/RPC)",
                         o.rate(),
                         o.percentile_us(0.99),
-                        o.cpu_per_rpc_us().map_or("-".into(), |c| format!("{c:.2}"))
+                        o.cpu_per_rpc_us().map_or("-".into(), |c| format!("{c:.2}")),
+                        o.kernel_share().map_or("-".into(), |k| format!("{:.0}%", k * 100.0)),
+                        o.preempted_per_rpc().map_or("-".into(), |p| format!("{p:.2}")),
                     );
                 }
                 o.cpu_per_rpc_us()

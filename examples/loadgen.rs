@@ -100,8 +100,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if let (Some(cpu), Some(per)) = (o.daemon_cpu, o.cpu_per_rpc_us()) {
         println!(
-            "daemon_cpu={:.2}s cpu_per_rpc={per:.2}us",
-            cpu.as_secs_f64()
+            "daemon_cpu={:.2}s cpu_per_rpc={per:.2}us kernel={} preempted_per_rpc={}",
+            cpu.as_secs_f64(),
+            o.kernel_share()
+                .map_or("-".into(), |k| format!("{:.0}%", k * 100.0)),
+            o.preempted_per_rpc()
+                .map_or("-".into(), |p| format!("{p:.3}")),
         );
     }
     Ok(())

@@ -46,6 +46,10 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// CPU time of every thread of the daemon during the run.
     pub daemon_cpu: Option<Duration>,
+    /// The part of it spent in the kernel.
+    pub daemon_kernel: Option<Duration>,
+    /// Times a thread of the daemon was preempted during the run.
+    pub daemon_preempted: Option<u64>,
 }
 
 impl Outcome {
@@ -70,6 +74,21 @@ impl Outcome {
     pub fn cpu_per_rpc_us(&self) -> Option<f64> {
         self.daemon_cpu
             .map(|c| c.as_secs_f64() * 1e6 / self.rpcs.max(1) as f64)
+    }
+
+    /// The kernel's share of the daemon's CPU time.
+    pub fn kernel_share(&self) -> Option<f64> {
+        match (self.daemon_kernel, self.daemon_cpu) {
+            (Some(k), Some(c)) if !c.is_zero() => Some(k.as_secs_f64() / c.as_secs_f64()),
+            _ => None,
+        }
+    }
+
+    /// Involuntary context switches of the daemon per RPC: a client woken by
+    /// a reply taking the daemon's CPU.
+    pub fn preempted_per_rpc(&self) -> Option<f64> {
+        self.daemon_preempted
+            .map(|n| n as f64 / self.rpcs.max(1) as f64)
     }
 }
 
@@ -116,6 +135,7 @@ pub async fn run(
                 clients.push(join(t.await)?);
             }
             let cpu_before = daemon_pid.and_then(cpu_time);
+            let preempted_before = daemon_pid.and_then(preemptions);
             let started = Instant::now();
             let until = started + load.duration;
             let looping: Vec<_> = clients
@@ -141,7 +161,11 @@ pub async fn run(
             }
             total.elapsed = started.elapsed();
             if let (Some(a), Some(b)) = (cpu_before, daemon_pid.and_then(cpu_time)) {
-                total.daemon_cpu = Some(b.saturating_sub(a));
+                total.daemon_cpu = Some(b.total().saturating_sub(a.total()));
+                total.daemon_kernel = Some(b.kernel.saturating_sub(a.kernel));
+            }
+            if let (Some(a), Some(b)) = (preempted_before, daemon_pid.and_then(preemptions)) {
+                total.daemon_preempted = Some(b.saturating_sub(a));
             }
             total.latencies_us.sort_unstable();
             Ok(total)
@@ -314,17 +338,53 @@ async fn client_loop(
     Ok(stats)
 }
 
-/// User + system time of every thread of `pid`, from /proc/PID/stat.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
+/// CPU time of every thread of a process.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub kernel: Duration,
+}
+
+impl CpuTime {
+    pub fn total(&self) -> Duration {
+        self.user + self.kernel
+    }
+}
+
+/// User and system time of every thread of `pid`, from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the parenthesised command: state is field 3; utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
-        .flatten()?;
-    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+        .flatten()? as f64;
+    let ticks = |i: usize| -> Option<Duration> {
+        Some(Duration::from_secs_f64(
+            f.get(i)?.parse::<u64>().ok()? as f64 / hz,
+        ))
+    };
+    Some(CpuTime {
+        user: ticks(11)?,
+        kernel: ticks(12)?,
+    })
+}
+
+/// Involuntary context switches of every thread of `pid` so far.
+pub fn preemptions(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut n = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        n += status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+    }
+    Some(n)
 }
 
 fn bytes(p: &Path) -> Vec<u8> {
