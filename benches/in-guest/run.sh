@@ -99,7 +99,7 @@ kvm | tcg) ;;
 esac
 vng_accel=()
 if [ "$accel" = tcg ]; then
-    say "running under TCG (emulated CPU): memory and counts hold, times are several times the host's"
+    say "running under TCG (emulated CPU): memory and counts hold, times are tens of times the host's"
     vng_accel=(--disable-kvm)
 fi
 
