@@ -47,6 +47,11 @@ struct Args {
     /// Upgrades to do (one after the other).
     #[arg(long, default_value_t = 3)]
     upgrades: usize,
+    /// Time from one upgrade's signal to the next; each upgrade's figures are
+    /// taken from the replies in this time less 100 ms. An upgrade must end
+    /// well within it: raise it on a slow (emulated) machine.
+    #[arg(long, default_value_t = 700)]
+    interval_ms: u64,
 }
 
 fn raise_nofile(n: u64) {
@@ -195,7 +200,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     nix::sys::signal::Signal::SIGUSR1,
                 )
                 .expect("signal");
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
             }
             stop.store(true, Ordering::Relaxed);
             let mut out = Vec::new();
@@ -209,7 +214,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lost: u32 = probes.iter().map(|(_, l)| l).sum();
     let replies: usize = probes.iter().map(|(s, _)| s.len()).sum();
     for (n, sig) in signals.iter().enumerate() {
-        let window_end = *sig + Duration::from_millis(600);
+        let window_end = *sig + Duration::from_millis(args.interval_ms.saturating_sub(100));
         let mut worst_gap = Duration::ZERO;
         let mut first_after = Duration::MAX;
         for (stamps, _) in &probes {
