@@ -74,7 +74,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let need = (args.clients * per_client + 1000) as u64;
     raise_nofile(need);
-    let tmp = tempfile::tempdir()?;
+    // The runtime directory on tmpfs, as /run is: the snapshot is written
+    // and read there while every client waits.
+    let tmp = tempfile::Builder::new()
+        .prefix("upgrade-run")
+        .tempdir_in("/dev/shm")?;
     let run = tmp.path().join("run");
     let conf = tmp.path().join("virtlockd.conf");
     std::fs::write(
