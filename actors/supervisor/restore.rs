@@ -130,7 +130,7 @@ impl Supervisor {
             }
         }
         let servers_done = t0.elapsed();
-        self.queue_restored_clients(queue, ctx);
+        let waiting = self.queue_restored_clients(queue, ctx);
         let clients_done = t0.elapsed();
         match lockspaces.result() {
             Some((spaces, leases_done)) => {
@@ -164,9 +164,10 @@ impl Supervisor {
             self.idle.set_secs(secs);
         }
         // Every lockspace exists now: clients may be served. The ones with a
-        // request waiting come first; the rest follow in batches between
-        // which the event loop serves them.
-        self.restore_clients(ctx);
+        // request waiting come first, on their own, so that the event loop
+        // serves them next; the rest follow in batches between which the
+        // event loop serves them.
+        self.restore_clients(if waiting > 0 { waiting } else { RESTORE_BATCH }, ctx);
         for f in snapshot.fencing {
             if let Some(fencing) = self.lockspace_shared.fencing.start(f.pid, &f.label) {
                 fence::spawn(fencing);
@@ -183,12 +184,13 @@ impl Supervisor {
     /// clients with a request waiting (readable socket, or a request partly
     /// read before the exec) first, the other lock clients next, admin clients
     /// last, so that whatever an admin client asks about the lock clients is
-    /// only answered once every one of them is back.
+    /// only answered once every one of them is back. Returns how many have a
+    /// request waiting (0 when a thread is still looking).
     fn queue_restored_clients(
         &mut self,
         clients: Vec<(Server, ClientState, Slot)>,
         ctx: &mut Context<Self>,
-    ) {
+    ) -> usize {
         let (lock, admin): (Vec<_>, Vec<_>) = clients
             .into_iter()
             .partition(|(s, _, _)| *s == Server::Lock);
@@ -219,7 +221,7 @@ impl Supervisor {
                 );
                 supervisor.do_send(Readable(ready));
             });
-            return;
+            return 0;
         }
         let t = Instant::now();
         let waiting = readable(&fds);
@@ -232,9 +234,11 @@ impl Supervisor {
             .into_iter()
             .zip(waiting)
             .partition(|((_, c, _), ready)| *ready || !c.pending.is_empty());
+        let waiting = busy.len();
         busy.extend(idle);
         self.restoring
             .extend(busy.into_iter().map(|(client, _)| client).chain(admin));
+        waiting
     }
 
     /// Moves the queued lock clients whose socket had something to read ahead
@@ -252,11 +256,11 @@ impl Supervisor {
         self.restoring.extend(rest);
     }
 
-    /// Rebuilds the next batch of restored clients, and schedules the next
+    /// Rebuilds the next `batch` restored clients, and schedules the next
     /// batch after the event loop had its turn; accepting resumes after the last
     /// one (the gate already counts every restored client).
-    fn restore_clients(&mut self, ctx: &mut Context<Self>) {
-        let batch = self.restoring.len().min(RESTORE_BATCH);
+    fn restore_clients(&mut self, batch: usize, ctx: &mut Context<Self>) {
+        let batch = self.restoring.len().min(batch);
         let clients: Vec<_> = self.restoring.drain(..batch).collect();
         for (server, c, slot) in clients {
             self.restore_client(server, c, slot, ctx);
@@ -264,7 +268,7 @@ impl Supervisor {
         if !self.restoring.is_empty() {
             ctx.spawn(
                 actix::fut::wrap_future(tokio::task::yield_now())
-                    .map(|(), act: &mut Self, ctx| act.restore_clients(ctx)),
+                    .map(|(), act: &mut Self, ctx| act.restore_clients(RESTORE_BATCH, ctx)),
             );
         } else if let Some(began) = self.restore_began.take() {
             debug!(
