@@ -283,6 +283,7 @@ fn where_the_time_went(log: &str) -> Vec<String> {
             continue;
         };
         let (mut main, mut read, mut served, mut all) = (None, None, None, None);
+        let mut restore = String::new();
         while let Some(next) = lines.peek() {
             if next.contains("exec_at_us") || next.contains("live upgrade timing") {
                 break;
@@ -290,6 +291,15 @@ fn where_the_time_went(log: &str) -> Vec<String> {
             if let Some(m) = field(next, "main_at_us") {
                 main = Some(m);
                 read = field(next, "state_read_ms");
+            } else if next.contains("restore timing") {
+                // From the restore's start (the state read): the supervisor
+                // entered it, queued the clients, and the lease tables' thread
+                // ended.
+                restore = format!(
+                    " (clients queued at {}, lease tables at {} ms)",
+                    field(next, "clients_ms").map_or("?".into(), |v| format!("{v:.2}")),
+                    field(next, "leases_ms").map_or("?".into(), |v| format!("{v:.2}")),
+                );
             } else if next.contains(" restored restore_ms=") {
                 served = field(next, "at_us");
             } else if next.contains("every client restored") {
@@ -304,7 +314,7 @@ fn where_the_time_went(log: &str) -> Vec<String> {
         };
         out.push(format!(
             "{before:.2} ms until the exec ({phases}); exec to main {} ms, state read {} ms, \
-             rebuild {rebuild} ms: serving {} ms after the exec, every idle client back at {} ms",
+             rebuild {rebuild} ms{restore}: serving {} ms after the exec, every idle client back at {} ms",
             after(main),
             read.map_or("?".into(), |r| format!("{r:.2}")),
             after(served),
