@@ -463,6 +463,23 @@ async fn signals_sent_in_the_exec_window_are_each_acted_on_after_it() {
     }
 }
 
+/// Clients `range`, each registered as owner "idle" and holding the lease
+/// `c{i}` of the lockspace `ls`.
+async fn idle_holders(d: &Daemon, ls: &[u8], range: std::ops::Range<u32>) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(range.len());
+    for i in range {
+        let mut c = d.client().await;
+        c.register(&owner("idle", i + 1, 5_000_000 + i))
+            .await
+            .unwrap();
+        c.acquire(ls, format!("c{i}").as_bytes(), ACQUIRE_AUTOCREATE)
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    clients
+}
+
 #[tokio::test]
 async fn an_upgrade_while_idle_clients_are_still_rebuilt_keeps_every_one() {
     // Enough clients for several restore batches: the second SIGUSR1 is
@@ -473,17 +490,7 @@ async fn an_upgrade_while_idle_clients_are_still_rebuilt_keeps_every_one() {
     let ls_path = d.base().join("ls");
     let ls = bytes(&ls_path);
     let mut first = holding(&d, &ls_path, b"c0").await;
-    let mut clients = Vec::new();
-    for i in 1..CLIENTS {
-        let mut c = d.client().await;
-        c.register(&owner("idle", i + 1, 5_000_000 + i))
-            .await
-            .unwrap();
-        c.acquire(&ls, format!("c{i}").as_bytes(), ACQUIRE_AUTOCREATE)
-            .await
-            .unwrap();
-        clients.push(c);
-    }
+    let mut clients = idle_holders(&d, &ls, 1..CLIENTS).await;
     let locks = kernel_locks(&d);
     assert!(locks.len() >= CLIENTS as usize, "{}", locks.len());
     d.signal(Signal::SIGUSR1);
@@ -587,6 +594,23 @@ async fn an_admin_close_racing_an_upgrade_closes_or_is_refused_never_half() {
 }
 
 /// The epoll instances of the daemon (its event loops').
+/// What each fd of `pid` is (the targets of /proc/PID/fd), counted by kind.
+fn fd_kinds(pid: u32) -> std::collections::BTreeMap<String, usize> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(e.path()).map_or("?".into(), |t| {
+            // socket:[inode] and the like: the kind, not the instance.
+            let t = t.to_string_lossy().into_owned();
+            t.split(":[").next().unwrap_or_default().to_owned()
+        });
+        *kinds.entry(target).or_insert(0) += 1;
+    }
+    kinds
+}
+
 fn epoll_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -608,9 +632,16 @@ async fn quick_upgrades_with_many_clients_leave_no_epoll_behind() {
     for _ in 0..300 {
         idle.push(d.client().await);
     }
+    // A connect returns once the connection is in the listen backlog; the
+    // daemon holds its fd only once it accepted it: a ping each proves that,
+    // before the fds are counted.
+    for i in idle.iter_mut() {
+        i.ping().await.unwrap();
+    }
     let mut admin = Client::connect(d.admin_socket()).await.unwrap();
     admin.ping().await.unwrap();
     let (fds, epolls) = (fd_count(d.pid()), epoll_count(d.pid()));
+    let kinds = fd_kinds(d.pid());
     let mut upgrades = 0;
     for round in 0..6 {
         if round == 3 {
@@ -636,9 +667,10 @@ async fn quick_upgrades_with_many_clients_leave_no_epoll_behind() {
     .await;
     assert!(
         settled,
-        "epoll instances {} (before {epolls}), fds {} (before {fds})",
+        "epoll instances {} (before {epolls}), fds {} (before {fds}): {:?} (before {kinds:?})",
         epoll_count(d.pid()),
-        fd_count(d.pid())
+        fd_count(d.pid()),
+        fd_kinds(d.pid()),
     );
 }
 
@@ -668,16 +700,7 @@ async fn past_a_thousand_clients_requests_sent_during_the_exec_are_answered() {
     let ls_path = d.base().join("ls");
     let ls = bytes(&ls_path);
     let mut clients = vec![holding(&d, &ls_path, b"c0").await];
-    for i in 1..CLIENTS {
-        let mut c = d.client().await;
-        c.register(&owner("idle", i + 1, 5_000_000 + i))
-            .await
-            .unwrap();
-        c.acquire(&ls, format!("c{i}").as_bytes(), ACQUIRE_AUTOCREATE)
-            .await
-            .unwrap();
-        clients.push(c);
-    }
+    clients.extend(idle_holders(&d, &ls, 1..CLIENTS).await);
     let locks = kernel_locks(&d);
     assert!(locks.len() > CLIENTS as usize, "{}", locks.len());
 
