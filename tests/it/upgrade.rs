@@ -685,7 +685,17 @@ async fn past_a_thousand_clients_requests_sent_during_the_exec_are_answered() {
     // This process holds every client's socket (a soft limit may be 1024).
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    assert!(hard > 2 * u64::from(CLIENTS), "fd limit {hard}: too low");
+    if hard <= 2 * u64::from(CLIENTS) {
+        let reason = format!(
+            "needs a hard RLIMIT_NOFILE above {}, have {hard}",
+            2 * CLIENTS
+        );
+        crate::support::skip(
+            "past_a_thousand_clients_requests_sent_during_the_exec_are_answered",
+            &reason,
+        );
+        return;
+    }
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("virtlockd.conf");
