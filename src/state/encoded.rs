@@ -78,7 +78,7 @@ fn write_lockspace<'a>(
 ) -> io::Result<()> {
     array_len(out, 3);
     match directory {
-        Some(d) => mp::write_bin(out, d).map_err(value)?,
+        Some(d) => mp::write_bin(out, d).map_err(write_error)?,
         None => mp::write_nil(out)?,
     }
     array_len(out, resources.len());
@@ -95,31 +95,31 @@ fn write_lockspace<'a>(
 /// A `ResourceState`, field by field.
 fn write_resource(out: &mut Vec<u8>, r: &ResourceView<'_>) -> io::Result<()> {
     array_len(out, 12);
-    mp::write_bin(out, r.name).map_err(value)?;
-    mp::write_bin(out, r.path).map_err(value)?;
-    mp::write_sint(out, r.fd.into()).map_err(value)?;
+    mp::write_bin(out, r.name).map_err(write_error)?;
+    mp::write_bin(out, r.path).map_err(write_error)?;
+    mp::write_sint(out, r.fd.into()).map_err(write_error)?;
     mp::write_bool(out, r.lock_held)?;
-    mp::write_uint(out, r.flags.into()).map_err(value)?;
+    mp::write_uint(out, r.flags.into()).map_err(write_error)?;
     array_len(out, r.owners.len());
     for &o in r.owners {
-        mp::write_sint(out, o.into()).map_err(value)?;
+        mp::write_sint(out, o.into()).map_err(write_error)?;
     }
-    mp::write_sint(out, r.acquired_at).map_err(value)?;
+    mp::write_sint(out, r.acquired_at).map_err(write_error)?;
     match &r.lost_reason {
-        Some(why) => mp::write_str(out, why).map_err(value)?,
+        Some(why) => mp::write_str(out, why).map_err(write_error)?,
         None => mp::write_nil(out)?,
     }
-    mp::write_sint(out, r.lost_since).map_err(value)?;
+    mp::write_sint(out, r.lost_since).map_err(write_error)?;
     match r.file_id {
         Some((dev, ino)) => {
             array_len(out, 2);
-            mp::write_uint(out, dev).map_err(value)?;
-            mp::write_uint(out, ino).map_err(value)?;
+            mp::write_uint(out, dev).map_err(write_error)?;
+            mp::write_uint(out, ino).map_err(write_error)?;
         }
         None => mp::write_nil(out)?,
     }
     mp::write_bool(out, r.ofd)?;
-    mp::write_uint(out, r.tag).map_err(value)?;
+    mp::write_uint(out, r.tag).map_err(write_error)?;
     Ok(())
 }
 
@@ -129,15 +129,16 @@ fn write_owner(out: &mut Vec<u8>, o: &OwnerState) -> io::Result<()> {
     array_len(out, 4);
     array_len(out, o.uuid.len());
     for &b in &o.uuid {
-        mp::write_uint(out, b.into()).map_err(value)?;
+        mp::write_uint(out, b.into()).map_err(write_error)?;
     }
-    mp::write_bin(out, &o.name).map_err(value)?;
-    mp::write_uint(out, o.id.into()).map_err(value)?;
-    mp::write_uint(out, o.pid.into()).map_err(value)?;
+    mp::write_bin(out, &o.name).map_err(write_error)?;
+    mp::write_uint(out, o.id.into()).map_err(write_error)?;
+    mp::write_uint(out, o.pid.into()).map_err(write_error)?;
     Ok(())
 }
 
-fn value(e: ValueWriteError<io::Error>) -> io::Error {
+/// The io error inside one of rmp's write errors (a marker or the data after it).
+fn write_error(e: ValueWriteError<io::Error>) -> io::Error {
     match e {
         ValueWriteError::InvalidMarkerWrite(e) | ValueWriteError::InvalidDataWrite(e) => e,
     }
