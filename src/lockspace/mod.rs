@@ -155,23 +155,10 @@ impl Resource {
         }
     }
 
-    /// The resource as a live upgrade or the crash journal carries it.
-    fn state(&self, name: &[u8], path: &Path) -> crate::state::ResourceState {
-        let (lost_reason, lost_since) = self.loss();
-        crate::state::ResourceState {
-            name: name.to_vec(),
-            path: path.as_os_str().as_bytes().to_vec(),
-            fd: self.fd(),
-            lock_held: !self.status.is_lost(),
-            flags: self.flags,
-            owners: self.owners.to_vec(),
-            acquired_at: self.acquired_at,
-            lost_reason,
-            lost_since,
-            file_id: self.lease.file_id(),
-            ofd: self.lease.is_ofd(),
-            tag: self.lease.tag(),
-        }
+    /// The resource as a live upgrade or the crash journal carries it (no
+    /// path: the name makes it).
+    fn state(&self, name: &[u8]) -> crate::state::ResourceState {
+        self.view(name).to_state()
     }
 }
 
@@ -258,7 +245,7 @@ impl LockSpace {
                 // Neither name nor path inside: the entry names the resource,
                 // the restore derives the path from lockspace and name, and
                 // the journal is written on every acquire and release.
-                .map(|r| (tag, r.state(b"", Path::new("")))),
+                .map(|r| (tag, r.state(b""))),
         }
     }
 
@@ -570,7 +557,7 @@ impl LockSpace {
             resources: self
                 .resources
                 .iter()
-                .map(|(name, r)| r.state(name, Path::new("")))
+                .map(|(name, r)| r.state(name))
                 .collect(),
             owners: self.owner_states(),
         }

@@ -36,6 +36,26 @@ pub struct ResourceView<'a> {
     pub tag: u64,
 }
 
+impl ResourceView<'_> {
+    /// The same resource, owned.
+    pub fn to_state(&self) -> super::ResourceState {
+        super::ResourceState {
+            name: self.name.to_vec(),
+            path: self.path.to_vec(),
+            fd: self.fd,
+            lock_held: self.lock_held,
+            flags: self.flags,
+            owners: self.owners.to_vec(),
+            acquired_at: self.acquired_at,
+            lost_reason: self.lost_reason.clone(),
+            lost_since: self.lost_since,
+            file_id: self.file_id,
+            ofd: self.ofd,
+            tag: self.tag,
+        }
+    }
+}
+
 /// A lockspace's [`LockspaceState`], encoded.
 ///
 /// [`LockspaceState`]: super::LockspaceState
@@ -300,6 +320,15 @@ mod tests {
             ls.owners.push(o);
         }
         s
+    }
+
+    #[test]
+    fn a_view_made_owned_is_the_state_it_lends() {
+        for l in &bulky().lockspaces {
+            for r in &l.resources {
+                assert_eq!(&view(r).to_state(), r);
+            }
+        }
     }
 
     #[test]
